@@ -1,0 +1,3 @@
+from avmon.cli import main
+
+main()

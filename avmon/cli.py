@@ -1,0 +1,296 @@
+"""The `avmon` command (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.models import Defect
+
+
+def source_url(source: str) -> str:
+    """A local path becomes an absolute ``file://`` URL; URLs pass through unchanged."""
+    if urlsplit(source).scheme and not (len(source) > 1 and source[1] == ":"):
+        return source
+    return Path(source).expanduser().resolve().as_uri()
+
+
+def _describe(d: dict[str, Any]) -> str:
+    end = "…" if d.get("end_s") is None else f"{d['end_s']:8.2f}"
+    metrics = " ".join(f"{k}={v:g}" for k, v in sorted((d.get("metrics") or {}).items()))
+    return f"{d['type']:<12} {d['start_s']:8.2f} → {end} s  {d['severity']:<8} {metrics}"
+
+
+# ------------------------------------------------------------------ analyze
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from worker.session import Outcome, analyze
+
+    url = source_url(args.source)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def emit(defect: Defect) -> None:
+        record = defect.model_dump(mode="json")
+        if args.json:
+            if defect.end_s is not None:  # one line per defect: its final record
+                print(json.dumps(record), flush=True)
+        else:
+            state = "ended  " if defect.end_s is not None else "started"
+            print(f"{state} {_describe(record)}", flush=True)
+
+    try:
+        outcome, reason = analyze(url, emit, realtime=args.realtime, stop=stop)
+    except Exception as exc:
+        print(f"avmon analyze: cannot read {args.source}: {exc}", file=sys.stderr)
+        return 1
+    if outcome is Outcome.REFUSED:
+        print(f"avmon analyze: refused: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------ the stack
+
+
+def _http(method: str, url: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _stack_config(args: argparse.Namespace) -> Any:
+    from avmon.stack import StackConfig
+
+    return StackConfig(workers=args.workers, port=args.port, aws_port=args.aws_port)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from avmon.stack import running_stack
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with running_stack(_stack_config(args), stop) as base:
+        print(f"avmon is up: API {base}, AWS emulator http://127.0.0.1:{args.aws_port}, "
+              f"{args.workers} worker(s). Ctrl-C stops everything.", flush=True)
+        stop.wait()
+    return 0
+
+
+FINAL = {"COMPLETED", "REFUSED", "STOPPED"}
+
+
+def watch(base: str, stream_ids: dict[str, str], stop: threading.Event, *, until_done: bool) -> list[dict[str, Any]]:
+    """Print defects as they open and close; return the final records once every stream is done."""
+    seen: dict[tuple[str, str], Any] = {}
+    while not stop.is_set():
+        statuses = []
+        for stream_id, label in stream_ids.items():
+            stream = _http("GET", f"{base}/streams/{stream_id}")
+            statuses.append(stream["status"])
+            for d in _http("GET", f"{base}/streams/{stream_id}/defects?limit=100")["defects"]:
+                key = (stream_id, d["defect_id"])
+                if seen.get(key) != d.get("end_s"):
+                    state = "ended  " if d.get("end_s") is not None else "started"
+                    print(f"{label:<24} {state} {_describe(d)}", flush=True)
+                seen[key] = d.get("end_s")
+        if until_done and all(s in FINAL for s in statuses):
+            break
+        stop.wait(1.0)
+    out: list[dict[str, Any]] = []
+    for stream_id in stream_ids:
+        out.extend(_http("GET", f"{base}/streams/{stream_id}/defects?limit=100")["defects"])
+    return out
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from avmon.stack import running_stack
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with running_stack(_stack_config(args), stop) as base:
+        ids: dict[str, str] = {}
+        for source in args.sources:
+            body = {"url": source_url(source), "name": Path(source).name, "realtime": args.realtime}
+            try:
+                stream = _http("POST", f"{base}/streams", body)
+            except urllib.error.HTTPError as exc:
+                print(f"{source}: refused: {exc.read().decode()}", file=sys.stderr)
+                continue
+            ids[stream["stream_id"]] = Path(source).name
+            print(f"monitoring {source} as {stream['stream_id']}", flush=True)
+        if ids:
+            watch(base, ids, stop, until_done=not args.forever)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate streams with known defects, monitor them with the whole system, compare with the truth."""
+    from avmon import testsrc
+    from avmon.stack import running_stack
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    scripts = {
+        "black-and-silence.ts": "black@4+3,silence@12+3",
+        "freeze.mp4": "freeze@6+4",
+        "clean.ts": "",
+    }
+    with tempfile.TemporaryDirectory(prefix="avmon-demo-") as tmp:
+        truths = {}
+        for name, script in scripts.items():
+            path = Path(tmp) / name
+            truths[name] = testsrc.generate(path, duration_s=20.0, defects=testsrc.parse_script(script), seed=len(name))
+            print(f"generated {name}: {script or 'no defects'}", flush=True)
+        with running_stack(_stack_config(args), stop) as base:
+            ids = {}
+            for name in scripts:
+                stream = _http("POST", f"{base}/streams", {"url": source_url(str(Path(tmp) / name)), "name": name})
+                ids[stream["stream_id"]] = name
+            print(f"submitted {len(ids)} streams to {base}; defects as the workers report them:", flush=True)
+            found = watch(base, ids, stop, until_done=True)
+    by_name: dict[str, list[dict[str, Any]]] = {name: [] for name in scripts}
+    for d in found:
+        by_name[ids[d["stream_id"]]].append(d)
+    print("\nexpected vs found:")
+    ok = True
+    for name, truth in truths.items():
+        expected = sorted((d["type"], d["start_s"], d["end_s"]) for d in truth.defects)
+        got = sorted((d["type"], d["start_s"], d["end_s"]) for d in by_name[name])
+        print(f"  {name}: expected {expected or 'nothing'}\n  {' ' * len(name)}  found    {got or 'nothing'}")
+        ok &= len(expected) == len(got)
+    return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ processes
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import main
+
+    main()
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from worker.main import healthy
+
+    return 0 if healthy() else 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from infra.local import create_data_plane
+
+    for attempt in range(30):  # the emulator container may still be starting
+        try:
+            plane = create_data_plane(args.prefix)
+            break
+        except Exception as exc:
+            if attempt == 29:
+                print(f"avmon init: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(1.0)
+    print(json.dumps({"tables": plane.tables, "queues": plane.queue_urls}, indent=2))
+    return 0
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    from router.local import serve
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    serve(args.host, args.port, args.housekeeping_every, stop)
+    return 0
+
+
+def cmd_testsrc(args: argparse.Namespace) -> int:
+    from avmon import testsrc
+
+    return testsrc.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avmon", description="Live audio/video stream monitoring.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="run every detector on one file or URL, in process, no AWS")
+    p.add_argument("source", help="a file path or a URL (udp://, http(s)://, rtmp:// ...)")
+    p.add_argument("--json", action="store_true", help="print one defect per line as JSON, nothing else")
+    p.add_argument("--realtime", action="store_true", help="read a file at its own pace, as if live")
+    p.set_defaults(func=cmd_analyze)
+
+    def stack_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2; 0 is valid)")
+        p.add_argument("--port", type=int, default=8080, help="router HTTP port (default 8080)")
+        p.add_argument("--aws-port", type=int, default=4566, help="AWS emulator port (default 4566)")
+
+    p = sub.add_parser("up", help="the whole system on this machine: emulator, router, workers")
+    stack_args(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("monitor", help="`up`, submit the sources, show defects live")
+    p.add_argument("sources", nargs="+", help="file paths or URLs")
+    p.add_argument("--realtime", action="store_true", help="read files at their own pace, as if live")
+    p.add_argument("--forever", action="store_true", help="keep watching after finite sources end")
+    stack_args(p)
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("demo", help="generate streams with known defects and monitor them with `up`")
+    stack_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", help="one worker process (joins `avmon up` with AWS_ENDPOINT_URL set)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("health", help="exit 0 if this host's worker loop is alive, 1 if not")
+    p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("init", help="create the tables and queues of infra/template.yaml at AWS_ENDPOINT_URL")
+    p.add_argument("--prefix", default=os.environ.get("AVMON_PREFIX", "avmon"))
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("router", help="serve the router's handler over HTTP (with scheduled housekeeping)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--housekeeping-every", type=float, default=5.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_router)
+
+    p = sub.add_parser(
+        "testsrc",
+        help="the test-signal generator: real H.264/AAC with defects at scripted times",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from avmon import testsrc
+
+    testsrc.add_arguments(p)
+    p.set_defaults(func=cmd_testsrc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    default_level = "INFO" if args.command in ("worker", "router", "up") else "WARNING"
+    level = "DEBUG" if args.verbose else os.environ.get("AVMON_LOG_LEVEL", default_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    for noisy in ("botocore", "aiobotocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    sys.exit(args.func(args))

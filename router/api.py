@@ -1,0 +1,267 @@
+"""The HTTP API (DESIGN.md §5) as small routes on Powertools' function-URL resolver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
+from pydantic import ValidationError
+
+from shared import aws, store
+from shared.models import Assignment, DefectType, StreamSpec, is_stream_id, iso_from_epoch
+from shared.settings import RouterSettings
+from shared.urlpolicy import HostUnresolvable, UrlRefused, check_url
+
+MAX_BODY_BYTES = 16 * 1024
+DEFAULT_PAGE = 50
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+@dataclass
+class Deps:
+    """The router's collaborators, built once per Lambda container (module-level singleton)."""
+
+    settings: RouterSettings
+    tables: store.Tables
+    ddb: Any
+    sqs: Any
+    _queue_url: str | None = None
+
+    def queue_url(self) -> str:
+        if self._queue_url is None:
+            self._queue_url = self.sqs.get_queue_url(QueueName=self.settings.assignment_queue)["QueueUrl"]
+        return self._queue_url
+
+
+@cache
+def deps() -> Deps:
+    settings = RouterSettings()
+    return Deps(
+        settings=settings,
+        tables=store.Tables.from_settings(settings),
+        ddb=aws.client("dynamodb"),
+        sqs=aws.client("sqs"),
+    )
+
+
+def call(fn: Any, **kwargs: Any) -> Any:
+    """One AWS call, its errors mapped to ours."""
+    try:
+        return fn(**kwargs)
+    except Exception as exc:
+        raise aws.map_error(exc) from exc
+
+
+def send_assignment(d: Deps, stream_id: str, generation: int) -> None:
+    body = Assignment(stream_id=stream_id, generation=generation).model_dump_json()
+    call(d.sqs.send_message, QueueUrl=d.queue_url(), MessageBody=body)
+
+
+app = LambdaFunctionUrlResolver()
+
+
+def _json(status: int, body: Any) -> Response[str]:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+
+
+def _error(status: int, error: str, detail: Any = None) -> Response[str]:
+    return _json(status, {"error": error, "detail": detail})
+
+
+@app.exception_handler(ApiError)
+def _api_error(exc: ApiError) -> Response[str]:
+    return _error(exc.status, exc.error, exc.detail)
+
+
+@app.exception_handler(aws.ConflictError)
+def _conflict(exc: aws.ConflictError) -> Response[str]:
+    return _error(409, "conflict", str(exc))
+
+
+@app.exception_handler(aws.RetryableError)
+def _unavailable(exc: aws.RetryableError) -> Response[str]:
+    return _error(503, "the store is unavailable, retry", str(exc))
+
+
+@app.exception_handler(aws.AvmonError)
+def _internal(exc: aws.AvmonError) -> Response[str]:
+    return _error(500, "internal error", type(exc).__name__)
+
+
+@app.not_found
+def _not_found(exc: RouteNotFound) -> Response[str]:
+    return _error(404, "no such route", f"{app.current_event.http_method} {app.current_event.path}")
+
+
+def _body() -> Any:
+    raw = app.current_event.decoded_body or ""
+    if len(raw.encode()) > MAX_BODY_BYTES:
+        raise ApiError(413, "request body too large", {"max_bytes": MAX_BODY_BYTES})
+    return raw
+
+
+def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _page_args(max_size: int) -> tuple[int, store.Item | None]:
+    q = app.current_event.query_string_parameters or {}
+    try:
+        limit = int(q.get("limit", DEFAULT_PAGE))
+    except ValueError:
+        raise ApiError(400, "limit must be an integer") from None
+    if not 1 <= limit <= max_size:
+        raise ApiError(400, f"limit must be between 1 and {max_size}")
+    token = q.get("next_token")
+    try:
+        return limit, store.decode_page_token(token) if token else None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _stream_item(d: Deps, stream_id: str) -> dict[str, Any]:
+    if not is_stream_id(stream_id):
+        raise ApiError(404, "no such stream", stream_id[:80])
+    got = call(d.ddb.get_item, **store.get_stream(d.tables, stream_id)).get("Item")
+    if not got:
+        raise ApiError(404, "no such stream", stream_id)
+    return store.unmarshal(got)
+
+
+@app.post("/streams")
+def create_stream() -> Response[str]:
+    d = deps()
+    try:
+        spec = StreamSpec.model_validate_json(_body() or "null")
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ApiError(400, "the body is not valid JSON") from None
+        raise ApiError(422, "invalid stream", _validation_detail(exc)) from None
+    try:
+        check_url(spec.url, schemes=d.settings.schemes, allow_private=d.settings.allow_private_hosts)
+    except UrlRefused as exc:
+        raise ApiError(422, "url refused", str(exc)) from None
+    except HostUnresolvable:
+        pass  # not resolvable now; the worker checks again when it opens the source
+    if spec.client_token:
+        # The token decides the id, so a retried POST hits the same item's condition.
+        digest = hashlib.sha256(spec.client_token.encode()).hexdigest()[:24]
+        stream_id = f"s-{digest}"
+    else:
+        stream_id = f"s-{secrets.token_hex(12)}"
+    now = time.time()
+    request = store.put_new_stream(
+        d.tables,
+        stream_id=stream_id,
+        url=spec.url,
+        name=spec.name,
+        realtime=spec.realtime,
+        client_token=spec.client_token,
+        now=now,
+    )
+    try:
+        call(d.ddb.put_item, **request)
+    except aws.ConflictError:
+        existing = _stream_item(d, stream_id)
+        if existing.get("url") != spec.url:
+            raise ApiError(409, "client_token already used for another url") from None
+        return _json(200, store.stream_from_item(existing, now).model_dump(mode="json"))
+    send_assignment(d, stream_id, 1)
+    item = store.unmarshal(request["Item"])
+    return _json(201, store.stream_from_item(item, now).model_dump(mode="json"))
+
+
+@app.get("/streams")
+def list_streams() -> Response[str]:
+    d = deps()
+    limit, start = _page_args(d.settings.max_page_size)
+    page = call(d.ddb.scan, **store.scan_streams(d.tables, limit=limit, start_key=start))
+    now = time.time()
+    streams = [store.stream_from_item(store.unmarshal(i), now).model_dump(mode="json") for i in page["Items"]]
+    streams.sort(key=lambda s: s["created_at"])
+    return _json(
+        200, {"streams": streams, "next_token": store.encode_page_token(page.get("LastEvaluatedKey"))}
+    )
+
+
+@app.get("/streams/<stream_id>")
+def get_stream(stream_id: str) -> Response[str]:
+    d = deps()
+    return _json(200, store.stream_from_item(_stream_item(d, stream_id), time.time()).model_dump(mode="json"))
+
+
+@app.delete("/streams/<stream_id>")
+def delete_stream(stream_id: str) -> Response[str]:
+    d = deps()
+    _stream_item(d, stream_id)
+    got = call(d.ddb.update_item, **store.stop_stream(d.tables, stream_id, time.time()))
+    stream = store.stream_from_item(store.unmarshal(got["Attributes"]), time.time())
+    return _json(200, stream.model_dump(mode="json"))
+
+
+def _since() -> tuple[float | None, str | None]:
+    since = (app.current_event.query_string_parameters or {}).get("since")
+    if not since:
+        return None, None
+    try:
+        return float(since), None
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "since must be media seconds (e.g. 12.5) or an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise ApiError(400, "since as a time must carry its UTC offset (e.g. 2026-01-01T00:00:00Z)")
+    return None, iso_from_epoch(parsed.timestamp())
+
+
+@app.get("/streams/<stream_id>/defects")
+def list_defects(stream_id: str) -> Response[str]:
+    d = deps()
+    _stream_item(d, stream_id)
+    limit, start = _page_args(d.settings.max_page_size)
+    defect_type = (app.current_event.query_string_parameters or {}).get("type")
+    if defect_type is not None and defect_type not in set(DefectType):
+        raise ApiError(400, f"unknown defect type {defect_type!r}", sorted(DefectType))
+    since_s, since_at = _since()
+    defects: list[dict[str, Any]] = []
+    # A filtered Query may return short pages: keep reading until the page is full or done.
+    while True:
+        request = store.query_defects(
+            d.tables,
+            stream_id,
+            now=time.time(),
+            limit=limit - len(defects),
+            start_key=start,
+            defect_type=defect_type,
+            since_s=since_s,
+            since_at=since_at,
+        )
+        page = call(d.ddb.query, **request)
+        for raw in page["Items"]:
+            item = store.unmarshal(raw)
+            item.pop("expires_at", None)
+            item.setdefault("end_s", None)
+            item.setdefault("end_at", None)
+            defects.append(item)
+        start = page.get("LastEvaluatedKey")
+        if not start or len(defects) >= limit:
+            break
+    return _json(200, {"defects": defects, "next_token": store.encode_page_token(start)})

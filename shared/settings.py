@@ -1,0 +1,86 @@
+"""Settings, one class per process, read from the environment with the prefix ``AVMON_``.
+
+AWS endpoint and credentials are botocore's own (``AWS_ENDPOINT_URL``, ``AWS_REGION`` ...): both
+boto3 and aioboto3 read them, so a process joins LocalStack, moto's server or real AWS by
+environment alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PREFIX = "avmon"
+DEPLOYED_SCHEMES = "http,https,udp,srt,rtmp,rtsp"
+LOCAL_SCHEMES = DEPLOYED_SCHEMES + ",file"
+
+
+class CommonSettings(BaseSettings):
+    """Names of the shared resources (defaults match ``infra/template.yaml`` with Prefix=avmon)."""
+
+    model_config = SettingsConfigDict(env_prefix="AVMON_", extra="ignore", frozen=True)
+
+    streams_table: str = Field(f"{DEFAULT_PREFIX}-streams", description="DynamoDB streams table.")
+    defects_table: str = Field(f"{DEFAULT_PREFIX}-defects", description="DynamoDB defects table.")
+    assignment_queue: str = Field(f"{DEFAULT_PREFIX}-assignments", description="SQS queue name.")
+    dead_letter_queue: str = Field(f"{DEFAULT_PREFIX}-assignments-dlq", description="Its DLQ name.")
+    lease_period_s: float = Field(
+        15.0, gt=1.0, le=300.0, description="Lease duration; the owner renews every third of it."
+    )
+    defect_ttl_days: int = Field(30, ge=1, description="Defects expire (DynamoDB TTL) after this.")
+    allowed_schemes: str = Field(
+        DEPLOYED_SCHEMES,
+        description="Comma list of URL schemes a stream may use (`file` only where enabled: local use).",
+    )
+    allow_private_hosts: bool = Field(
+        False, description="Accept hosts on loopback/private/link-local addresses (local use)."
+    )
+
+    @property
+    def schemes(self) -> frozenset[str]:
+        return frozenset(s.strip().lower() for s in self.allowed_schemes.split(",") if s.strip())
+
+
+class RouterSettings(CommonSettings):
+    """The router (Lambda or local HTTP adapter)."""
+
+    max_page_size: int = Field(100, ge=1, le=1000, description="Upper bound of a page's `limit`.")
+    reenqueue_after_s: float = Field(
+        20.0, gt=0, description="Housekeeping re-sends an orphaned stream's assignment after this."
+    )
+
+
+class WorkerSettings(CommonSettings):
+    """One worker process."""
+
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Names the worker in leases and defects (default: host name and pid).",
+    )
+    worker_capacity: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 1)),
+        ge=1,
+        le=256,
+        description="Streams this worker monitors at once (default: one per CPU core).",
+    )
+    poll_wait_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
+    takeover_scan_s: float = Field(
+        10.0, gt=0, description="With free capacity, look for streams whose lease expired this often."
+    )
+    flush_interval_s: float = Field(0.5, gt=0, description="Defect writer batching interval.")
+    open_timeout_s: float = Field(10.0, gt=0, description="Opening a source.")
+    read_timeout_s: float = Field(5.0, gt=0, description="No data for this long is a stall.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect backoff.")
+    signal_loss_after_s: float = Field(
+        2.0, gt=0, description="A source silent (no packets) for this long is reported as signal_loss."
+    )
+    health_file: str = Field(
+        "/tmp/avmon-worker-health", description="Touched by the loop; `avmon health` reads its age."
+    )
+    health_max_age_s: float = Field(30.0, gt=0, description="A heartbeat older than this is unhealthy.")
+    stop_grace_s: float = Field(
+        20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."
+    )

@@ -1,0 +1,401 @@
+"""The tables: item shapes and every DynamoDB request the system makes, as pure functions.
+
+Each function returns the keyword arguments of one low-level client call, so the router (boto3)
+and the worker (aioboto3) send exactly the same requests and this module needs no AWS to test.
+
+Streams table item (key ``stream_id``)::
+
+    url, name, realtime, desired (RUNNING|STOPPED), status, generation (bumped by every start),
+    owner (absent when nobody holds the lease), lease_expires_at (epoch s), lease_counter (the
+    fencing token: bumped by every claim), enqueued_at (epoch s of the last assignment message),
+    created_at, updated_at, reason, lag_s, frames_analysed, media_time_s, client_token
+
+Defects table item (key ``stream_id`` + ``defect_id``): the fields of :class:`shared.models.Defect`
+plus ``expires_at`` (epoch s, the table's TTL attribute).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from shared.models import Defect, Desired, Stream, StreamStatus, iso_from_epoch
+from shared.settings import CommonSettings
+
+_SER = TypeSerializer()
+_DESER = TypeDeserializer()
+
+Request = dict[str, Any]
+Item = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tables:
+    streams: str
+    defects: str
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> Tables:
+        return cls(streams=settings.streams_table, defects=settings.defects_table)
+
+
+# ---------------------------------------------------------------- marshalling
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def marshal(item: dict[str, Any]) -> Item:
+    """Plain dict → DynamoDB attribute map (floats as numbers, ``None`` values dropped)."""
+    return {k: _SER.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
+
+
+def unmarshal(item: Item) -> dict[str, Any]:
+    return {k: _from_dynamo(_DESER.deserialize(v)) for k, v in item.items()}
+
+
+def _values(**values: Any) -> Item:
+    return {f":{k}": _SER.serialize(_to_dynamo(v)) for k, v in values.items()}
+
+
+def encode_page_token(key: Item | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(unmarshal(key), sort_keys=True).encode()).decode()
+
+
+def decode_page_token(token: str) -> Item:
+    """The opaque ``next_token`` of a listing back to an ExclusiveStartKey (ValueError if forged)."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("next_token is not valid") from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ValueError("next_token is not valid")
+    return marshal(raw)
+
+
+# ---------------------------------------------------------------- streams
+
+
+def stream_from_item(item: dict[str, Any], now: float) -> Stream:
+    """An unmarshalled streams item as the API shows it (a lapsed lease shows no owner)."""
+    expires = item.get("lease_expires_at")
+    live = item.get("owner") is not None and expires is not None and float(expires) > now
+    return Stream(
+        stream_id=item["stream_id"],
+        url=item["url"],
+        name=item.get("name"),
+        realtime=bool(item.get("realtime", False)),
+        desired=Desired(item["desired"]),
+        status=StreamStatus(item.get("status", StreamStatus.PENDING)),
+        generation=int(item["generation"]),
+        owner=item.get("owner") if live else None,
+        lease_expires_at=iso_from_epoch(float(expires)) if live and expires is not None else None,
+        lease_counter=int(item.get("lease_counter", 0)),
+        created_at=iso_from_epoch(float(item["created_at"])),
+        updated_at=iso_from_epoch(float(item.get("updated_at", item["created_at"]))),
+        reason=item.get("reason"),
+        lag_s=item.get("lag_s"),
+        frames_analysed=int(item.get("frames_analysed", 0)),
+        media_time_s=item.get("media_time_s"),
+    )
+
+
+def put_new_stream(
+    t: Tables, *, stream_id: str, url: str, name: str | None, realtime: bool, client_token: str | None, now: float
+) -> Request:
+    item = {
+        "stream_id": stream_id,
+        "url": url,
+        "name": name,
+        "realtime": realtime,
+        "desired": Desired.RUNNING.value,
+        "status": StreamStatus.PENDING.value,
+        "generation": 1,
+        "lease_counter": 0,
+        "lease_expires_at": 0,
+        "enqueued_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "client_token": client_token,
+    }
+    return {
+        "TableName": t.streams,
+        "Item": marshal(item),
+        "ConditionExpression": "attribute_not_exists(stream_id)",
+    }
+
+
+def get_stream(t: Tables, stream_id: str) -> Request:
+    return {"TableName": t.streams, "Key": marshal({"stream_id": stream_id}), "ConsistentRead": True}
+
+
+def find_by_client_token(t: Tables, token: str) -> Request:
+    return {
+        "TableName": t.streams,
+        "IndexName": "by-client-token",
+        "KeyConditionExpression": "client_token = :tok",
+        "ExpressionAttributeValues": _values(tok=token),
+        "Limit": 1,
+    }
+
+
+def scan_streams(t: Tables, *, limit: int, start_key: Item | None) -> Request:
+    req: Request = {"TableName": t.streams, "Limit": limit}
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req
+
+
+def stop_stream(t: Tables, stream_id: str, now: float) -> Request:
+    """``DELETE``: the owner sees ``desired=STOPPED`` at its next renewal and lets go."""
+    return {
+        "TableName": t.streams,
+        "Key": marshal({"stream_id": stream_id}),
+        "UpdateExpression": "SET desired = :stopped, #st = :st_stopped, updated_at = :now",
+        "ConditionExpression": "attribute_exists(stream_id)",
+        "ExpressionAttributeNames": {"#st": "status"},
+        "ExpressionAttributeValues": _values(
+            stopped=Desired.STOPPED.value, st_stopped=StreamStatus.STOPPED.value, now=now
+        ),
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def scan_orphans(t: Tables, *, now: float, start_key: Item | None = None) -> Request:
+    """Streams that should run but whose lease is missing or lapsed."""
+    req: Request = {
+        "TableName": t.streams,
+        "FilterExpression": "desired = :running AND (attribute_not_exists(#owner) OR lease_expires_at < :now)",
+        "ExpressionAttributeNames": {"#owner": "owner"},
+        "ExpressionAttributeValues": _values(running=Desired.RUNNING.value, now=now),
+        "ProjectionExpression": "stream_id, generation, enqueued_at, lease_expires_at",
+    }
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req
+
+
+def mark_enqueued(t: Tables, stream_id: str, generation: int, *, now: float, not_since: float) -> Request:
+    """Housekeeping's claim on re-sending an assignment, so two runs do not both send one."""
+    return {
+        "TableName": t.streams,
+        "Key": marshal({"stream_id": stream_id}),
+        "UpdateExpression": "SET enqueued_at = :now",
+        "ConditionExpression": (
+            "desired = :running AND generation = :gen AND "
+            "(attribute_not_exists(#owner) OR lease_expires_at < :now) AND "
+            "(attribute_not_exists(enqueued_at) OR enqueued_at < :not_since)"
+        ),
+        "ExpressionAttributeNames": {"#owner": "owner"},
+        "ExpressionAttributeValues": _values(
+            running=Desired.RUNNING.value, gen=generation, now=now, not_since=not_since
+        ),
+    }
+
+
+# ---------------------------------------------------------------- leases
+
+
+def claim_lease(
+    t: Tables, stream_id: str, generation: int, *, worker_id: str, now: float, period_s: float
+) -> Request:
+    """Take the stream if it should run at this generation and nobody holds a live lease.
+
+    Bumps ``lease_counter``: the new value is this owner's fencing token.
+    """
+    return {
+        "TableName": t.streams,
+        "Key": marshal({"stream_id": stream_id}),
+        "UpdateExpression": (
+            "SET #owner = :me, lease_expires_at = :exp, #st = :monitoring, updated_at = :now, "
+            "lease_counter = if_not_exists(lease_counter, :zero) + :one REMOVE reason"
+        ),
+        "ConditionExpression": (
+            "desired = :running AND generation = :gen AND "
+            "(attribute_not_exists(#owner) OR lease_expires_at < :now)"
+        ),
+        "ExpressionAttributeNames": {"#owner": "owner", "#st": "status"},
+        "ExpressionAttributeValues": _values(
+            me=worker_id,
+            exp=now + period_s,
+            now=now,
+            monitoring=StreamStatus.MONITORING.value,
+            zero=0,
+            one=1,
+            running=Desired.RUNNING.value,
+            gen=generation,
+        ),
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def _held(worker_id: str, counter: int) -> tuple[str, dict[str, Any]]:
+    return "#owner = :me AND lease_counter = :held", {"me": worker_id, "held": counter}
+
+
+def renew_lease(
+    t: Tables,
+    stream_id: str,
+    *,
+    worker_id: str,
+    counter: int,
+    now: float,
+    period_s: float,
+    status: StreamStatus,
+    figures: dict[str, float | int | None],
+    reason: str | None = None,
+) -> Request:
+    """Extend a held lease and publish the live figures in the same write (no extra requests).
+
+    Fails its condition if the lease was taken (the counter moved): the caller must stop at once.
+    ``ReturnValues`` carries ``desired`` back, so a ``DELETE`` is seen within a renewal period.
+    """
+    cond, held = _held(worker_id, counter)
+    sets = ["lease_expires_at = :exp", "updated_at = :now", "#st = :status"]
+    values: dict[str, Any] = {"exp": now + period_s, "now": now, "status": status.value, **held}
+    for name, value in figures.items():
+        if value is not None:
+            sets.append(f"{name} = :{name}")
+            values[name] = value
+    if reason is not None:
+        sets.append("reason = :reason")
+        values["reason"] = reason[:500]
+    return {
+        "TableName": t.streams,
+        "Key": marshal({"stream_id": stream_id}),
+        "UpdateExpression": "SET " + ", ".join(sets),
+        "ConditionExpression": cond,
+        "ExpressionAttributeNames": {"#owner": "owner", "#st": "status"},
+        "ExpressionAttributeValues": _values(**values),
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def release_lease(
+    t: Tables,
+    stream_id: str,
+    *,
+    worker_id: str,
+    counter: int,
+    now: float,
+    status: StreamStatus,
+    finished: bool = False,
+    reason: str | None = None,
+) -> Request:
+    """Let go of a held lease. ``finished`` also sets ``desired=STOPPED`` (a file read to its end,
+    or a source refused by policy), so nobody takes the stream again."""
+    cond, held = _held(worker_id, counter)
+    sets = ["lease_expires_at = :zero", "updated_at = :now", "#st = :status"]
+    values: dict[str, Any] = {"zero": 0, "now": now, "status": status.value, **held}
+    if finished:
+        sets.append("desired = :stopped")
+        values["stopped"] = Desired.STOPPED.value
+    if reason is not None:
+        sets.append("reason = :reason")
+        values["reason"] = reason[:500]
+    return {
+        "TableName": t.streams,
+        "Key": marshal({"stream_id": stream_id}),
+        "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE #owner",
+        "ConditionExpression": cond,
+        "ExpressionAttributeNames": {"#owner": "owner", "#st": "status"},
+        "ExpressionAttributeValues": _values(**values),
+    }
+
+
+# ---------------------------------------------------------------- defects
+
+
+def defect_item(defect: Defect, *, ttl_days: int, now: float) -> dict[str, Any]:
+    item = defect.model_dump(mode="json")
+    item["expires_at"] = int(now + ttl_days * 86400)
+    return item
+
+
+def fenced_defect_writes(
+    t: Tables, stream_id: str, *, worker_id: str, counter: int, items: list[dict[str, Any]]
+) -> Request:
+    """One ``TransactWriteItems``: the defects, and a check that the writer still holds the lease.
+
+    A worker that lost its lease (it paused, the lease was taken) cannot write for the stream.
+    """
+    if not 1 <= len(items) <= 99:
+        raise ValueError("a fenced write carries 1 to 99 defects")
+    cond, held = _held(worker_id, counter)
+    check = {
+        "ConditionCheck": {
+            "TableName": t.streams,
+            "Key": marshal({"stream_id": stream_id}),
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": _values(**held),
+        }
+    }
+    puts = [{"Put": {"TableName": t.defects, "Item": marshal(item)}} for item in items]
+    return {"TransactItems": [check, *puts]}
+
+
+def query_defects(
+    t: Tables,
+    stream_id: str,
+    *,
+    now: float,
+    limit: int,
+    start_key: Item | None,
+    defect_type: str | None = None,
+    since_s: float | None = None,
+    since_at: str | None = None,
+) -> Request:
+    """Defects of a stream in media-time order, optionally of one type, starting at or after
+    ``since_s`` (media seconds) or ``since_at`` (ISO 8601 wall clock), hiding expired ones
+    (DynamoDB's TTL deletes lazily, and emulators never do)."""
+    names: dict[str, str] = {}
+    filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
+    values: dict[str, Any] = {"sid": stream_id, "now_epoch": int(now)}
+    if defect_type:
+        names["#type"] = "type"
+        filters.append("#type = :type")
+        values["type"] = defect_type
+    if since_s is not None:
+        filters.append("start_s >= :since_s")
+        values["since_s"] = since_s
+    if since_at is not None:
+        filters.append("(start_at >= :since_at OR end_at >= :since_at OR attribute_not_exists(end_at))")
+        values["since_at"] = since_at
+    req: Request = {
+        "TableName": t.defects,
+        "KeyConditionExpression": "stream_id = :sid",
+        "FilterExpression": " AND ".join(filters),
+        "ExpressionAttributeValues": _values(**values),
+        "Limit": limit,
+    }
+    if names:
+        req["ExpressionAttributeNames"] = names
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req

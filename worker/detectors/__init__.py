@@ -1,0 +1,55 @@
+"""Detector discovery: every module in this package that defines a :class:`Detector` subclass
+with a ``name`` is registered. A new detector is one new file plus its tests."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+
+from worker.detectors.base import (
+    AudioBlock,
+    Detector,
+    Finding,
+    Severity,
+    StreamContext,
+    VideoFrame,
+)
+
+__all__ = [
+    "AudioBlock",
+    "Detector",
+    "Finding",
+    "Severity",
+    "StreamContext",
+    "VideoFrame",
+    "build_detectors",
+    "registry",
+]
+
+
+@cache
+def registry() -> dict[str, type[Detector]]:
+    """Map of defect type to detector class, found by scanning this package."""
+    found: dict[str, type[Detector]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Detector)
+                and obj is not Detector
+                and obj.__module__ == module.__name__
+                and obj.name
+            ):
+                if obj.name in found:
+                    raise RuntimeError(f"two detectors named {obj.name!r}")
+                found[obj.name] = obj
+    return dict(sorted(found.items()))
+
+
+def build_detectors(ctx: StreamContext, enabled: set[str] | None = None) -> list[Detector]:
+    """One fresh instance of every registered detector (or of ``enabled`` only) for a stream."""
+    return [cls(ctx=ctx) for name, cls in registry().items() if enabled is None or name in enabled]

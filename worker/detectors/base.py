@@ -1,0 +1,105 @@
+"""The detector contract: what a detector is fed and what it reports.
+
+A detector is one module in ``worker/detectors/`` that defines one subclass of :class:`Detector`.
+It is fed decoded media in presentation order (video frames and audio blocks, interleaved by
+time) and answers with :class:`Finding` events:
+
+* an *open* finding (``end_s is None``) once a defect has lasted its minimum duration, and
+* a *close* finding (same ``type``, ``key`` and ``start_s``; ``end_s`` set) when it ends.
+
+The pair shares ``start_s`` so that the sink derives the same stable ``defect_id`` for both
+(DESIGN.md §4: "the same defect written twice is one record"). ``flush`` closes whatever is
+still open when the stream ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One decoded picture.
+
+    ``luma`` is the Y plane as a (height, width) uint8 array, usually a strided view of the
+    decoder's buffer (no RGB conversion, no range scaling). ``full_range`` says whether black is
+    code 0 (JPEG/full range) or code 16 (MPEG/limited range).
+    """
+
+    t: float  # media seconds from the stream's origin
+    luma: npt.NDArray[np.uint8]
+    full_range: bool = False
+    key_frame: bool = False
+    corrupt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AudioBlock:
+    """A block of decoded audio: (channels, samples) float32, nominal full scale ±1.0."""
+
+    t: float  # media seconds of the first sample
+    samples: npt.NDArray[np.float32]
+    rate: int  # Hz
+
+    @property
+    def duration(self) -> float:
+        return float(self.samples.shape[1]) / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detector's report of a defect opening (``end_s is None``) or closing."""
+
+    type: str
+    start_s: float
+    end_s: float | None
+    severity: Severity
+    metrics: dict[str, float] = field(default_factory=dict)
+    key: str = ""  # distinguishes parallel defects of one type, e.g. a channel: "ch1"
+
+
+@dataclass
+class StreamContext:
+    """State the detectors of one stream share, for cross-modal judgement.
+
+    Detectors write the facts they own and read the others' (e.g. freeze reads whether the audio
+    is silent to choose its severity). Times are media seconds.
+    """
+
+    has_audio: bool = True
+    has_video: bool = True
+    audio_silent_since: float | None = None  # set by the silence detector while silent
+    last_audio_t: float | None = None
+    last_video_t: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Detector:
+    """Base class: subclasses set ``name`` (the defect type) and ``Options`` (a dataclass)."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, options: Any | None = None, ctx: StreamContext | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.ctx = ctx if ctx is not None else StreamContext()
+
+    def feed_video(self, frame: VideoFrame) -> list[Finding]:
+        return []
+
+    def feed_audio(self, block: AudioBlock) -> list[Finding]:
+        return []
+
+    def flush(self, t_end: float) -> list[Finding]:
+        """Close anything still open at the end of the media (``t_end`` in media seconds)."""
+        return []

@@ -1,0 +1,282 @@
+"""The worker process: take streams as capacity allows, hold their leases, run their sessions.
+
+asyncio at the edges (SQS, DynamoDB, timers); one thread per stream for open → decode → detect.
+SIGTERM (ECS) and SIGINT only set an event: the worker stops taking work, stops its sessions,
+flushes defects, releases the leases and re-enqueues the streams so other workers take them at
+once, within ``stop_grace_s`` (shorter than ECS's 30 s ``stopTimeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared import aws, store
+from shared.models import Defect, StreamStatus
+from shared.settings import WorkerSettings
+from worker.assignments import AssignmentQueue
+from worker.leases import Lease, LeaseTable, Renewal, call
+from worker.session import Outcome, SessionConfig, StreamSession
+from worker.sink import DefectWriter
+
+log = logging.getLogger("avmon.worker")
+
+
+@dataclass
+class Running:
+    lease: Lease
+    session: StreamSession
+    thread: threading.Thread
+    stop: threading.Event
+    done: asyncio.Future[tuple[Outcome, str | None]] = field(repr=False)
+    handed_back: bool = False
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings | None = None, *, burst: bool = False) -> None:
+        """``burst``: return once every taken stream has finished and the queue is empty (tests)."""
+        self.settings = settings or WorkerSettings()
+        self.burst = burst
+        self.tables = store.Tables.from_settings(self.settings)
+        self.running: dict[str, Running] = {}
+        self.stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def free(self) -> int:
+        return self.settings.worker_capacity - len(self.running)
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    # ------------------------------------------------------------ the process
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.add_signal_handler(sig, self.request_stop)
+        session = aws.async_session()
+        async with (
+            session.client("dynamodb", config=aws.CLIENT_CONFIG) as ddb,
+            session.client("sqs", config=aws.CLIENT_CONFIG) as sqs,
+        ):
+            queue_url = (await call(sqs.get_queue_url, QueueName=self.settings.assignment_queue))["QueueUrl"]
+            self.queue = AssignmentQueue(sqs, queue_url)
+            self.leases = LeaseTable(ddb, self.tables, self.settings.worker_id, self.settings.lease_period_s)
+            self.sink = DefectWriter(ddb, self.tables, self.settings.worker_id, ttl_days=self.settings.defect_ttl_days)
+            log.info("worker %s up, capacity %d", self.settings.worker_id, self.settings.worker_capacity)
+            tasks = [
+                asyncio.create_task(self._poll_loop(), name="poll"),
+                asyncio.create_task(self._renew_loop(), name="renew"),
+                asyncio.create_task(self._takeover_loop(), name="takeover"),
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"),
+            ]
+            try:
+                await self.stopping.wait()
+            finally:
+                for task in tasks[:4]:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._shutdown()
+        log.info("worker %s stopped", self.settings.worker_id)
+
+    async def _shutdown(self) -> None:
+        """Hand every stream back, with its defects written, before the grace period ends."""
+        deadline = time.monotonic() + self.settings.stop_grace_s
+        for running in self.running.values():
+            running.handed_back = True
+            running.stop.set()
+        if self.running:
+            pending = [r.done for r in self.running.values()]
+            await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic() - 3.0))
+        for stream_id, running in list(self.running.items()):
+            await self._finish(stream_id, running, deadline)
+        while self.sink.buffered and time.monotonic() < deadline:
+            if not await self.sink.flush():
+                await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------ taking work
+
+    async def _poll_loop(self) -> None:
+        while not self.stopping.is_set():
+            if self.free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            wait_s = 0 if self.burst else self.settings.poll_wait_s
+            try:
+                received = await self.queue.receive(self.free, wait_s)
+            except aws.AvmonError as exc:
+                log.warning("assignment queue unavailable: %s", exc)
+                await asyncio.sleep(2.0)
+                continue
+            for message in received:
+                await self._handle(message)
+            if self.burst and not received and not self.running:
+                self.request_stop()
+
+    async def _handle(self, message: Any) -> None:
+        assignment = message.assignment
+        try:
+            if assignment is None:
+                await self.queue.reject(message)
+                return
+            if assignment.stream_id not in self.running and self.free > 0:
+                await self._take(assignment.stream_id, assignment.generation)
+            # Claimed, stale, duplicate or held by someone: the command is spent either way.
+            await self.queue.delete(message.receipt)
+        except aws.AvmonError as exc:
+            log.warning("assignment %s not handled (%s); it will be redelivered", message.body[:100], exc)
+
+    async def _take(self, stream_id: str, generation: int) -> bool:
+        lease = await self.leases.claim(stream_id, generation)
+        if lease is None:
+            return False
+        self._start(lease)
+        return True
+
+    async def _takeover_loop(self) -> None:
+        """With room to spare, adopt streams whose owner stopped renewing (failover)."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(self.settings.takeover_scan_s)
+            if self.free <= 0 or self.stopping.is_set():
+                continue
+            try:
+                for stream_id, generation in await self.leases.orphans(limit=self.free):
+                    if stream_id not in self.running and self.free > 0 and await self._take(stream_id, generation):
+                        log.info("took over %s", stream_id)
+            except aws.AvmonError as exc:
+                log.warning("takeover scan failed: %s", exc)
+
+    # ------------------------------------------------------------ one stream
+
+    def _start(self, lease: Lease) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        stop = threading.Event()
+        s = self.settings
+        config = SessionConfig(
+            url=lease.url,
+            realtime=lease.realtime,
+            open_timeout_s=s.open_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            reconnect_max_s=s.reconnect_max_s,
+            signal_loss_after_s=s.signal_loss_after_s,
+            schemes=s.schemes,
+            allow_private=s.allow_private_hosts,
+        )
+
+        def emit(defect: Defect) -> None:
+            loop.call_soon_threadsafe(self.sink.submit, defect)
+
+        session = StreamSession(lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop)
+        done: asyncio.Future[tuple[Outcome, str | None]] = loop.create_future()
+
+        def body() -> None:
+            try:
+                result: tuple[Outcome, str | None] = session.run()
+            except Exception as exc:  # a bug in a detector must not take the worker down
+                log.exception("stream %s: session failed", lease.stream_id)
+                result = (Outcome.STOPPED, f"internal error: {type(exc).__name__}")
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
+
+        thread = threading.Thread(target=body, name=f"stream-{lease.stream_id}", daemon=True)
+        self.sink.fence(lease.stream_id, lease.counter)
+        self.running[lease.stream_id] = Running(lease=lease, session=session, thread=thread, stop=stop, done=done)
+        done.add_done_callback(lambda _: self._loop and self._loop.create_task(self._ended(lease.stream_id)))
+        thread.start()
+        log.info("monitoring %s (%s)", lease.stream_id, lease.url)
+
+    async def _ended(self, stream_id: str) -> None:
+        running = self.running.get(stream_id)
+        if running is None or self.stopping.is_set():
+            return  # shutdown finishes it
+        await self._finish(stream_id, running, time.monotonic() + self.settings.stop_grace_s)
+
+    async def _finish(self, stream_id: str, running: Running, deadline: float) -> None:
+        """The session is over (or being abandoned): write its defects, then settle the lease."""
+        outcome, reason = running.done.result() if running.done.done() else (Outcome.STOPPED, None)
+        while self.sink.pending_for(stream_id) and time.monotonic() < deadline:
+            if not await self.sink.flush(only=stream_id):
+                await asyncio.sleep(0.2)
+        lease = running.lease
+        try:
+            if running.handed_back:
+                if await self.leases.release(lease, StreamStatus.PENDING, reason="handed back by its worker"):
+                    await self.queue.send(stream_id, lease.generation)
+            elif outcome is Outcome.COMPLETED:
+                await self.leases.release(lease, StreamStatus.COMPLETED, finished=True)
+            elif outcome is Outcome.REFUSED:
+                await self.leases.release(lease, StreamStatus.REFUSED, finished=True, reason=reason)
+            else:
+                await self.leases.release(lease, StreamStatus.STOPPED, reason=reason)
+        except aws.AvmonError as exc:
+            log.warning("could not release %s (%s): it will lapse", stream_id, exc)
+        self.running.pop(stream_id, None)
+        self._slot_freed.set()
+        if self.burst and not self.running and not self.stopping.is_set():
+            # A burst worker returns once its work is done and the queue has nothing more.
+            self._slot_freed.set()
+
+    async def _renew_loop(self) -> None:
+        period = self.settings.lease_period_s / 3
+        while not self.stopping.is_set():
+            await asyncio.sleep(period)
+            for stream_id, running in list(self.running.items()):
+                if running.stop.is_set():
+                    continue
+                figures = running.session.figures
+                try:
+                    result = await self.leases.renew(
+                        running.lease,
+                        figures.status,
+                        {
+                            "frames_analysed": figures.frames_analysed,
+                            "lag_s": figures.lag_s,
+                            "media_time_s": None if figures.media_time_s is None else round(figures.media_time_s, 3),
+                        },
+                        figures.reason,
+                    )
+                except aws.AvmonError as exc:
+                    log.warning("renewal of %s failed (%s); retrying next period", stream_id, exc)
+                    continue
+                if result is Renewal.LOST:
+                    log.warning("lease on %s lost: stopping it now", stream_id)
+                    running.stop.set()
+                    self.sink.fence(stream_id, -1)  # nothing more may be written for it
+                    self.running.pop(stream_id, None)
+                    self._slot_freed.set()
+                elif result is Renewal.STOPPED:
+                    log.info("%s stopped by request", stream_id)
+                    running.stop.set()
+
+    async def _heartbeat_loop(self) -> None:
+        path = Path(self.settings.health_file)
+        while not self.stopping.is_set():
+            with contextlib.suppress(OSError):
+                path.write_text(f"{time.time():.3f} {self.settings.worker_id} {len(self.running)}\n")
+            await asyncio.sleep(5.0)
+
+
+def healthy(settings: WorkerSettings | None = None) -> bool:
+    """The worker's event loop wrote its heartbeat recently (`avmon health`, ECS health check)."""
+    settings = settings or WorkerSettings()
+    try:
+        stamp = float(Path(settings.health_file).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return time.time() - stamp < settings.health_max_age_s
+
+
+def main(settings: WorkerSettings | None = None) -> None:
+    asyncio.run(Worker(settings).run())

@@ -1,0 +1,116 @@
+"""PyAV at the edge: opening a source safely, and views of decoded media for the detectors.
+
+Pictures reach the detectors as the decoder's own luma plane (a numpy view, no RGB conversion,
+no range scaling: ``frame.to_ndarray(format="gray")`` would rescale limited range and cost about
+as much as decoding). Audio is resampled once per stream to planar float32 at a fixed rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+ANALYSIS_RATE = 48_000  # Hz: every detector sees audio at this rate
+# Nested protocols FFmpeg may use for each scheme: an HLS playlist fetched over HTTP cannot make
+# the demuxer read local files, or anything else, because `file` is not in its list.
+PROTOCOLS = {
+    "file": "file",
+    "http": "http,https,tcp,tls,crypto",
+    "https": "http,https,tcp,tls,crypto",
+    "udp": "udp",
+    "srt": "srt,udp",
+    "rtmp": "rtmp,tcp",
+    "rtsp": "rtsp,rtp,udp,tcp",
+}
+_LUMA_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
+
+
+class SourceRefused(Exception):
+    """The source exceeds what this deployment monitors (size, rate, channels); not retried."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_width: int = 4096
+    max_height: int = 2304
+    max_fps: float = 120.0
+    max_channels: int = 16
+    max_sample_rate: int = 192_000
+    probe_size: int = 5_000_000  # bytes FFmpeg may read to find the streams
+    analyze_duration_s: float = 5.0
+    decode_threads: int = 2
+
+
+def open_options(url: str, limits: Limits) -> dict[str, str]:
+    scheme = (urlsplit(url).scheme or "file").lower()
+    options = {
+        "protocol_whitelist": PROTOCOLS.get(scheme, "file"),
+        "probesize": str(limits.probe_size),
+        "analyzeduration": str(int(limits.analyze_duration_s * 1_000_000)),
+    }
+    if scheme in ("http", "https"):
+        options["reconnect"] = "0"  # we reconnect ourselves, with backoff and a signal_loss record
+        options["user_agent"] = "avmon"
+    if scheme == "udp":
+        options["fifo_size"] = "1000000"
+        options["overrun_nonfatal"] = "1"
+    return options
+
+
+def open_source(url: str, limits: Limits, open_timeout_s: float, read_timeout_s: float) -> Any:
+    """Open ``url`` for reading with the nested-protocol allowlist and the probe caps."""
+    return av.open(url, mode="r", options=open_options(url, limits), timeout=(open_timeout_s, read_timeout_s))
+
+
+def check_limits(container: Any, limits: Limits) -> None:
+    """Refuse a stream that asks for more than the deployment allows (memory, CPU)."""
+    for stream in container.streams.video:
+        cc = stream.codec_context
+        if (cc.width or 0) > limits.max_width or (cc.height or 0) > limits.max_height:
+            raise SourceRefused(
+                f"video is {cc.width}x{cc.height}; this deployment monitors up to "
+                f"{limits.max_width}x{limits.max_height}"
+            )
+        rate = stream.average_rate or stream.guessed_rate
+        if rate is not None and float(rate) > limits.max_fps:
+            raise SourceRefused(f"video is {float(rate):.1f} fps; the limit is {limits.max_fps:.0f}")
+    for stream in container.streams.audio:
+        cc = stream.codec_context
+        if (cc.channels or 0) > limits.max_channels:
+            raise SourceRefused(f"audio has {cc.channels} channels; the limit is {limits.max_channels}")
+        if (cc.sample_rate or 0) > limits.max_sample_rate:
+            raise SourceRefused(f"audio is {cc.sample_rate} Hz; the limit is {limits.max_sample_rate}")
+
+
+def luma_view(frame: Any) -> tuple[npt.NDArray[np.uint8], bool]:
+    """The Y plane of a decoded picture as a (height, width) uint8 view, and whether it is full range."""
+    fmt = frame.format.name
+    if fmt not in _LUMA_8BIT:
+        frame = frame.reformat(format="yuv420p")  # 10-bit and exotic formats: one conversion
+        fmt = "yuv420p"
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, dtype=np.uint8).reshape(frame.height, plane.line_size)
+    full_range = fmt.startswith("yuvj") or int(frame.color_range or 0) == 2
+    return rows[:, : frame.width], full_range
+
+
+class AudioConverter:
+    """One resampler per stream: any decoded audio → (channels, n) float32 at ``ANALYSIS_RATE``."""
+
+    def __init__(self, channels: int) -> None:
+        layout = {1: "mono", 2: "stereo"}.get(channels)
+        self.channels = channels
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=ANALYSIS_RATE)
+
+    def convert(self, frame: Any) -> Iterator[npt.NDArray[np.float32]]:
+        for out in self._resampler.resample(frame):
+            samples = out.to_ndarray()
+            if samples.ndim == 1:
+                samples = samples[np.newaxis, :]
+            yield np.ascontiguousarray(samples, dtype=np.float32)

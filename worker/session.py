@@ -1,0 +1,306 @@
+"""One stream: open → demux → decode → every detector, in one thread, frames in memory.
+
+The session owns the stream's media timeline (seconds from the earliest first timestamp of its
+audio and video, continued across reconnects), turns detector findings into defect records and
+hands them to ``emit``. It never raises for a bad source: an unreachable or broken source is a
+``signal_loss`` defect and a retry with capped, jittered exponential backoff; a source beyond the
+deployment's limits ends the session as refused, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+
+from shared.models import Defect, DefectType, StreamStatus, defect_id_for
+from shared.urlpolicy import UrlRefused, check_url
+from worker.detectors import (
+    AudioBlock,
+    Detector,
+    Finding,
+    Severity,
+    StreamContext,
+    VideoFrame,
+    build_detectors,
+)
+from worker.media import (
+    ANALYSIS_RATE,
+    AudioConverter,
+    Limits,
+    SourceRefused,
+    check_limits,
+    luma_view,
+    open_source,
+)
+
+log = logging.getLogger("avmon.worker.session")
+
+
+class Outcome(StrEnum):
+    COMPLETED = "COMPLETED"  # a finite source read to its end
+    STOPPED = "STOPPED"  # asked to stop (DELETE, lease lost, shutdown)
+    REFUSED = "REFUSED"  # policy or limits: retrying cannot help
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    url: str
+    realtime: bool = False
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    reconnect_max_s: float = 30.0
+    signal_loss_after_s: float = 2.0
+    schemes: frozenset[str] = frozenset({"file", "http", "https", "udp", "srt", "rtmp", "rtsp"})
+    allow_private: bool = True
+    limits: Limits = field(default_factory=Limits)
+    detectors: frozenset[str] | None = None  # None: every registered detector
+    reconnect: bool = True  # False (`avmon analyze`): an unreadable source is an error, not a retry
+
+
+@dataclass
+class Figures:
+    """Live figures the async side publishes with each lease renewal."""
+
+    frames_analysed: int = 0
+    media_time_s: float | None = None
+    lag_s: float | None = None
+    status: StreamStatus = StreamStatus.MONITORING
+    reason: str | None = None
+
+
+def is_finite(url: str, container: Any) -> bool:
+    """A file, or media with a known duration (VOD, HLS with ENDLIST): its end is completion.
+    A live source that ends has been lost."""
+    scheme = urlsplit(url).scheme.lower()
+    return scheme in ("", "file") or container.duration is not None
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StreamSession:
+    def __init__(
+        self,
+        stream_id: str,
+        config: SessionConfig,
+        emit: Callable[[Defect], None],
+        *,
+        worker_id: str = "local",
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self.emit = emit
+        self.worker_id = worker_id
+        self.stop = stop or threading.Event()
+        self.figures = Figures()
+        self.ctx = StreamContext()
+        self.detectors: list[Detector] = build_detectors(self.ctx, set(config.detectors or []) or None)
+        self._opened_at: dict[tuple[str, str, float], str] = {}  # open defects → their start_at
+        self._last_t: float | None = None  # media time of the latest frame or block
+        self._offset = 0.0  # media time at the start of the current connection
+        self._anchor = (time.time(), 0.0)  # (wall, media) pair that maps media time to wall clock
+        self._loss: tuple[float, float, bool] | None = None  # (media start, wall of last data, reported)
+        self._last_data_wall: float | None = None
+        self._got_data = False
+
+    # ------------------------------------------------------------ records
+
+    def _wall_at(self, t: float) -> float:
+        wall, media = self._anchor
+        return wall + (t - media)
+
+    def _record(self, finding: Finding) -> None:
+        key = (finding.type, finding.key, finding.start_s)
+        start_at = self._opened_at.pop(key, None) if finding.end_s is not None else None
+        if start_at is None:
+            start_at = _iso(self._wall_at(finding.start_s))
+        if finding.end_s is None:
+            self._opened_at[key] = start_at
+        self.emit(
+            Defect(
+                stream_id=self.stream_id,
+                defect_id=defect_id_for(finding.type, finding.start_s, finding.key),
+                type=DefectType(finding.type),
+                start_s=round(finding.start_s, 3),
+                end_s=None if finding.end_s is None else round(finding.end_s, 3),
+                start_at=start_at,
+                end_at=None if finding.end_s is None else _iso(self._wall_at(finding.end_s)),
+                severity=finding.severity.value,
+                metrics={k: round(float(v), 4) for k, v in finding.metrics.items()},
+                worker_id=self.worker_id,
+            )
+        )
+
+    def _record_all(self, findings: list[Finding]) -> None:
+        for finding in findings:
+            self._record(finding)
+
+    def _flush_detectors(self) -> None:
+        t_end = self._last_t if self._last_t is not None else 0.0
+        for detector in self.detectors:
+            self._record_all(detector.flush(t_end))
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> tuple[Outcome, str | None]:
+        """Monitor until the source ends (finite), is refused, or ``stop`` is set."""
+        attempt = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    check_url(self.config.url, schemes=self.config.schemes, allow_private=self.config.allow_private)
+                    with open_source(
+                        self.config.url, self.config.limits, self.config.open_timeout_s, self.config.read_timeout_s
+                    ) as container:
+                        check_limits(container, self.config.limits)
+                        if self._loss is not None:
+                            # The timeline goes on through the outage: media time keeps wall pace.
+                            self._offset = self._loss[0] + (time.time() - self._loss[1])
+                        finished = self._read(container)
+                        if finished and is_finite(self.config.url, container):
+                            self._flush_detectors()
+                            return Outcome.COMPLETED, None
+                    if self.stop.is_set():
+                        break
+                    reason = "the source ended"
+                except (UrlRefused, SourceRefused) as exc:
+                    self.figures.reason = str(exc)
+                    return Outcome.REFUSED, str(exc)
+                except (av.FFmpegError, OSError, EOFError) as exc:
+                    if not self.config.reconnect:
+                        raise
+                    reason = f"{type(exc).__name__}: {exc}"[:300]
+                if self._got_data:
+                    attempt = 0
+                self._note_loss(reason)
+                attempt += 1
+                delay = min(self.config.reconnect_max_s, 0.5 * 2 ** min(attempt, 10))
+                if self.stop.wait(random.uniform(delay / 2, delay)):
+                    break
+                self._note_loss(reason)
+        finally:
+            if self.stop.is_set():
+                self._flush_detectors()
+                self._close_loss()
+        return Outcome.STOPPED, None
+
+    def _note_loss(self, reason: str) -> None:
+        """No data: remember since when, and report it once it has lasted long enough."""
+        if self._loss is None:
+            last_t = self._last_t if self._last_t is not None else 0.0
+            self._loss = (last_t, self._last_data_wall or time.time(), False)
+            log.warning("stream %s: source lost (%s); retrying", self.stream_id, reason)
+        start_s, since_wall, reported = self._loss
+        self.figures.status = StreamStatus.RECONNECTING
+        self.figures.reason = reason
+        if not reported and time.time() - since_wall >= self.config.signal_loss_after_s:
+            self._anchor = (since_wall, start_s)
+            self._record(Finding(DefectType.SIGNAL_LOSS.value, start_s, None, Severity.CRITICAL, {}))
+            self._loss = (start_s, since_wall, True)
+
+    def _close_loss(self) -> None:
+        """Data again (or a stop): the loss, if it was reported, ends now."""
+        if self._loss is None:
+            return
+        start_s, since_wall, reported = self._loss
+        self._loss = None
+        self.figures.status = StreamStatus.MONITORING
+        self.figures.reason = None
+        if reported:
+            end_s = start_s + (time.time() - since_wall)
+            self._record(
+                Finding(DefectType.SIGNAL_LOSS.value, start_s, end_s, Severity.CRITICAL,
+                        {"duration_s": end_s - start_s})
+            )
+
+    def _read(self, container: Any) -> bool:
+        """Demux and decode until the end (True) or a stop (False)."""
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        self.ctx.has_video, self.ctx.has_audio = video is not None, audio is not None
+        if video is None and audio is None:
+            raise SourceRefused("the source has neither video nor audio")
+        if video is not None:
+            video.thread_type = "AUTO"
+            video.codec_context.thread_count = self.config.limits.decode_threads
+        converter = AudioConverter(min(audio.codec_context.channels or 2, 16)) if audio is not None else None
+        selected = [s for s in (video, audio) if s is not None]
+        starts = [float(s.start_time * s.time_base) for s in selected if s.start_time is not None and s.time_base]
+        origin: float | None = min(starts) if starts else None
+        self._got_data = False
+        open_wall = time.time()
+        first_t: float | None = None
+        figures = self.figures
+        pace = self.config.realtime or not is_finite(self.config.url, container)
+        for packet in container.demux(selected):
+            if self.stop.is_set():
+                return False
+            if packet.size:
+                self._last_data_wall = time.time()
+                if not self._got_data:
+                    self._got_data = True
+                    self._close_loss()
+            for frame in packet.decode():
+                if frame.pts is None or frame.time_base is None:
+                    continue
+                if origin is None:
+                    origin = float(frame.pts * frame.time_base)
+                t = float(frame.pts * frame.time_base) - origin + self._offset
+                if first_t is None:
+                    first_t = t
+                    self._anchor = (open_wall, t)
+                if self.config.realtime:
+                    ahead = (t - first_t) - (time.time() - open_wall)
+                    if ahead > 0 and self.stop.wait(ahead):
+                        return False
+                if packet.stream is video:
+                    luma, full_range = luma_view(frame)
+                    vf = VideoFrame(t=t, luma=luma, full_range=full_range, key_frame=bool(frame.key_frame),
+                                    corrupt=bool(frame.is_corrupt or packet.is_corrupt))
+                    for detector in self.detectors:
+                        found = detector.feed_video(vf)
+                        if found:
+                            self._record_all(found)
+                    self.ctx.last_video_t = t
+                    figures.frames_analysed += 1
+                elif converter is not None:
+                    for samples in converter.convert(frame):
+                        block = AudioBlock(t=t, samples=samples, rate=ANALYSIS_RATE)
+                        for detector in self.detectors:
+                            found = detector.feed_audio(block)
+                            if found:
+                                self._record_all(found)
+                        t += block.duration
+                    self.ctx.last_audio_t = t
+                if self._last_t is None or t > self._last_t:
+                    self._last_t = t
+            if pace and first_t is not None and self._last_t is not None:
+                figures.lag_s = round(max(0.0, (time.time() - open_wall) - (self._last_t - first_t)), 3)
+            figures.media_time_s = self._last_t
+        return True
+
+
+def analyze(
+    url: str,
+    emit: Callable[[Defect], None],
+    *,
+    realtime: bool = False,
+    stop: threading.Event | None = None,
+    stream_id: str = "local",
+) -> tuple[Outcome, str | None]:
+    """Run the worker's full detection pipeline on one source, in this thread, with no AWS."""
+    config = SessionConfig(url=url, realtime=realtime, reconnect=False)
+    session = StreamSession(stream_id, config, emit, stop=stop)
+    return session.run()

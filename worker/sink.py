@@ -1,0 +1,123 @@
+"""The defect writer: batched, idempotent, fenced, and patient with an unreachable store.
+
+Records arrive from the stream threads (through the event loop), are kept per stream by
+``defect_id`` (a close supersedes its open), and are written every ``interval`` in one
+``TransactWriteItems`` per stream whose condition is the writer's lease. A store that does not
+answer keeps the records in the buffer for the next attempt; a lost lease drops them (the new
+owner reports from its own reading), loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared import aws, store
+from shared.models import Defect
+from worker.leases import call
+
+log = logging.getLogger("avmon.worker.sink")
+MAX_PER_TRANSACTION = 99  # 100 items per TransactWriteItems, one is the lease check
+
+
+class DefectWriter:
+    def __init__(
+        self,
+        ddb: Any,
+        tables: store.Tables,
+        worker_id: str,
+        *,
+        ttl_days: int,
+        max_buffered: int = 10_000,
+        on_written: Callable[[Defect], None] | None = None,
+    ) -> None:
+        self.ddb, self.tables, self.worker_id = ddb, tables, worker_id
+        self.ttl_days, self.max_buffered = ttl_days, max_buffered
+        self.on_written = on_written
+        self._pending: dict[str, dict[str, Defect]] = {}
+        self._fences: dict[str, int] = {}
+        self.written = 0
+        self.dropped = 0
+        self._backoff_until = 0.0
+        self._failures = 0
+
+    def fence(self, stream_id: str, counter: int) -> None:
+        """Writes for ``stream_id`` carry this lease counter from now on."""
+        self._fences[stream_id] = counter
+
+    def submit(self, defect: Defect) -> None:
+        """Queue a record (event-loop thread only)."""
+        per_stream = self._pending.setdefault(defect.stream_id, {})
+        per_stream[defect.defect_id] = defect
+        if self.buffered > self.max_buffered:
+            oldest_stream = max(self._pending, key=lambda s: len(self._pending[s]))
+            victim = next(iter(self._pending[oldest_stream]))
+            self._pending[oldest_stream].pop(victim)
+            self.dropped += 1
+            log.error("defect buffer full (%d): dropped %s/%s", self.max_buffered, oldest_stream, victim)
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    def pending_for(self, stream_id: str) -> int:
+        return len(self._pending.get(stream_id, {}))
+
+    async def flush(self, only: str | None = None) -> bool:
+        """Write what is buffered (or only one stream's). True when nothing is left to write."""
+        if time.monotonic() < self._backoff_until and only is None:
+            return False
+        for stream_id in [only] if only is not None else list(self._pending):
+            records = self._pending.get(stream_id)
+            if not records:
+                self._pending.pop(stream_id, None)
+                continue
+            counter = self._fences.get(stream_id)
+            if counter is None:
+                log.error("no lease for %s: %d defect records dropped", stream_id, len(records))
+                self.dropped += len(records)
+                del self._pending[stream_id]
+                continue
+            if not await self._write_stream(stream_id, counter, records):
+                return False
+        return not any(self._pending.values())
+
+    async def _write_stream(self, stream_id: str, counter: int, records: dict[str, Defect]) -> bool:
+        batch = list(records.values())[:MAX_PER_TRANSACTION]
+        now = time.time()
+        items = [store.defect_item(d, ttl_days=self.ttl_days, now=now) for d in batch]
+        request = store.fenced_defect_writes(
+            self.tables, stream_id, worker_id=self.worker_id, counter=counter, items=items
+        )
+        try:
+            await call(self.ddb.transact_write_items, **request)
+        except aws.ConflictError:
+            log.warning("lease on %s lost: %d defect records not written (fenced)", stream_id, len(records))
+            self.dropped += len(records)
+            self._pending.pop(stream_id, None)
+            return True
+        except aws.AvmonError as exc:
+            self._failures += 1
+            delay = min(10.0, 0.2 * 2**self._failures)
+            self._backoff_until = time.monotonic() + delay
+            log.warning("defect store unavailable (%s): %d buffered, retry in %.1f s", exc, self.buffered, delay)
+            return False
+        self._failures = 0
+        for defect in batch:
+            if records.get(defect.defect_id) is defect:  # not superseded meanwhile
+                del records[defect.defect_id]
+            if self.on_written is not None:
+                self.on_written(defect)
+        self.written += len(batch)
+        return True
+
+    async def run(self, interval_s: float, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self.flush()
+            try:
+                await asyncio.wait_for(stopping.wait(), interval_s)
+            except TimeoutError:
+                pass
