@@ -69,7 +69,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _http(method: str, url: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"null")
 
@@ -87,8 +89,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with running_stack(_stack_config(args), stop) as base:
-        print(f"avmon is up: API {base}, AWS emulator http://127.0.0.1:{args.aws_port}, "
-              f"{args.workers} worker(s). Ctrl-C stops everything.", flush=True)
+        print(
+            f"avmon is up: API {base}, AWS emulator http://127.0.0.1:{args.aws_port}, "
+            f"{args.workers} worker(s). Ctrl-C stops everything.",
+            flush=True,
+        )
         stop.wait()
     return 0
 
@@ -96,7 +101,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 FINAL = {"COMPLETED", "REFUSED", "STOPPED"}
 
 
-def watch(base: str, stream_ids: dict[str, str], stop: threading.Event, *, until_done: bool) -> list[dict[str, Any]]:
+def watch(
+    base: str, stream_ids: dict[str, str], stop: threading.Event, *, until_done: bool
+) -> list[dict[str, Any]]:
     """Print defects as they open and close; return the final records once every stream is done."""
     seen: dict[tuple[str, str], Any] = {}
     while not stop.is_set():
@@ -157,12 +164,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         truths = {}
         for name, script in scripts.items():
             path = Path(tmp) / name
-            truths[name] = testsrc.generate(path, duration_s=20.0, defects=testsrc.parse_script(script), seed=len(name))
+            truths[name] = testsrc.generate(
+                path, duration_s=20.0, defects=testsrc.parse_script(script), seed=len(name)
+            )
             print(f"generated {name}: {script or 'no defects'}", flush=True)
         with running_stack(_stack_config(args), stop) as base:
             ids = {}
             for name in scripts:
-                stream = _http("POST", f"{base}/streams", {"url": source_url(str(Path(tmp) / name)), "name": name})
+                stream = _http(
+                    "POST", f"{base}/streams", {"url": source_url(str(Path(tmp) / name)), "name": name}
+                )
                 ids[stream["stream_id"]] = name
             print(f"submitted {len(ids)} streams to {base}; defects as the workers report them:", flush=True)
             found = watch(base, ids, stop, until_done=True)
@@ -239,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     def stack_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2; 0 is valid)")
+        p.add_argument(
+            "--workers", type=int, default=2, help="worker processes to start (default 2; 0 is valid)"
+        )
         p.add_argument("--port", type=int, default=8080, help="router HTTP port (default 8080)")
         p.add_argument("--aws-port", type=int, default=4566, help="AWS emulator port (default 4566)")
 
@@ -290,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     default_level = "INFO" if args.command in ("worker", "router", "up") else "WARNING"
     level = "DEBUG" if args.verbose else os.environ.get("AVMON_LOG_LEVEL", default_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
     for noisy in ("botocore", "aiobotocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     sys.exit(args.func(args))

@@ -59,7 +59,12 @@ def local_env(config: StackConfig, endpoint: str) -> dict[str, str]:
 def spawn_worker(env: dict[str, str], worker_id: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "avmon", "worker"],
-        env={**os.environ, **env, "AVMON_WORKER_ID": worker_id, "AVMON_HEALTH_FILE": f"/tmp/avmon-{worker_id}.health"},
+        env={
+            **os.environ,
+            **env,
+            "AVMON_WORKER_ID": worker_id,
+            "AVMON_HEALTH_FILE": f"/tmp/avmon-{worker_id}.health",
+        },
         stdin=subprocess.DEVNULL,
     )
 

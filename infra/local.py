@@ -38,7 +38,6 @@ _TABLE_PROPS_IGNORED = {
 _QUEUE_PROPS_IGNORED = {"QueueName", "SqsManagedSseEnabled", "KmsMasterKeyId", "Tags"}
 
 
-
 def _cfn_constructor(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
     name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
     value: Any
@@ -81,9 +80,7 @@ class _Resolver:
     """Resolves the intrinsics the data plane uses, for one stack prefix."""
 
     def __init__(self, template: dict[str, Any], prefix: str) -> None:
-        self.params = {
-            name: spec.get("Default") for name, spec in (template.get("Parameters") or {}).items()
-        }
+        self.params = {name: spec.get("Default") for name, spec in (template.get("Parameters") or {}).items()}
         self.params["Prefix"] = prefix
         self.params["AWS::Region"] = os.environ.get("AWS_REGION", aws.DEFAULT_REGION)
         self.atts: dict[tuple[str, str], str] = {}
@@ -145,7 +142,7 @@ def _data_plane_order(resources: dict[str, Any]) -> list[str]:
 
 
 def _create_table(ddb: Any, props: dict[str, Any]) -> str:
-    name = props["TableName"]
+    name = str(props["TableName"])
     request = {k: v for k, v in props.items() if k not in _TABLE_PROPS_IGNORED}
     try:
         ddb.create_table(TableName=name, **request)

@@ -103,7 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
-        event = function_url_event(self.command, self.path, dict(self.headers.items()), body, self.client_address[0])
+        event = function_url_event(
+            self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+        )
         with self.server.handler_lock:
             result = lambda_handler(event, LambdaContext())
         payload = result.get("body") or ""

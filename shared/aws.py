@@ -40,7 +40,11 @@ class StoreError(AvmonError):
     """Any other failure of an AWS call: a bug or a misconfiguration, not worth retrying."""
 
 
-_CONFLICT = {"ConditionalCheckFailedException", "TransactionCanceledException", "TransactionConflictException"}
+_CONFLICT = {
+    "ConditionalCheckFailedException",
+    "TransactionCanceledException",
+    "TransactionConflictException",
+}
 _NOT_FOUND = {"ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",

@@ -126,7 +126,14 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
 
 
 def put_new_stream(
-    t: Tables, *, stream_id: str, url: str, name: str | None, realtime: bool, client_token: str | None, now: float
+    t: Tables,
+    *,
+    stream_id: str,
+    url: str,
+    name: str | None,
+    realtime: bool,
+    client_token: str | None,
+    now: float,
 ) -> Request:
     item = {
         "stream_id": stream_id,
@@ -190,7 +197,9 @@ def scan_orphans(t: Tables, *, now: float, start_key: Item | None = None) -> Req
     """Streams that should run but whose lease is missing or lapsed."""
     req: Request = {
         "TableName": t.streams,
-        "FilterExpression": "desired = :running AND (attribute_not_exists(#owner) OR lease_expires_at < :now)",
+        "FilterExpression": (
+            "desired = :running AND (attribute_not_exists(#owner) OR lease_expires_at < :now)"
+        ),
         "ExpressionAttributeNames": {"#owner": "owner"},
         "ExpressionAttributeValues": _values(running=Desired.RUNNING.value, now=now),
         "ProjectionExpression": "stream_id, generation, enqueued_at, lease_expires_at",

@@ -27,9 +27,15 @@ EVENTS = Path(__file__).parent / "events"
 def emulator() -> Iterator[str]:
     """moto's server in its own process on a free loopback port, for the whole session."""
     em = local.start_emulator(port=local.free_port())
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    }
     os.environ.update(
-        AWS_ENDPOINT_URL=em.url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1"
+        AWS_ENDPOINT_URL=em.url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
     )
     try:
         yield em.url
@@ -141,9 +147,11 @@ WorkerFactory = Callable[..., subprocess.Popen[bytes]]
 def workers(stack: Stack, tmp_path: Path) -> Iterator[WorkerFactory]:
     """Start real `avmon worker` processes joined to the test's stack; all are stopped after."""
     started: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
 
     def start(worker_id: str, **env: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"{worker_id}.log").open("wb")
+        logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "avmon", "worker"],
             env={
@@ -170,6 +178,8 @@ def workers(stack: Stack, tmp_path: Path) -> Iterator[WorkerFactory]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for log in logs:
+        log.close()
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.25, what: str = "") -> Any:

@@ -21,7 +21,9 @@ def invoke(event: dict[str, Any]) -> tuple[int, Any]:
 
 
 def post(body: Any, raw: str | None = None) -> tuple[int, Any]:
-    return invoke(load_event("function_url_post_streams.json", body=raw if raw is not None else json.dumps(body)))
+    return invoke(
+        load_event("function_url_post_streams.json", body=raw if raw is not None else json.dumps(body))
+    )
 
 
 def get(path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -78,9 +80,16 @@ def test_huge_body_is_a_413(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/a.ts", "gopher://example.com/", "file:///etc/passwd", "http://169.254.169.254/latest/meta-data/"],
+    [
+        "ftp://example.com/a.ts",
+        "gopher://example.com/",
+        "file:///etc/passwd",
+        "http://169.254.169.254/latest/meta-data/",
+    ],
 )
-def test_refused_urls_are_a_422_with_the_reason(stack: Stack, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+def test_refused_urls_are_a_422_with_the_reason(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
     from router import api
 
     monkeypatch.setenv("AVMON_ALLOWED_SCHEMES", "http,https,udp")
@@ -98,7 +107,7 @@ def test_unknown_stream_is_a_404(stack: Stack) -> None:
 
 def test_stream_id_that_is_not_an_id_is_a_404_without_a_lookup(stack: Stack) -> None:
     status, body = get("/streams/..%2F..%2Fetc")
-    assert status == 404
+    assert status == 404 and body["error"] == "no such stream"
 
 
 def test_unknown_route_is_a_json_404(stack: Stack) -> None:
@@ -123,7 +132,7 @@ def test_bad_limit_is_a_400(stack: Stack) -> None:
 
 def test_forged_next_token_is_a_400(stack: Stack) -> None:
     status, body = get("/streams", {"next_token": "!!notbase64"})
-    assert status == 400
+    assert status == 400 and body["error"] == "next_token is not valid"
 
 
 def test_delete_sets_desired_stopped(stack: Stack) -> None:
@@ -175,8 +184,14 @@ def test_expired_defects_are_hidden(stack: Stack) -> None:
     _, created = post({"url": "https://example.com/a.m3u8"})
     sid = created["stream_id"]
     item = {
-        "stream_id": sid, "defect_id": "000000001.000-black", "type": "black", "start_s": 1.0,
-        "start_at": "2026-11-27T03:00:00.000Z", "severity": "critical", "metrics": {}, "worker_id": "w",
+        "stream_id": sid,
+        "defect_id": "000000001.000-black",
+        "type": "black",
+        "start_s": 1.0,
+        "start_at": "2026-11-27T03:00:00.000Z",
+        "severity": "critical",
+        "metrics": {},
+        "worker_id": "w",
         "expires_at": int(time.time()) - 1,
     }
     aws.client("dynamodb").put_item(TableName=f"{stack.prefix}-defects", Item=store.marshal(item))
@@ -188,7 +203,7 @@ def test_expired_defects_are_hidden(stack: Stack) -> None:
 def test_unknown_defect_type_filter_is_a_400(stack: Stack) -> None:
     _, created = post({"url": "https://example.com/a.m3u8"})
     status, body = get(f"/streams/{created['stream_id']}/defects", {"type": "smell"})
-    assert status == 400
+    assert status == 400 and "smell" in body["error"]
 
 
 def test_housekeeping_reenqueues_an_orphaned_stream(stack: Stack) -> None:

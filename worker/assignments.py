@@ -50,8 +50,12 @@ class AssignmentQueue:
         """A poison message: make it visible again at once, so its receive count reaches the
         queue's ``maxReceiveCount`` quickly and SQS moves it to the dead-letter queue."""
         log.warning("poison assignment message (left for the dead-letter queue): %r", received.body[:200])
-        await call(self.sqs.change_message_visibility, QueueUrl=self.url, ReceiptHandle=received.receipt,
-                   VisibilityTimeout=0)
+        await call(
+            self.sqs.change_message_visibility,
+            QueueUrl=self.url,
+            ReceiptHandle=received.receipt,
+            VisibilityTimeout=0,
+        )
 
     async def send(self, stream_id: str, generation: int) -> None:
         body = Assignment(stream_id=stream_id, generation=generation).model_dump_json()

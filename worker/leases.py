@@ -111,7 +111,9 @@ class LeaseTable:
         found: list[tuple[str, int]] = []
         start: store.Item | None = None
         while len(found) < limit:
-            page = await call(self.ddb.scan, **store.scan_orphans(self.tables, now=time.time(), start_key=start))
+            page = await call(
+                self.ddb.scan, **store.scan_orphans(self.tables, now=time.time(), start_key=start)
+            )
             for raw in page["Items"]:
                 item = store.unmarshal(raw)
                 found.append((str(item["stream_id"]), int(item["generation"])))

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def free(self) -> int:
@@ -56,6 +58,12 @@ class Worker:
 
     def request_stop(self) -> None:
         self.stopping.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A background task, referenced until it ends (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ the process
 
@@ -72,14 +80,18 @@ class Worker:
             queue_url = (await call(sqs.get_queue_url, QueueName=self.settings.assignment_queue))["QueueUrl"]
             self.queue = AssignmentQueue(sqs, queue_url)
             self.leases = LeaseTable(ddb, self.tables, self.settings.worker_id, self.settings.lease_period_s)
-            self.sink = DefectWriter(ddb, self.tables, self.settings.worker_id, ttl_days=self.settings.defect_ttl_days)
+            self.sink = DefectWriter(
+                ddb, self.tables, self.settings.worker_id, ttl_days=self.settings.defect_ttl_days
+            )
             log.info("worker %s up, capacity %d", self.settings.worker_id, self.settings.worker_capacity)
             tasks = [
                 asyncio.create_task(self._poll_loop(), name="poll"),
                 asyncio.create_task(self._renew_loop(), name="renew"),
                 asyncio.create_task(self._takeover_loop(), name="takeover"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                asyncio.create_task(self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"),
+                asyncio.create_task(
+                    self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"
+                ),
             ]
             try:
                 await self.stopping.wait()
@@ -153,7 +165,11 @@ class Worker:
                 continue
             try:
                 for stream_id, generation in await self.leases.orphans(limit=self.free):
-                    if stream_id not in self.running and self.free > 0 and await self._take(stream_id, generation):
+                    if (
+                        stream_id not in self.running
+                        and self.free > 0
+                        and await self._take(stream_id, generation)
+                    ):
                         log.info("took over %s", stream_id)
             except aws.AvmonError as exc:
                 log.warning("takeover scan failed: %s", exc)
@@ -188,12 +204,19 @@ class Worker:
             except Exception as exc:  # a bug in a detector must not take the worker down
                 log.exception("stream %s: session failed", lease.stream_id)
                 result = (Outcome.STOPPED, f"internal error: {type(exc).__name__}")
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
+
+            def settle() -> None:
+                if not done.done():
+                    done.set_result(result)
+
+            loop.call_soon_threadsafe(settle)
 
         thread = threading.Thread(target=body, name=f"stream-{lease.stream_id}", daemon=True)
         self.sink.fence(lease.stream_id, lease.counter)
-        self.running[lease.stream_id] = Running(lease=lease, session=session, thread=thread, stop=stop, done=done)
-        done.add_done_callback(lambda _: self._loop and self._loop.create_task(self._ended(lease.stream_id)))
+        self.running[lease.stream_id] = Running(
+            lease=lease, session=session, thread=thread, stop=stop, done=done
+        )
+        done.add_done_callback(lambda _: self._spawn(self._ended(lease.stream_id)))
         thread.start()
         log.info("monitoring %s (%s)", lease.stream_id, lease.url)
 
@@ -243,7 +266,9 @@ class Worker:
                         {
                             "frames_analysed": figures.frames_analysed,
                             "lag_s": figures.lag_s,
-                            "media_time_s": None if figures.media_time_s is None else round(figures.media_time_s, 3),
+                            "media_time_s": None
+                            if figures.media_time_s is None
+                            else round(figures.media_time_s, 3),
                         },
                         figures.reason,
                     )
@@ -263,8 +288,9 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         path = Path(self.settings.health_file)
         while not self.stopping.is_set():
+            beat = f"{time.time():.3f} {self.settings.worker_id} {len(self.running)}\n"
             with contextlib.suppress(OSError):
-                path.write_text(f"{time.time():.3f} {self.settings.worker_id} {len(self.running)}\n")
+                await asyncio.to_thread(path.write_text, beat)
             await asyncio.sleep(5.0)
 
 

@@ -160,9 +160,14 @@ class StreamSession:
         try:
             while not self.stop.is_set():
                 try:
-                    check_url(self.config.url, schemes=self.config.schemes, allow_private=self.config.allow_private)
+                    check_url(
+                        self.config.url, schemes=self.config.schemes, allow_private=self.config.allow_private
+                    )
                     with open_source(
-                        self.config.url, self.config.limits, self.config.open_timeout_s, self.config.read_timeout_s
+                        self.config.url,
+                        self.config.limits,
+                        self.config.open_timeout_s,
+                        self.config.read_timeout_s,
                     ) as container:
                         check_limits(container, self.config.limits)
                         if self._loss is not None:
@@ -221,8 +226,13 @@ class StreamSession:
         if reported:
             end_s = start_s + (time.time() - since_wall)
             self._record(
-                Finding(DefectType.SIGNAL_LOSS.value, start_s, end_s, Severity.CRITICAL,
-                        {"duration_s": end_s - start_s})
+                Finding(
+                    DefectType.SIGNAL_LOSS.value,
+                    start_s,
+                    end_s,
+                    Severity.CRITICAL,
+                    {"duration_s": end_s - start_s},
+                )
             )
 
     def _read(self, container: Any) -> bool:
@@ -237,7 +247,9 @@ class StreamSession:
             video.codec_context.thread_count = self.config.limits.decode_threads
         converter = AudioConverter(min(audio.codec_context.channels or 2, 16)) if audio is not None else None
         selected = [s for s in (video, audio) if s is not None]
-        starts = [float(s.start_time * s.time_base) for s in selected if s.start_time is not None and s.time_base]
+        starts = [
+            float(s.start_time * s.time_base) for s in selected if s.start_time is not None and s.time_base
+        ]
         origin: float | None = min(starts) if starts else None
         self._got_data = False
         open_wall = time.time()
@@ -267,8 +279,13 @@ class StreamSession:
                         return False
                 if packet.stream is video:
                     luma, full_range = luma_view(frame)
-                    vf = VideoFrame(t=t, luma=luma, full_range=full_range, key_frame=bool(frame.key_frame),
-                                    corrupt=bool(frame.is_corrupt or packet.is_corrupt))
+                    vf = VideoFrame(
+                        t=t,
+                        luma=luma,
+                        full_range=full_range,
+                        key_frame=bool(frame.key_frame),
+                        corrupt=bool(frame.is_corrupt or packet.is_corrupt),
+                    )
                     for detector in self.detectors:
                         found = detector.feed_video(vf)
                         if found:

@@ -10,6 +10,7 @@ owner reports from its own reading), loudly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -103,7 +104,9 @@ class DefectWriter:
             self._failures += 1
             delay = min(10.0, 0.2 * 2**self._failures)
             self._backoff_until = time.monotonic() + delay
-            log.warning("defect store unavailable (%s): %d buffered, retry in %.1f s", exc, self.buffered, delay)
+            log.warning(
+                "defect store unavailable (%s): %d buffered, retry in %.1f s", exc, self.buffered, delay
+            )
             return False
         self._failures = 0
         for defect in batch:
@@ -117,7 +120,5 @@ class DefectWriter:
     async def run(self, interval_s: float, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             await self.flush()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval_s)
-            except TimeoutError:
-                pass
