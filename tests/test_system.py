@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -186,3 +187,15 @@ def test_analyze_of_a_missing_file_fails_with_a_message(tmp_path: Path) -> None:
         text=True,
     )
     assert out.returncode == 1 and "cannot read" in out.stderr and out.stdout == ""
+
+
+def test_sigterm_hands_streams_back_and_another_worker_takes_them(
+    router: Api, workers: WorkerFactory, clips: dict[str, tuple[Path, testsrc.GroundTruth]]
+) -> None:
+    first = workers("w1")
+    stream_id = _submit(router, clips["clean.ts"][0], realtime=True)
+    wait_for(lambda: _stream(router, stream_id)["owner"] == "w1", 30, what="w1 to take the stream")
+    workers("w2")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=25) == 0
+    wait_for(lambda: _stream(router, stream_id)["owner"] == "w2", 10, what="w2 to take the stream over")
