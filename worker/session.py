@@ -28,10 +28,12 @@ from worker.detectors import (
     AudioBlock,
     Detector,
     Finding,
+    PacketInfo,
     Severity,
     StreamContext,
     VideoFrame,
     build_detectors,
+    wants_packets,
 )
 from worker.media import (
     ANALYSIS_RATE,
@@ -107,6 +109,7 @@ class StreamSession:
         self.figures = Figures()
         self.ctx = StreamContext()
         self.detectors: list[Detector] = build_detectors(self.ctx, set(config.detectors or []) or None)
+        self._packet_detectors = [d for d in self.detectors if wants_packets(d)]
         self._opened_at: dict[tuple[str, str, float], str] = {}  # open defects → their start_at
         self._last_t: float | None = None  # media time of the latest frame or block
         self._offset = 0.0  # media time at the start of the current connection
@@ -259,12 +262,39 @@ class StreamSession:
         for packet in container.demux(selected):
             if self.stop.is_set():
                 return False
+            kind = "video" if packet.stream is video else "audio"
             if packet.size:
                 self._last_data_wall = time.time()
                 if not self._got_data:
                     self._got_data = True
                     self._close_loss()
-            for frame in packet.decode():
+                if self._packet_detectors:
+                    tb = packet.time_base
+                    if origin is None and packet.pts is not None and tb:
+                        origin = float(packet.pts * tb)
+                    info = PacketInfo(
+                        t=None
+                        if packet.pts is None or origin is None
+                        else float(packet.pts * tb) - origin + self._offset,
+                        kind=kind,
+                        size=packet.size,
+                        key=bool(packet.is_keyframe),
+                        corrupt=bool(packet.is_corrupt),
+                        duration=float(packet.duration * tb) if packet.duration and tb else None,
+                    )
+                    for detector in self._packet_detectors:
+                        found = detector.feed_packet(info)
+                        if found:
+                            self._record_all(found)
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                # Undecodable data is a defect of the stream, not of the worker.
+                at = self._last_t if self._last_t is not None else 0.0
+                for detector in self.detectors:
+                    self._record_all(detector.feed_decode_error(at, kind, str(exc)[:200]))
+                continue
+            for frame in frames:
                 if frame.pts is None or frame.time_base is None:
                     continue
                 if origin is None:

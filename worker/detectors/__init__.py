@@ -11,6 +11,7 @@ from worker.detectors.base import (
     AudioBlock,
     Detector,
     Finding,
+    PacketInfo,
     Severity,
     StreamContext,
     VideoFrame,
@@ -20,11 +21,13 @@ __all__ = [
     "AudioBlock",
     "Detector",
     "Finding",
+    "PacketInfo",
     "Severity",
     "StreamContext",
     "VideoFrame",
     "build_detectors",
     "registry",
+    "wants_packets",
 ]
 
 
@@ -48,6 +51,11 @@ def registry() -> dict[str, type[Detector]]:
                     raise RuntimeError(f"two detectors named {obj.name!r}")
                 found[obj.name] = obj
     return dict(sorted(found.items()))
+
+
+def wants_packets(detector: Detector) -> bool:
+    """Whether a detector looks at packets (most do not: the session skips the per-packet call)."""
+    return type(detector).feed_packet is not Detector.feed_packet
 
 
 def build_detectors(ctx: StreamContext, enabled: set[str] | None = None) -> list[Detector]:

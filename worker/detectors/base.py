@@ -57,6 +57,18 @@ class AudioBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class PacketInfo:
+    """One demuxed packet, before decoding: enough for timestamp and transport checks."""
+
+    t: float | None  # media seconds of its pts (None: the packet carries no timestamp)
+    kind: str  # "video" or "audio"
+    size: int  # bytes
+    key: bool  # a keyframe
+    corrupt: bool  # the demuxer flagged it (e.g. MPEG-TS continuity errors)
+    duration: float | None = None  # seconds, when the container says
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A detector's report of a defect opening (``end_s is None``) or closing."""
 
@@ -98,6 +110,14 @@ class Detector:
         return []
 
     def feed_audio(self, block: AudioBlock) -> list[Finding]:
+        return []
+
+    def feed_packet(self, packet: PacketInfo) -> list[Finding]:
+        """Called for every packet, only for detectors that override it (it costs per packet)."""
+        return []
+
+    def feed_decode_error(self, t: float, kind: str, message: str) -> list[Finding]:
+        """The decoder refused data at media time ``t`` (``kind`` "video"/"audio")."""
         return []
 
     def flush(self, t_end: float) -> list[Finding]:
