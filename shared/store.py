@@ -161,16 +161,6 @@ def get_stream(t: Tables, stream_id: str) -> Request:
     return {"TableName": t.streams, "Key": marshal({"stream_id": stream_id}), "ConsistentRead": True}
 
 
-def find_by_client_token(t: Tables, token: str) -> Request:
-    return {
-        "TableName": t.streams,
-        "IndexName": "by-client-token",
-        "KeyConditionExpression": "client_token = :tok",
-        "ExpressionAttributeValues": _values(tok=token),
-        "Limit": 1,
-    }
-
-
 def scan_streams(t: Tables, *, limit: int, start_key: Item | None) -> Request:
     req: Request = {"TableName": t.streams, "Limit": limit}
     if start_key:
