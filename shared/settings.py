@@ -81,6 +81,15 @@ class WorkerSettings(CommonSettings):
         "/tmp/avmon-worker-health", description="Touched by the loop; `avmon health` reads its age."
     )
     health_max_age_s: float = Field(30.0, gt=0, description="A heartbeat older than this is unhealthy.")
+    shed_lag_s: float = Field(
+        10.0, gt=0, description="A stream this far behind real time, and falling further, is handed back."
+    )
+    shed_cooldown_s: float = Field(
+        120.0, gt=0, description="After shedding, capacity is one less and the stream is left to others."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port (0: off)."
+    )
     stop_grace_s: float = Field(
         20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."
     )

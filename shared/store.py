@@ -199,6 +199,20 @@ def scan_orphans(t: Tables, *, now: float, start_key: Item | None = None) -> Req
     return req
 
 
+def scan_running(t: Tables, *, start_key: Item | None = None) -> Request:
+    """Every stream that should run, with its lease: the view a worker balances from."""
+    req: Request = {
+        "TableName": t.streams,
+        "FilterExpression": "desired = :running",
+        "ExpressionAttributeNames": {"#owner": "owner"},
+        "ExpressionAttributeValues": _values(running=Desired.RUNNING.value),
+        "ProjectionExpression": "stream_id, generation, #owner, lease_expires_at, lease_counter",
+    }
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req
+
+
 def mark_enqueued(t: Tables, stream_id: str, generation: int, *, now: float, not_since: float) -> Request:
     """Housekeeping's claim on re-sending an assignment, so two runs do not both send one."""
     return {
@@ -251,6 +265,34 @@ def claim_lease(
         ),
         "ReturnValues": "ALL_NEW",
     }
+
+
+def steal_lease(
+    t: Tables,
+    stream_id: str,
+    generation: int,
+    *,
+    worker_id: str,
+    victim: str,
+    victim_counter: int,
+    now: float,
+    period_s: float,
+) -> Request:
+    """Rebalance: take a live lease from a worker holding more than its share (as KCL does).
+
+    The victim's next renewal fails its condition (the counter moved) and it stops the stream;
+    until then its defect writes are already fenced out.
+    """
+    request = claim_lease(t, stream_id, generation, worker_id=worker_id, now=now, period_s=period_s)
+    request["ConditionExpression"] = (
+        "desired = :running AND generation = :gen AND #owner = :victim AND lease_counter = :held"
+    )
+    values = request["ExpressionAttributeValues"]
+    values.update(_values(victim=victim, held=victim_counter))
+    del values[":now"]
+    request["UpdateExpression"] = request["UpdateExpression"].replace("updated_at = :now", "updated_at = :at")
+    values.update(_values(at=now))
+    return request
 
 
 def _held(worker_id: str, counter: int) -> tuple[str, dict[str, Any]]:

@@ -57,6 +57,12 @@ class AssignmentQueue:
             VisibilityTimeout=0,
         )
 
+    async def leave(self, receipt: str) -> None:
+        """Not for this worker: visible again at once for the others."""
+        await call(
+            self.sqs.change_message_visibility, QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=0
+        )
+
     async def send(self, stream_id: str, generation: int) -> None:
         body = Assignment(stream_id=stream_id, generation=generation).model_dump_json()
         await call(self.sqs.send_message, QueueUrl=self.url, MessageBody=body)

@@ -26,6 +26,39 @@ class Lease:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class LeaseView:
+    """A stream as the balancer sees it: ``owner`` is None when nobody holds a live lease."""
+
+    stream_id: str
+    generation: int
+    owner: str | None
+    counter: int
+
+
+def plan_rebalance(views: list[LeaseView], me: str) -> LeaseView | None:
+    """The one lease worth stealing now, if this worker holds less than its fair share.
+
+    Fair share is ``ceil(streams / workers)`` over the workers that hold leases, plus this one
+    (an idle worker is invisible to the others, so each newcomer counts itself). One steal per
+    round, from the most loaded worker, and only while that worker is above the share: holdings
+    converge without two workers trading a stream back and forth.
+    """
+    held: dict[str, list[LeaseView]] = {}
+    for view in views:
+        if view.owner is not None:
+            held.setdefault(view.owner, []).append(view)
+    workers = set(held) | {me}
+    share = -(-sum(len(v) for v in held.values()) // len(workers))
+    mine = len(held.get(me, []))
+    if not held or mine >= share:
+        return None
+    victim = max((w for w in held if w != me), key=lambda w: (len(held[w]), w), default=None)
+    if victim is None or len(held[victim]) <= share or len(held[victim]) - mine < 2:
+        return None
+    return sorted(held[victim], key=lambda v: v.stream_id)[-1]
+
+
 class Renewal(StrEnum):
     HELD = "HELD"
     STOPPED = "STOPPED"  # desired=STOPPED: the user deleted the stream
@@ -106,18 +139,51 @@ class LeaseTable:
             return False
         return True
 
-    async def orphans(self, limit: int) -> list[tuple[str, int]]:
-        """Streams that should run and whose lease lapsed: (stream_id, generation), at most ``limit``."""
-        found: list[tuple[str, int]] = []
+    async def steal(self, stream_id: str, generation: int, victim: str, victim_counter: int) -> Lease | None:
+        """Take a live lease from ``victim`` (rebalancing); None if it changed meanwhile."""
+        now = time.time()
+        request = store.steal_lease(
+            self.tables,
+            stream_id,
+            generation,
+            worker_id=self.worker_id,
+            victim=victim,
+            victim_counter=victim_counter,
+            now=now,
+            period_s=self.period_s,
+        )
+        try:
+            item = store.unmarshal((await call(self.ddb.update_item, **request))["Attributes"])
+        except aws.ConflictError:
+            return None
+        return Lease(
+            stream_id=stream_id,
+            generation=generation,
+            counter=int(item["lease_counter"]),
+            url=str(item["url"]),
+            realtime=bool(item.get("realtime", False)),
+            expires_at=now + self.period_s,
+        )
+
+    async def survey(self) -> list[LeaseView]:
+        """Every stream that should run, with who holds it (one paginated scan)."""
+        views: list[LeaseView] = []
         start: store.Item | None = None
-        while len(found) < limit:
-            page = await call(
-                self.ddb.scan, **store.scan_orphans(self.tables, now=time.time(), start_key=start)
-            )
+        now = time.time()
+        while True:
+            page = await call(self.ddb.scan, **store.scan_running(self.tables, start_key=start))
             for raw in page["Items"]:
                 item = store.unmarshal(raw)
-                found.append((str(item["stream_id"]), int(item["generation"])))
+                owner = item.get("owner")
+                live = owner is not None and float(item.get("lease_expires_at", 0)) > now
+                views.append(
+                    LeaseView(
+                        stream_id=str(item["stream_id"]),
+                        generation=int(item["generation"]),
+                        owner=str(owner) if live else None,
+                        counter=int(item.get("lease_counter", 0)),
+                    )
+                )
             start = page.get("LastEvaluatedKey")
             if not start:
-                break
-        return found[:limit]
+                return views

@@ -15,15 +15,16 @@ import signal
 import threading
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared import aws, store
 from shared.models import Defect, StreamStatus
 from shared.settings import WorkerSettings
+from worker import metrics
 from worker.assignments import AssignmentQueue
-from worker.leases import Lease, LeaseTable, Renewal, call
+from worker.leases import Lease, LeaseTable, Renewal, call, plan_rebalance
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.sink import DefectWriter
 
@@ -38,6 +39,7 @@ class Running:
     stop: threading.Event
     done: asyncio.Future[tuple[Outcome, str | None]] = field(repr=False)
     handed_back: bool = False
+    lags: list[float] = field(default_factory=list)  # lag at the last renewals, for shedding
 
 
 class Worker:
@@ -51,10 +53,19 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._beat = time.monotonic()
+        self._shed: dict[str, float] = {}  # stream id → monotonic time until which we leave it alone
+
+    @property
+    def capacity(self) -> int:
+        """Declared capacity, less one for each stream shed recently (it could not keep up)."""
+        now = time.monotonic()
+        self._shed = {sid: until for sid, until in self._shed.items() if until > now}
+        return max(1, self.settings.worker_capacity - len(self._shed))
 
     @property
     def free(self) -> int:
-        return self.settings.worker_capacity - len(self.running)
+        return self.capacity - len(self.running)
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -87,8 +98,9 @@ class Worker:
             tasks = [
                 asyncio.create_task(self._poll_loop(), name="poll"),
                 asyncio.create_task(self._renew_loop(), name="renew"),
-                asyncio.create_task(self._takeover_loop(), name="takeover"),
+                asyncio.create_task(self._balance_loop(), name="balance"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._metrics(), name="metrics"),
                 asyncio.create_task(
                     self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"
                 ),
@@ -96,7 +108,7 @@ class Worker:
             try:
                 await self.stopping.wait()
             finally:
-                for task in tasks[:4]:
+                for task in tasks[:5]:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self._shutdown()
@@ -123,7 +135,8 @@ class Worker:
         while not self.stopping.is_set():
             if self.free <= 0:
                 self._slot_freed.clear()
-                await self._slot_freed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), 5.0)
                 continue
             wait_s = 0 if self.burst else self.settings.poll_wait_s
             try:
@@ -143,6 +156,9 @@ class Worker:
             if assignment is None:
                 await self.queue.reject(message)
                 return
+            if self._shed_recently(assignment.stream_id):
+                await self.queue.leave(message.receipt)  # for a worker that can keep up with it
+                return
             if assignment.stream_id not in self.running and self.free > 0:
                 await self._take(assignment.stream_id, assignment.generation)
             # Claimed, stale, duplicate or held by someone: the command is spent either way.
@@ -157,22 +173,42 @@ class Worker:
         self._start(lease)
         return True
 
-    async def _takeover_loop(self) -> None:
-        """With room to spare, adopt streams whose owner stopped renewing (failover)."""
+    async def _balance_loop(self) -> None:
+        """With room to spare: adopt streams whose owner stopped renewing (failover), then take
+        one lease from a worker above its fair share (scale-out). A full worker never scans."""
         while not self.stopping.is_set():
             await asyncio.sleep(self.settings.takeover_scan_s)
             if self.free <= 0 or self.stopping.is_set():
                 continue
             try:
-                for stream_id, generation in await self.leases.orphans(limit=self.free):
+                views = await self.leases.survey()
+                taken: set[str] = set()
+                for view in views:
+                    if self.free <= 0:
+                        break
+                    free = view.owner is None and view.stream_id not in self.running
                     if (
-                        stream_id not in self.running
-                        and self.free > 0
-                        and await self._take(stream_id, generation)
+                        free
+                        and not self._shed_recently(view.stream_id)
+                        and await self._take(view.stream_id, view.generation)
                     ):
-                        log.info("took over %s", stream_id)
+                        log.info("took over %s", view.stream_id)
+                        taken.add(view.stream_id)
+                me = self.settings.worker_id
+                views = [replace(v, owner=me) if v.stream_id in taken else v for v in views]
+                target = plan_rebalance(views, self.settings.worker_id) if self.free > 0 else None
+                if target is not None and target.owner is not None:
+                    lease = await self.leases.steal(
+                        target.stream_id, target.generation, target.owner, target.counter
+                    )
+                    if lease is not None:
+                        log.info("rebalanced %s from %s", target.stream_id, target.owner)
+                        self._start(lease)
             except aws.AvmonError as exc:
-                log.warning("takeover scan failed: %s", exc)
+                log.warning("balance scan failed: %s", exc)
+
+    def _shed_recently(self, stream_id: str) -> bool:
+        return self._shed.get(stream_id, 0.0) > time.monotonic()
 
     # ------------------------------------------------------------ one stream
 
@@ -255,39 +291,91 @@ class Worker:
         period = self.settings.lease_period_s / 3
         while not self.stopping.is_set():
             await asyncio.sleep(period)
-            for stream_id, running in list(self.running.items()):
-                if running.stop.is_set():
-                    continue
-                figures = running.session.figures
-                try:
-                    result = await self.leases.renew(
-                        running.lease,
-                        figures.status,
-                        {
-                            "frames_analysed": figures.frames_analysed,
-                            "lag_s": figures.lag_s,
-                            "media_time_s": None
-                            if figures.media_time_s is None
-                            else round(figures.media_time_s, 3),
-                        },
-                        figures.reason,
-                    )
-                except aws.AvmonError as exc:
-                    log.warning("renewal of %s failed (%s); retrying next period", stream_id, exc)
-                    continue
-                if result is Renewal.LOST:
-                    log.warning("lease on %s lost: stopping it now", stream_id)
-                    running.stop.set()
-                    self.sink.fence(stream_id, -1)  # nothing more may be written for it
-                    self.running.pop(stream_id, None)
-                    self._slot_freed.set()
-                elif result is Renewal.STOPPED:
-                    log.info("%s stopped by request", stream_id)
-                    running.stop.set()
+            # Concurrently: one slow answer must not let the other leases lapse.
+            await asyncio.gather(
+                *(self._renew(sid, r) for sid, r in list(self.running.items()) if not r.stop.is_set())
+            )
+
+    async def _renew(self, stream_id: str, running: Running) -> None:
+        figures = running.session.figures
+        media_time = None if figures.media_time_s is None else round(figures.media_time_s, 3)
+        try:
+            result = await self.leases.renew(
+                running.lease,
+                figures.status,
+                {
+                    "frames_analysed": figures.frames_analysed,
+                    "lag_s": figures.lag_s,
+                    "media_time_s": media_time,
+                },
+                figures.reason,
+            )
+        except aws.AvmonError as exc:
+            # Keep monitoring: if the store is away for everyone, nobody can take the lease; if
+            # only for us, the fencing token keeps our writes out once someone does.
+            log.warning("renewal of %s failed (%s); retrying next period", stream_id, exc)
+            return
+        if result is Renewal.LOST:
+            log.warning("lease on %s lost: stopping it now", stream_id)
+            running.stop.set()
+            self.sink.fence(stream_id, -1)  # nothing more may be written for it
+            self.running.pop(stream_id, None)
+            self._slot_freed.set()
+        elif result is Renewal.STOPPED:
+            log.info("%s stopped by request", stream_id)
+            running.stop.set()
+        elif self._falling_behind(running):
+            log.warning(
+                "%s is %.1f s behind real time and falling further: shedding it", stream_id, figures.lag_s
+            )
+            self._shed[stream_id] = time.monotonic() + self.settings.shed_cooldown_s
+            running.handed_back = True
+            running.stop.set()
+
+    def _falling_behind(self, running: Running) -> bool:
+        """Lag beyond the limit and still growing over the last three renewals."""
+        lag = running.session.figures.lag_s
+        history = running.lags
+        history.append(lag if lag is not None else 0.0)
+        del history[:-3]
+        return (
+            len(history) == 3
+            and history[-1] > self.settings.shed_lag_s
+            and history[0] < history[1] < history[2]
+        )
+
+    async def _metrics(self) -> None:
+        if self.settings.metrics_port:
+            await metrics.serve(
+                self.settings.metrics_port, self.sample, self.settings.health_max_age_s, self.stopping
+            )
+
+    def sample(self) -> metrics.WorkerSample:
+        now = time.time()
+        return metrics.WorkerSample(
+            worker_id=self.settings.worker_id,
+            capacity=self.capacity,
+            streams=[
+                metrics.StreamSample(
+                    stream_id=sid,
+                    frames_analysed=r.session.figures.frames_analysed,
+                    lag_s=r.session.figures.lag_s,
+                    media_time_s=r.session.figures.media_time_s,
+                    lease_expires_in_s=round(r.lease.expires_at - now, 3),
+                    reconnecting=r.session.figures.status is StreamStatus.RECONNECTING,
+                )
+                for sid, r in list(self.running.items())
+            ],
+            defects_written=self.sink.written,
+            defects_dropped=self.sink.dropped,
+            defects_buffered=self.sink.buffered,
+            heartbeat_age_s=time.monotonic() - self._beat,
+        )
 
     async def _heartbeat_loop(self) -> None:
         path = Path(self.settings.health_file)
         while not self.stopping.is_set():
+            self._beat = time.monotonic()
             beat = f"{time.time():.3f} {self.settings.worker_id} {len(self.running)}\n"
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.write_text, beat)

@@ -1,0 +1,131 @@
+"""Prometheus text exposition and a health check over plain HTTP (no extra dependency).
+
+``GET /metrics``: per-stream lag, frames analysed, lease state, and the worker's defect writer.
+``GET /healthz``: 200 while the event loop's heartbeat is fresh, 503 when it is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("avmon.worker.metrics")
+
+
+@dataclass(frozen=True)
+class StreamSample:
+    stream_id: str
+    frames_analysed: int
+    lag_s: float | None
+    media_time_s: float | None
+    lease_expires_in_s: float
+    reconnecting: bool
+
+
+@dataclass(frozen=True)
+class WorkerSample:
+    worker_id: str
+    capacity: int
+    streams: list[StreamSample]
+    defects_written: int
+    defects_dropped: int
+    defects_buffered: int
+    heartbeat_age_s: float
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(sample: WorkerSample) -> str:
+    """The Prometheus text format (version 0.0.4) of one sample of the worker's state."""
+    w = f'worker_id="{_label(sample.worker_id)}"'
+    lines = [
+        "# HELP avmon_worker_capacity Streams this worker may monitor at once.",
+        "# TYPE avmon_worker_capacity gauge",
+        f"avmon_worker_capacity{{{w}}} {sample.capacity}",
+        "# HELP avmon_worker_streams Streams this worker holds a lease on.",
+        "# TYPE avmon_worker_streams gauge",
+        f"avmon_worker_streams{{{w}}} {len(sample.streams)}",
+        "# HELP avmon_defects_written_total Defect records written to the store.",
+        "# TYPE avmon_defects_written_total counter",
+        f"avmon_defects_written_total{{{w}}} {sample.defects_written}",
+        "# HELP avmon_defects_dropped_total Defect records not written (fenced out or buffer full).",
+        "# TYPE avmon_defects_dropped_total counter",
+        f"avmon_defects_dropped_total{{{w}}} {sample.defects_dropped}",
+        "# HELP avmon_defects_buffered Defect records waiting for the store.",
+        "# TYPE avmon_defects_buffered gauge",
+        f"avmon_defects_buffered{{{w}}} {sample.defects_buffered}",
+        "# HELP avmon_heartbeat_age_seconds Since the event loop last beat.",
+        "# TYPE avmon_heartbeat_age_seconds gauge",
+        f"avmon_heartbeat_age_seconds{{{w}}} {sample.heartbeat_age_s:.3f}",
+    ]
+    per_stream = [
+        (
+            "avmon_stream_frames_analysed_total",
+            "counter",
+            "Video frames decoded and analysed.",
+            "frames_analysed",
+        ),
+        ("avmon_stream_lag_seconds", "gauge", "Behind the live edge (or real time).", "lag_s"),
+        ("avmon_stream_media_time_seconds", "gauge", "Media time reached.", "media_time_s"),
+        (
+            "avmon_stream_lease_expires_in_seconds",
+            "gauge",
+            "Until the lease lapses unless renewed.",
+            "lease_expires_in_s",
+        ),
+        ("avmon_stream_reconnecting", "gauge", "1 while the source is lost and retried.", "reconnecting"),
+    ]
+    for name, kind, help_text, attr in per_stream:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for s in sample.streams:
+            value = getattr(s, attr)
+            if value is None:
+                continue
+            lines.append(f'{name}{{{w},stream_id="{_label(s.stream_id)}"}} {float(value):g}')
+    return "\n".join(lines) + "\n"
+
+
+async def serve(
+    port: int, sample: Callable[[], WorkerSample], max_heartbeat_age_s: float, stopping: asyncio.Event
+) -> None:
+    """Serve until ``stopping`` is set."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5.0)
+            path = request.decode("latin-1").split(" ")[1] if request.count(b" ") >= 2 else ""
+            current = sample()
+            if path == "/metrics":
+                status, body, ctype = "200 OK", render(current), "text/plain; version=0.0.4"
+            elif path == "/healthz":
+                ok = current.heartbeat_age_s < max_heartbeat_age_s
+                status, body, ctype = (
+                    ("200 OK" if ok else "503 Service Unavailable"),
+                    ("ok\n" if ok else "stuck\n"),
+                    "text/plain",
+                )
+            else:
+                status, body, ctype = "404 Not Found", "not found\n", "text/plain"
+            data = body.encode()
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + data)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, IndexError) as exc:
+            log.debug("metrics request failed: %s", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "0.0.0.0", port)
+    log.info("metrics on :%d/metrics", port)
+    async with server:
+        await stopping.wait()
