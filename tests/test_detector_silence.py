@@ -1,0 +1,218 @@
+"""The silence detector on synthetic signals with sample-exact truths."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
+from worker.detectors.silence import (
+    FLOOR_DBFS,
+    SilenceDetector,
+    SilenceOptions,
+    dbfs,
+    hop_energies,
+    window_rms,
+)
+
+RATE = 48_000
+BLOCK = 1024  # samples per block, as AAC frames
+BOUNDARY_S = 0.05  # the boundary accuracy we aim for
+
+Signal = npt.NDArray[np.float32]
+
+
+def tone(seconds: float, dbfs_rms: float = -20.0, channels: int = 2, hz: float = 440.0) -> Signal:
+    """A sine whose RMS is ``dbfs_rms`` dBFS, on every channel."""
+    n = round(seconds * RATE)
+    amplitude = 10 ** (dbfs_rms / 20) * np.sqrt(2)
+    wave = amplitude * np.sin(2 * np.pi * hz * np.arange(n) / RATE)
+    return np.tile(wave.astype(np.float32), (channels, 1))
+
+
+def silence_between(
+    total_s: float, start_s: float, end_s: float, channels: int = 2, silent: tuple[int, ...] | None = None
+) -> Signal:
+    """Tone everywhere except digital silence on ``silent`` channels (all by default) in [start, end)."""
+    signal = tone(total_s, channels=channels)
+    a, b = round(start_s * RATE), round(end_s * RATE)
+    for c in range(channels) if silent is None else silent:
+        signal[c, a:b] = 0.0
+    return signal
+
+
+def run(
+    signal: Signal,
+    options: SilenceOptions | None = None,
+    ctx: StreamContext | None = None,
+    t0: float = 0.0,
+) -> list[Finding]:
+    detector = SilenceDetector(options, ctx)
+    findings: list[Finding] = []
+    for i in range(0, signal.shape[1], BLOCK):
+        block = AudioBlock(t=t0 + i / RATE, samples=signal[:, i : i + BLOCK], rate=RATE)
+        findings += detector.feed_audio(block)
+    findings += detector.flush(t0 + signal.shape[1] / RATE)
+    return findings
+
+
+def span(finding: Finding) -> tuple[float, float]:
+    """(start_s, end_s) of a closed finding."""
+    assert finding.end_s is not None
+    return (finding.start_s, finding.end_s)
+
+
+def closed(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.end_s is not None]
+
+
+def test_window_rms_of_a_sine_is_its_rms() -> None:
+    signal = tone(1.0, dbfs_rms=-30.0)
+    rms = window_rms(hop_energies(signal, 480), 40, 480)
+    assert rms.shape == (2, 100 - 40 + 1)
+    assert dbfs(float(rms.min())) == pytest.approx(-30.0, abs=0.01)
+    assert dbfs(float(rms.max())) == pytest.approx(-30.0, abs=0.01)
+
+
+def test_dbfs_of_digital_zero_is_the_floor() -> None:
+    assert dbfs(0.0) == FLOOR_DBFS
+
+
+def test_all_channel_silence_reported_once_with_empty_key() -> None:
+    findings = run(silence_between(6.0, 1.0, 4.0))
+    [silence] = closed(findings)
+    assert silence.type == "silence"
+    assert silence.key == ""
+    assert silence.severity is Severity.CRITICAL
+    assert silence.metrics["rms_dbfs"] == FLOOR_DBFS
+
+
+def test_boundaries_within_a_hop_of_sample_exact_truth() -> None:
+    start, end = 1.23456, 4.32109  # off the hop grid and off block boundaries
+    [silence] = closed(run(silence_between(6.0, start, end)))
+    assert silence.end_s is not None
+    assert silence.start_s == pytest.approx(start, abs=0.011)
+    assert silence.end_s == pytest.approx(end, abs=0.011)
+
+
+def test_boundaries_follow_the_block_timestamps() -> None:
+    [silence] = closed(run(silence_between(6.0, 1.5, 4.5), t0=100.0))
+    assert silence.end_s is not None
+    assert silence.start_s == pytest.approx(101.5, abs=BOUNDARY_S)
+    assert silence.end_s == pytest.approx(104.5, abs=BOUNDARY_S)
+
+
+def test_quiet_passage_at_minus_50_dbfs_is_not_silence() -> None:
+    assert run(tone(5.0, dbfs_rms=-50.0)) == []
+
+
+def test_noise_at_minus_70_dbfs_is_silence() -> None:
+    rng = np.random.default_rng(1)
+    noise = (10 ** (-70 / 20) * rng.standard_normal((2, 3 * RATE))).astype(np.float32)
+    [silence] = closed(run(noise))
+    assert silence.metrics["rms_dbfs"] == pytest.approx(-70.0, abs=1.0)
+
+
+def test_isolated_clicks_do_not_break_an_energy_silence() -> None:
+    # One -40 dBFS sample every 0.1 s: a peak detector at -60 dB sees sound 10 times a second;
+    # the energy (about -77 dBFS over 0.4 s) is silence.
+    signal = np.zeros((1, 4 * RATE), np.float32)
+    signal[0, :: RATE // 10] = 0.01
+    [silence] = closed(run(signal))
+    assert span(silence) == pytest.approx((0.0, 4.0))
+
+
+def test_silence_shorter_than_min_duration_is_not_reported() -> None:
+    assert run(silence_between(5.0, 1.0, 2.9)) == []
+
+
+def test_open_finding_is_emitted_once_silence_lasts_min_duration() -> None:
+    detector = SilenceDetector()
+    signal = silence_between(6.0, 1.0, 5.0)
+    opened_at = None
+    for i in range(0, signal.shape[1], BLOCK):
+        t = i / RATE
+        for finding in detector.feed_audio(AudioBlock(t=t, samples=signal[:, i : i + BLOCK], rate=RATE)):
+            if finding.end_s is None:
+                opened_at = t + BLOCK / RATE  # the audio time by which it was reported
+                assert finding.start_s == pytest.approx(1.0, abs=BOUNDARY_S)
+    assert opened_at is not None
+    assert 3.0 <= opened_at <= 3.0 + 2 * BLOCK / RATE
+
+
+def test_one_silent_channel_reported_with_key() -> None:
+    findings = run(silence_between(6.0, 1.0, 4.0, silent=(1,)))
+    [silence] = closed(findings)
+    assert silence.key == "ch1"
+    assert silence.end_s is not None
+    assert silence.start_s == pytest.approx(1.0, abs=BOUNDARY_S)
+    assert silence.end_s == pytest.approx(4.0, abs=BOUNDARY_S)
+
+
+def test_channels_silent_together_are_not_also_reported_one_by_one() -> None:
+    # The right channel drops 5 ms after the left one and comes back 30 ms later.
+    signal = tone(6.0)
+    signal[0, round(1.000 * RATE) : round(4.000 * RATE)] = 0.0
+    signal[1, round(1.005 * RATE) : round(4.030 * RATE)] = 0.0
+    assert [f.key for f in run(signal)] == ["", ""]
+
+
+def test_dead_channel_outlasting_a_total_silence_is_reported_separately() -> None:
+    signal = tone(10.0)
+    signal[1, 1 * RATE : 9 * RATE] = 0.0  # right channel dead from 1 s to 9 s
+    signal[0, 4 * RATE : 6 * RATE + RATE // 2] = 0.0  # both silent from 4 s to 6.5 s
+    by_key = {f.key: f for f in closed(run(signal))}
+    assert set(by_key) == {"", "ch1"}
+    assert by_key[""].start_s == pytest.approx(4.0, abs=BOUNDARY_S)
+    assert by_key["ch1"].start_s == pytest.approx(1.0, abs=BOUNDARY_S)
+    assert by_key["ch1"].end_s == pytest.approx(9.0, abs=BOUNDARY_S)
+
+
+def test_context_tracks_when_all_channels_fell_silent() -> None:
+    ctx = StreamContext()
+    detector = SilenceDetector(ctx=ctx)
+    signal = silence_between(6.0, 1.0, 4.0)
+    seen: dict[float, float | None] = {}
+    for i in range(0, signal.shape[1], BLOCK):
+        t = i / RATE
+        detector.feed_audio(AudioBlock(t=t, samples=signal[:, i : i + BLOCK], rate=RATE))
+        seen[t] = ctx.audio_silent_since
+    during = [since for t, since in seen.items() if 1.5 <= t <= 3.5]
+    assert all(since == pytest.approx(1.0, abs=BOUNDARY_S) for since in during)
+    assert all(since is None for t, since in seen.items() if t < 1.0 or t > 4.5)
+
+
+def test_one_silent_channel_does_not_set_audio_silent_since() -> None:
+    ctx = StreamContext()
+    run(silence_between(6.0, 1.0, 4.0, silent=(0,)), ctx=ctx)
+    assert ctx.audio_silent_since is None
+
+
+def test_silence_until_the_end_is_closed_by_flush() -> None:
+    ctx = StreamContext()
+    findings = run(silence_between(5.0, 1.0, 5.0), ctx=ctx)
+    opened, closing = findings
+    assert opened.end_s is None
+    assert closing.start_s == pytest.approx(1.0, abs=BOUNDARY_S)
+    assert closing.end_s == pytest.approx(5.0)
+    assert ctx.audio_silent_since is None
+
+
+def test_mono_silence_uses_the_all_channel_key() -> None:
+    [silence] = closed(run(silence_between(5.0, 1.0, 4.0, channels=1)))
+    assert silence.key == ""
+
+
+def test_timestamp_gap_reanchors_times() -> None:
+    detector = SilenceDetector()
+    quiet = np.zeros((2, BLOCK), np.float32)
+    findings: list[Finding] = []
+    for i in range(50):  # ~1.07 s of sound
+        findings += detector.feed_audio(AudioBlock(t=i * BLOCK / RATE, samples=tone(BLOCK / RATE), rate=RATE))
+    for i in range(150):  # ~3.2 s of silence, stamped after a 10 s gap
+        findings += detector.feed_audio(AudioBlock(t=10.0 + i * BLOCK / RATE, samples=quiet, rate=RATE))
+    findings += detector.flush(10.0 + 150 * BLOCK / RATE)
+    opened, closing = findings
+    assert opened.end_s is None
+    assert closing.start_s == pytest.approx(10.0, abs=BOUNDARY_S)

@@ -1,0 +1,419 @@
+"""Frozen picture detection: FFmpeg ``freezedetect``'s vocabulary, made robust to real streams.
+
+freezedetect keeps a *reference* (the last picture that was not frozen) and calls a picture
+frozen when its mean absolute difference to the reference, normalised to the code range (MAFD,
+``sum |a - b| / pixels / 256``), is at most ``n`` (-60 dB = 0.001, a quarter of a luma code on
+average). A freeze starts at the reference's time (the frozen picture's first appearance) and
+ends at the first picture that differs. This detector keeps that vocabulary and those boundaries
+but classifies every picture against two pictures, the *origin* (the frozen picture's first
+appearance) and the *reference* (the latest picture accepted into the freeze):
+
+* **identical** - MAFD to the reference at most ``n`` *and* at least ``identical`` of the 16x16
+  macroblocks bit-identical to it. A codec reproduces a held picture by skipping macroblocks,
+  which copies them exactly; noise, however faint, touches nearly every block. This is what
+  keeps grain, sensor noise and dark noisy scenes live even when their MAFD is below ``n``.
+* **re-encoded** - not identical, but differing from the origin only as a new encoding of the
+  same picture would: MAFD to the origin at most ``refresh_n``, no macroblock whose mean (DC)
+  moved by more than ``refresh_dc``, and the picture's overall mean within ``refresh_mean``
+  (quantisation noise is zero-mean per block; a caption, a moved object or a new slide shifts
+  some block's mean by tens of codes, a fade shifts the overall mean). A picture that is not a
+  keyframe must also be within ``refine_n`` of the reference.
+* **different** - anything else: the freeze (if any) ends here.
+
+Why re-encoded pictures must be accepted: inside a freeze every keyframe
+(``VideoFrame.key_frame``) re-encodes the picture from scratch, so the difference spikes once
+per GOP (-50 to -30 dB) and freezedetect splits or misses the freeze; and x264 also keeps
+refining the held picture in P and B pictures, by much less (measured on ``avmon testsrc``
+streams: a fifth of the pictures of a freeze, up to 11 in a row, -76 to -49 dB each). Hence
+the two tolerances: keyframes loose, refinements tight (``refine_n``), so that grain the encoder
+codes (typically -45 dB and more from picture to picture) stays live. A re-encoded picture
+becomes the reference, but it only *tentatively* belongs to the freeze: if pictures keep
+changing for more than ``settle_s`` without an identical one, the picture is live (faint noise
+on a static card, a slow pan) and the freeze ended where those changes began; if a different
+picture comes first, the freeze ended there, or at the unconfirmed keyframe before it.
+
+Drift: every picture is compared with the reference, never only with the previous one, so
+changes below ``n`` accumulate until the picture is no longer identical; re-encoded pictures are
+judged against the origin, so drift cannot be laundered through them beyond the ``refresh_*``
+tolerances either (a fade is stopped by ``refresh_mean``).
+
+Limitation: grain that the encoder leaves almost entirely uncoded (very low bitrates: skipped
+macroblocks, and changes below ``refine_n`` when it does code some) decodes as a held picture
+that is being refined, and is reported as frozen; so is a static shot, which freezedetect
+reports too.
+
+Cross-modal judgement: a held *black* picture is the black detector's defect (blackdetect
+defaults: 98 % of pixels at most 10 % above black), not a freeze, and is not reported here.
+Severity is ``critical`` when the audio is silent too (``StreamContext.audio_silent_since``, set
+by the silence detector, at least ``audio_silent_s`` old) or when the stream has no audio:
+nothing of the programme is left. It is ``warning`` while the audio goes on (a frozen slide under
+live narration). A close finding carries the worst severity seen during the freeze.
+
+Only luma is analysed (freezedetect also sums chroma), every ``row_step``-th row, cropped to whole
+macroblocks. Corrupt pictures are skipped (``decode_error`` reports them): concealment output
+must neither end a freeze nor become a reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from worker.detectors.base import Detector, Finding, Severity, StreamContext, VideoFrame
+from worker.detectors.black import BlackOptions, black_luma_threshold, black_pixel_fraction
+
+MACROBLOCK = 16  # H.264 / MPEG-2 macroblock side, pixels: the unit in which codecs copy a picture
+CODES = 256  # MAFD normalisation, as freezedetect's (1 << bitdepth)
+FLOOR_DB = -120.0  # reported for identical pictures instead of -inf
+
+Luma = npt.NDArray[np.uint8]
+BlockMeans = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeOptions:
+    """Options of the ``freeze`` detector (``n`` and ``d`` as FFmpeg's ``freezedetect``).
+
+    ============== ======== ======= ========== ==================================================
+    name           unit     default range      meaning
+    ============== ======== ======= ========== ==================================================
+    n              dB       -60.0   [-120, 0]  noise tolerance: max MAFD (mean |diff| / 256) of
+                                               an identical picture to the reference; -60 dB is
+                                               0.256 codes
+    d              s        2.0     [0, inf)   minimum duration of a freeze
+    identical      fraction 0.5     [0, 1]     min share of macroblocks bit-identical to the
+                                               reference in an identical picture (0 disables)
+    refine_n       dB       -46.0   [-120, 0]  max MAFD of a re-encoded picture that is not a
+                                               keyframe to the reference (-46 dB is 1.3 codes)
+    refresh_n      dB       -30.0   [-120, 0]  max MAFD of a re-encoded picture to the origin
+                                               (-30 dB is 8.1 codes)
+    refresh_dc     dB       -34.0   [-120, 0]  max shift of any macroblock's mean, / 256, of a
+                                               re-encoded picture (-34 dB is 5.1 codes)
+    refresh_mean   dB       -46.0   [-120, 0]  max shift of the picture's mean, / 256, of a
+                                               re-encoded picture (-46 dB is 1.3 codes)
+    settle_s       s        1.0     [0, inf)   longest run of re-encoded pictures inside a
+                                               freeze before the picture counts as live
+    audio_silent_s s        1.0     [0, inf)   audio silent this long makes a freeze critical
+    row_step       rows     2       1,2,4,8    analyse every n-th row (cost / n)
+    ============== ======== ======= ========== ==================================================
+
+    Re-encoding differences measured to the origin (MAFD, block DC): ``avmon testsrc`` (x264
+    CRF 23) -38 dB, -39 dB; 640x360 full of fine texture at 400 kbit/s -29 dB, -34 dB, at
+    200 kbit/s -25 dB, -34 dB (beyond ``refresh_n``: such a starved stream needs it raised).
+    The defaults keep little margin on purpose: looser tolerances let slow changes of live
+    pictures pass for longer.
+    """
+
+    n: float = -60.0
+    d: float = 2.0
+    identical: float = 0.5
+    refine_n: float = -46.0
+    refresh_n: float = -30.0
+    refresh_dc: float = -34.0
+    refresh_mean: float = -46.0
+    settle_s: float = 1.0
+    audio_silent_s: float = 1.0
+    row_step: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("n", "refine_n", "refresh_n", "refresh_dc", "refresh_mean"):
+            value = getattr(self, name)
+            if not -120.0 <= value <= 0.0:
+                raise ValueError(f"{name} must be in [-120, 0] dB, got {value}")
+        for name in ("d", "settle_s", "audio_silent_s"):
+            value = getattr(self, name)
+            if not value >= 0.0:
+                raise ValueError(f"{name} must be >= 0 s, got {value}")
+        if not 0.0 <= self.identical <= 1.0:
+            raise ValueError(f"identical must be in [0, 1], got {self.identical}")
+        if self.row_step not in (1, 2, 4, 8):
+            raise ValueError(f"row_step must be 1, 2, 4 or 8, got {self.row_step}")
+
+
+def db_to_ratio(db: float) -> float:
+    """Amplitude ratio of ``db`` decibels (20 log10, freezedetect's convention: -60 dB = 0.001)."""
+    return float(10.0 ** (db / 20.0))
+
+
+def ratio_to_db(ratio: float) -> float:
+    """Decibels (20 log10) of an amplitude ratio, floored at :data:`FLOOR_DB` (0 stays finite)."""
+    if ratio <= 0.0:
+        return FLOOR_DB
+    return max(20.0 * math.log10(ratio), FLOOR_DB)
+
+
+def _cv(a: Luma) -> Luma:
+    """``a`` itself if OpenCV can use it without a copy (unit column stride), else a copy."""
+    return a if a.strides[-1] == 1 else np.ascontiguousarray(a)
+
+
+def macroblock_sample(luma: Luma, row_step: int) -> Luma:
+    """A view of ``luma`` ((h, w) uint8) cropped to whole 16x16 macroblocks, every ``row_step``-th row.
+
+    Cropping keeps the analysis grid on the codec's macroblock grid (so "bit-identical block"
+    means "skipped macroblock"); a picture smaller than one macroblock is used whole.
+    """
+    h, w = luma.shape
+    h16, w16 = h - h % MACROBLOCK, w - w % MACROBLOCK
+    if h16 == 0 or w16 == 0:
+        return luma[::row_step]
+    return luma[:h16:row_step, :w16]
+
+
+def mafd(a: Luma, b: Luma) -> float:
+    """Mean absolute frame difference of two (h, w) uint8 pictures, normalised: mean |a - b| / 256.
+
+    0 for identical pictures; 0.001 (-60 dB) is a quarter of a code on average.
+    """
+    if a.size == 0:
+        return 0.0
+    return float(cv2.norm(_cv(a), _cv(b), cv2.NORM_L1)) / (a.size * CODES)
+
+
+def identical_block_fraction(
+    a: Luma, b: Luma, block_rows: int, block_cols: int = MACROBLOCK, out: Luma | None = None
+) -> float:
+    """Share (0..1) of ``block_rows`` x ``block_cols`` blocks in which ``a`` and ``b`` are equal.
+
+    ``a`` and ``b`` are (h, w) uint8. When the blocks do not tile the picture (or ``block_cols``
+    is not a multiple of 8) the whole picture counts as one block. ``out`` (contiguous uint8, the
+    pictures' shape) is scratch space, to avoid allocating half a megabyte per picture.
+    """
+    h, w = a.shape
+    if a.size == 0:
+        return 1.0
+    if out is None or out.shape != a.shape:
+        out = np.empty(a.shape, np.uint8)
+    diff = cv2.absdiff(_cv(a), _cv(b), dst=out)  # contiguous (h, w) uint8
+    if h % block_rows or w % block_cols or block_cols % 8:
+        return 0.0 if cv2.countNonZero(diff) else 1.0
+    # OR 8 pixels at a time as one uint64 word: a block is identical iff all its words are zero.
+    # (Reductions over short numpy axes are ~10x slower than these whole-array ORs.)
+    words = diff.view(np.uint64).reshape(h, w // block_cols, block_cols // 8)
+    per_row = words[:, :, 0].copy()
+    for k in range(1, block_cols // 8):
+        per_row |= words[:, :, k]
+    rows = per_row.reshape(h // block_rows, block_rows, w // block_cols)
+    per_block = rows[:, 0].copy()
+    for r in range(1, block_rows):
+        per_block |= rows[:, r]
+    return 1.0 - np.count_nonzero(per_block) / per_block.size
+
+
+def block_means(a: Luma, block_rows: int, block_cols: int = MACROBLOCK) -> BlockMeans:
+    """Mean code of each ``block_rows`` x ``block_cols`` block of ``a`` ((h, w) uint8).
+
+    Returns (h // block_rows, w // block_cols) float64; partial blocks at the right and bottom are
+    ignored, and a picture smaller than one block is one block. Sums rows first in uint16 (at most
+    16 x 255), then columns: exact, and ~6x faster than a 4-d reshape sum.
+    """
+    h, w = a.shape
+    hb, wb = h // block_rows, w // block_cols
+    if hb == 0 or wb == 0:
+        return np.full((1, 1), float(a.mean()) if a.size else 0.0)
+    cropped = a[: hb * block_rows, : wb * block_cols]
+    column_sums = cropped.reshape(hb, block_rows, wb * block_cols).sum(axis=1, dtype=np.uint16)
+    sums = column_sums.reshape(hb, wb, block_cols).sum(axis=2, dtype=np.uint32)
+    means: BlockMeans = sums / float(block_rows * block_cols)
+    return means
+
+
+def dc_shifts(a: BlockMeans, b: BlockMeans) -> tuple[float, float]:
+    """(largest |block mean shift|, |mean shift of the whole picture|) between two pictures'
+    :func:`block_means`, both normalised by 256 like MAFD."""
+    shift = a - b
+    return float(np.abs(shift).max()) / CODES, abs(float(shift.mean())) / CODES
+
+
+class FreezeDetector(Detector):
+    """Reports pictures held for at least ``d`` seconds (critical without audio, else warning)."""
+
+    name: ClassVar[str] = "freeze"
+    Options: ClassVar[type[FreezeOptions]] = FreezeOptions
+    options: FreezeOptions
+
+    def __init__(self, options: FreezeOptions | None = None, ctx: StreamContext | None = None) -> None:
+        super().__init__(options, ctx)
+        opts = self.options
+        self._n = db_to_ratio(opts.n)
+        self._refine_n = db_to_ratio(opts.refine_n)
+        self._refresh_n = db_to_ratio(opts.refresh_n)
+        self._refresh_dc = db_to_ratio(opts.refresh_dc)
+        self._refresh_mean = db_to_ratio(opts.refresh_mean)
+        self._block_rows = MACROBLOCK // opts.row_step
+        # Picture buffers, reused so that no half-megabyte array is allocated per picture.
+        self._origin_buf: Luma | None = None  # the frozen picture's first appearance
+        self._ref_buf: Luma | None = None  # the latest re-encoded picture, when there is one
+        self._diff_buf: Luma | None = None  # scratch for identical_block_fraction
+        self._ref: Luma | None = None  # what the next picture is compared with
+        self._origin_means: BlockMeans | None = None  # block_means of the origin, when needed
+        self._start = 0.0  # t of the origin, s
+        self._full_range = False  # of the origin
+        self._identical = 0  # identical pictures since the origin
+        self._changing_since: float | None = None  # t of the first of the latest re-encoded run
+        self._unconfirmed_key: float | None = None  # t of the first keyframe in that run
+        self._reencoded = 0
+        self._open = False
+        self._black: bool | None = None  # whether the origin is a black picture, once needed
+        self._max_mafd = 0.0  # largest MAFD of a picture accepted into the freeze
+        self._pending_mafd = 0.0  # MAFD to the origin of the picture being judged re-encoded
+        self._silent_audio = False  # the audio was silent at some point of this freeze
+        self._last_t: float | None = None
+
+    def feed_video(self, frame: VideoFrame) -> list[Finding]:
+        if frame.corrupt:
+            return []
+        findings: list[Finding] = []
+        t = frame.t
+        if self._last_t is not None and t < self._last_t:
+            # Time went backwards (a discontinuity): a freeze cannot extend across it.
+            findings += self._end_run(self._last_t)
+            self._ref = None
+        self._last_t = t
+
+        sample = macroblock_sample(frame.luma, self.options.row_step)
+        if sample.size == 0:
+            return findings
+        ref = self._ref
+        if ref is None or ref.shape != sample.shape:
+            findings += self._end_run(t)
+            self._new_run(sample, t, frame.full_range)
+            return findings
+
+        diff = mafd(sample, ref)
+        if diff <= self._n and self._blocks_identical(sample, ref):
+            self._changing_since = self._unconfirmed_key = None
+            self._identical += 1
+            self._max_mafd = max(self._max_mafd, diff)
+            self._silent_audio = self._silent_audio or self._audio_is_silent(t)
+            if not self._open and t - self._start >= self.options.d and not self._is_black():
+                self._open = True
+                findings.append(self._finding(None, t))
+            return findings
+
+        if (frame.key_frame or diff <= self._refine_n) and self._reencoded_picture(sample):
+            if self._changing_since is None:
+                self._changing_since = t
+            if frame.key_frame and self._unconfirmed_key is None:
+                self._unconfirmed_key = t
+            if t - self._changing_since <= self.options.settle_s:
+                self._accept_reencoded(sample)
+                return findings
+            # Changing for too long without ever holding still: live since the changes began.
+            findings += self._end_run(self._changing_since)
+        else:
+            # Refinements are small, so the picture before this one was still the frozen one; a
+            # keyframe is judged loosely, so if one came since the last identical picture, the
+            # new content may well have begun there (the source resumed at a GOP boundary).
+            end = self._unconfirmed_key
+            findings += self._end_run(t if end is None else end)
+        self._new_run(sample, t, frame.full_range)
+        return findings
+
+    def flush(self, t_end: float) -> list[Finding]:
+        findings = self._end_run(t_end)
+        self._ref = None
+        self._last_t = None
+        return findings
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _blocks_identical(self, sample: Luma, ref: Luma) -> bool:
+        share = self.options.identical
+        if share <= 0.0:
+            return True
+        if self._diff_buf is None or self._diff_buf.shape != sample.shape:
+            self._diff_buf = np.empty(sample.shape, np.uint8)
+        return identical_block_fraction(sample, ref, self._block_rows, out=self._diff_buf) >= share
+
+    def _reencoded_picture(self, sample: Luma) -> bool:
+        """Whether ``sample`` differs from the origin only as a new encoding of it would."""
+        origin = self._origin_buf
+        assert origin is not None
+        to_origin = mafd(sample, origin)  # the cheap test first: moving pictures fail it
+        if to_origin > self._refresh_n:
+            return False
+        if self._origin_means is None:
+            self._origin_means = block_means(origin, self._block_rows)
+        block_shift, mean_shift = dc_shifts(block_means(sample, self._block_rows), self._origin_means)
+        if block_shift > self._refresh_dc or mean_shift > self._refresh_mean:
+            return False
+        self._pending_mafd = to_origin
+        return True
+
+    def _accept_reencoded(self, sample: Luma) -> None:
+        """Make re-encoded ``sample`` the reference (tentatively part of the freeze)."""
+        if self._ref_buf is None or self._ref_buf.shape != sample.shape:
+            self._ref_buf = np.empty(sample.shape, np.uint8)
+        np.copyto(self._ref_buf, sample)
+        self._ref = self._ref_buf
+        self._reencoded += 1
+        self._max_mafd = max(self._max_mafd, self._pending_mafd)
+
+    def _new_run(self, sample: Luma, t: float, full_range: bool) -> None:
+        """Make ``sample`` (shown at ``t``) the origin and reference: a possible frozen picture."""
+        if self._origin_buf is None or self._origin_buf.shape != sample.shape:
+            self._origin_buf = np.empty(sample.shape, np.uint8)
+        np.copyto(self._origin_buf, sample)
+        self._ref = self._origin_buf
+        self._origin_means = None
+        self._start = t
+        self._full_range = full_range
+        self._identical = 0
+        self._changing_since = self._unconfirmed_key = None
+        self._reencoded = 0
+        self._open = False
+        self._black = None
+        self._max_mafd = 0.0
+        self._pending_mafd = 0.0
+        self._silent_audio = False
+
+    def _end_run(self, t: float) -> list[Finding]:
+        """End the current run at ``t`` (the first picture that differs, or the end of the media)."""
+        if self._ref is None or self._identical == 0:
+            return []
+        findings: list[Finding] = []
+        end = max(t, self._start)
+        if not self._open and end - self._start >= self.options.d and not self._is_black():
+            # Long enough only once its end is known (e.g. held exactly d): report it whole.
+            findings.append(self._finding(None, end))
+            self._open = True
+        if self._open:
+            findings.append(self._finding(end, end))
+        self._identical = 0
+        self._open = False
+        return findings
+
+    def _is_black(self) -> bool:
+        """Whether the frozen picture is black (then it is the black detector's defect)."""
+        if self._black is None:
+            assert self._origin_buf is not None
+            black = BlackOptions()
+            threshold = black_luma_threshold(black.pix_th, self._full_range)
+            self._black = black_pixel_fraction(self._origin_buf, threshold) >= black.pic_th
+        return self._black
+
+    def _audio_is_silent(self, t: float) -> bool:
+        """Whether the programme's sound is gone at video time ``t`` (no audio, or silent)."""
+        if not self.ctx.has_audio:
+            return True
+        since = self.ctx.audio_silent_since
+        return since is not None and t - since >= self.options.audio_silent_s
+
+    def _finding(self, end_s: float | None, t: float) -> Finding:
+        return Finding(
+            type=self.name,
+            start_s=self._start,
+            end_s=end_s,
+            severity=Severity.CRITICAL if self._silent_audio else Severity.WARNING,
+            metrics={
+                "mafd_db": ratio_to_db(self._max_mafd),
+                "duration_s": t - self._start,
+                "reencoded": float(self._reencoded),
+            },
+        )
