@@ -66,8 +66,19 @@ class Stack:
         return self.plane.queue_urls["AssignmentDeadLetterQueue"]
 
 
+def _close_router_clients() -> None:
+    """Close the router's cached boto3 clients (their pooled sockets would leak otherwise)."""
+    from router import api
+
+    if api.deps.cache_info().currsize:
+        d = api.deps()
+        d.ddb.close()
+        d.sqs.close()
+    api.deps.cache_clear()
+
+
 @pytest.fixture
-def stack(emulator: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+def stack(emulator: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     prefix = f"t{secrets.token_hex(4)}"
     plane = local.create_data_plane(prefix)
     env = {
@@ -85,10 +96,27 @@ def stack(emulator: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from router import api
+    _close_router_clients()
+    yield Stack(prefix=prefix, endpoint=emulator, plane=plane, env=env)
+    _close_router_clients()
 
-    api.deps.cache_clear()
-    return Stack(prefix=prefix, endpoint=emulator, plane=plane, env=env)
+
+@pytest.fixture
+def sqs_client(stack: Stack) -> Iterator[Any]:
+    from shared import aws
+
+    client = aws.client("sqs")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ddb_client(stack: Stack) -> Iterator[Any]:
+    from shared import aws
+
+    client = aws.client("dynamodb")
+    yield client
+    client.close()
 
 
 def load_event(name: str, **changes: Any) -> dict[str, Any]:

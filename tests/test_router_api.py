@@ -12,7 +12,7 @@ import pytest
 from router.handler import lambda_handler
 from router.local import LambdaContext
 from shared import aws, store
-from tests.conftest import Stack, load_event
+from tests.conftest import Stack, _close_router_clients, load_event
 
 
 def invoke(event: dict[str, Any]) -> tuple[int, Any]:
@@ -34,7 +34,10 @@ def get(path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
 
 def messages(stack: Stack) -> list[dict[str, Any]]:
     sqs = aws.client("sqs")
-    got = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    try:
+        got = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    finally:
+        sqs.close()
     return [json.loads(m["Body"]) for m in got.get("Messages", [])]
 
 
@@ -90,11 +93,9 @@ def test_huge_body_is_a_413(stack: Stack) -> None:
 def test_refused_urls_are_a_422_with_the_reason(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
-    from router import api
-
     monkeypatch.setenv("AVMON_ALLOWED_SCHEMES", "http,https,udp")
     monkeypatch.setenv("AVMON_ALLOW_PRIVATE_HOSTS", "false")
-    api.deps.cache_clear()
+    _close_router_clients()
     status, body = post({"url": url})
     assert status == 422 and body["error"] == "url refused" and body["detail"]
     assert messages(stack) == []
@@ -155,10 +156,10 @@ def test_client_token_reused_for_another_url_is_a_409(stack: Stack) -> None:
     assert status == 409
 
 
-def test_defects_filter_by_type_and_since(stack: Stack) -> None:
+def test_defects_filter_by_type_and_since(stack: Stack, ddb_client: Any) -> None:
     _, created = post({"url": "https://example.com/a.m3u8"})
     sid = created["stream_id"]
-    ddb = aws.client("dynamodb")
+    ddb = ddb_client
     t = store.Tables(streams=f"{stack.prefix}-streams", defects=f"{stack.prefix}-defects")
     for start, kind in ((1.0, "black"), (5.0, "black"), (7.0, "silence")):
         item = {
@@ -180,7 +181,7 @@ def test_defects_filter_by_type_and_since(stack: Stack) -> None:
     assert [(d["type"], d["start_s"]) for d in body["defects"]] == [("black", 5.0)]
 
 
-def test_expired_defects_are_hidden(stack: Stack) -> None:
+def test_expired_defects_are_hidden(stack: Stack, ddb_client: Any) -> None:
     _, created = post({"url": "https://example.com/a.m3u8"})
     sid = created["stream_id"]
     item = {
@@ -194,7 +195,7 @@ def test_expired_defects_are_hidden(stack: Stack) -> None:
         "worker_id": "w",
         "expires_at": int(time.time()) - 1,
     }
-    aws.client("dynamodb").put_item(TableName=f"{stack.prefix}-defects", Item=store.marshal(item))
+    ddb_client.put_item(TableName=f"{stack.prefix}-defects", Item=store.marshal(item))
     status, body = get(f"/streams/{sid}/defects")
     assert status == 200, body
     assert body["defects"] == []
@@ -206,11 +207,10 @@ def test_unknown_defect_type_filter_is_a_400(stack: Stack) -> None:
     assert status == 400 and "smell" in body["error"]
 
 
-def test_housekeeping_reenqueues_an_orphaned_stream(stack: Stack) -> None:
+def test_housekeeping_reenqueues_an_orphaned_stream(stack: Stack, ddb_client: Any) -> None:
     _, created = post({"url": "https://example.com/a.m3u8"})
     assert len(messages(stack)) == 1  # the first assignment was taken by nobody
-    ddb = aws.client("dynamodb")
-    ddb.update_item(
+    ddb_client.update_item(
         TableName=f"{stack.prefix}-streams",
         Key=store.marshal({"stream_id": created["stream_id"]}),
         UpdateExpression="SET enqueued_at = :old",

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from avmon import testsrc
-from shared import aws
 from tests.conftest import Api, Stack, WorkerFactory, wait_for
 
 TOLERANCE_S = 0.5
@@ -104,12 +103,16 @@ def test_delete_stops_monitoring_within_one_lease_period(
 
 
 def test_duplicate_assignments_never_make_two_owners(
-    router: Api, workers: WorkerFactory, stack: Stack, clips: dict[str, tuple[Path, testsrc.GroundTruth]]
+    router: Api,
+    workers: WorkerFactory,
+    stack: Stack,
+    sqs_client: Any,
+    clips: dict[str, tuple[Path, testsrc.GroundTruth]],
 ) -> None:
     workers("w1")
     workers("w2")
     stream_id = _submit(router, clips["clean.ts"][0], realtime=True)
-    sqs = aws.client("sqs")
+    sqs = sqs_client
     for _ in range(3):
         sqs.send_message(
             QueueUrl=stack.queue_url, MessageBody=json.dumps({"stream_id": stream_id, "generation": 1})
@@ -129,10 +132,10 @@ def test_duplicate_assignments_never_make_two_owners(
 
 
 def test_poison_assignment_goes_to_the_dead_letter_queue(
-    router: Api, workers: WorkerFactory, stack: Stack
+    router: Api, workers: WorkerFactory, stack: Stack, sqs_client: Any
 ) -> None:
     worker = workers("w1")
-    sqs = aws.client("sqs")
+    sqs = sqs_client
     sqs.send_message(QueueUrl=stack.queue_url, MessageBody="this is not an assignment")
 
     def in_dlq() -> bool:

@@ -1,0 +1,271 @@
+"""The decode_error detector: grouping of error reports into events, and real damaged MPEG-TS
+(garbled AAC frames the decoder refuses, lost video transport packets) fed by the session."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from shared.models import Defect
+from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, VideoFrame
+from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
+
+FPS = 25
+LUMA = np.full((16, 16), 100, np.uint8)
+SILENCE = np.zeros((1, 1920), np.float32)  # 40 ms at 48 kHz
+
+
+def frame(t: float, corrupt: bool = False) -> VideoFrame:
+    return VideoFrame(t=t, luma=LUMA, corrupt=corrupt)
+
+
+def packet(t: float | None, kind: str = "video", corrupt: bool = False) -> PacketInfo:
+    return PacketInfo(t=t, kind=kind, size=100, key=False, corrupt=corrupt)
+
+
+def pictures(detector: DecodeErrorDetector, first: int, last: int, errors: dict[int, str]) -> list[Finding]:
+    """Feed pictures ``first..last-1`` (25 fps); a decode error of kind ``errors[i]`` comes
+    instead of picture i."""
+    findings: list[Finding] = []
+    for i in range(first, last):
+        t = i / FPS
+        if i in errors:
+            findings += detector.feed_decode_error(t, errors[i], "Invalid data found when processing input")
+        else:
+            findings += detector.feed_video(frame(t))
+    return findings
+
+
+def closed(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.end_s is not None]
+
+
+def test_one_error_opens_at_once_and_closes_after_a_quiet_window() -> None:
+    detector = DecodeErrorDetector()
+    assert pictures(detector, 0, 50, {}) == []
+    [opened] = detector.feed_decode_error(2.0, "video", "Invalid data")
+    assert opened.end_s is None and opened.start_s == 2.0 and opened.key == "video"
+    assert opened.metrics["errors"] == 1.0
+    findings = pictures(detector, 51, 100, {})
+    [closing] = findings
+    assert closing.start_s == 2.0 and closing.key == "video"
+    assert closing.end_s == pytest.approx(51 / FPS)  # the first clean picture after the error
+    assert closing.metrics["errors"] == 1.0 and closing.metrics["decode_errors"] == 1.0
+    assert closing.severity is Severity.WARNING
+
+
+def test_close_is_reported_one_window_after_the_last_error() -> None:
+    detector = DecodeErrorDetector()
+    detector.feed_decode_error(2.0, "video", "")
+    closed_at = None
+    for i in range(51, 100):
+        if detector.feed_video(frame(i / FPS)):
+            closed_at = i / FPS
+            break
+    assert closed_at == pytest.approx(3.0)
+
+
+def test_errors_within_the_window_are_one_defect() -> None:
+    detector = DecodeErrorDetector()
+    findings = pictures(detector, 0, 150, {50: "video", 60: "video", 80: "video", 100: "video"})
+    opened, closing = findings
+    assert (opened.start_s, closing.start_s) == (2.0, 2.0)
+    assert closing.end_s == pytest.approx(101 / FPS)
+    assert closing.metrics["errors"] == 4.0
+
+
+def test_errors_further_apart_than_the_window_are_two_defects() -> None:
+    findings = pictures(DecodeErrorDetector(), 0, 150, {25: "video", 75: "video"})
+    assert [f.start_s for f in closed(findings)] == [1.0, 3.0]
+
+
+def test_kinds_are_separate_defects() -> None:
+    findings = pictures(DecodeErrorDetector(), 0, 100, {25: "video", 26: "audio"})
+    assert sorted(f.key for f in closed(findings)) == ["audio", "video"]
+
+
+def test_audio_defect_ends_at_the_first_clean_audio_block() -> None:
+    detector = DecodeErrorDetector()
+    detector.feed_decode_error(1.0, "audio", "")
+    findings: list[Finding] = []
+    for i in range(10):
+        findings += detector.feed_video(frame(1.0 + i / FPS))  # video does not end audio errors
+    for i in range(1, 60):
+        findings += detector.feed_audio(AudioBlock(t=1.2 + i * 0.04, samples=SILENCE, rate=48_000))
+    [closing] = findings
+    assert closing.key == "audio" and closing.end_s == pytest.approx(1.24)
+
+
+def test_corrupt_packets_and_pictures_are_errors() -> None:
+    detector = DecodeErrorDetector()
+    findings = detector.feed_packet(packet(2.0, corrupt=True))
+    findings += detector.feed_video(frame(1.9, corrupt=True))  # decoded before, reported after
+    findings += detector.feed_packet(packet(2.04))
+    findings += detector.feed_video(frame(1.94))
+    findings += detector.flush(2.5)
+    opened, closing = findings
+    assert opened.start_s == closing.start_s == 2.0  # the first report
+    assert closing.metrics["corrupt_packets"] == 1.0 and closing.metrics["corrupt_frames"] == 1.0
+    assert closing.metrics["errors"] == 2.0
+
+
+def test_packet_without_timestamp_is_placed_at_the_clock() -> None:
+    detector = DecodeErrorDetector()
+    detector.feed_video(frame(3.0))
+    [opened] = detector.feed_packet(packet(None, "audio", corrupt=True))
+    assert opened.start_s == 3.0 and opened.key == "audio"
+
+
+def test_persistent_errors_make_the_close_critical() -> None:
+    detector = DecodeErrorDetector(DecodeErrorOptions(critical_errors=5))
+    errors = dict.fromkeys(range(50, 56), "video")
+    findings = pictures(detector, 0, 100, errors)
+    opened, closing = findings
+    assert opened.severity is Severity.WARNING
+    assert closing.severity is Severity.CRITICAL and closing.metrics["errors"] == 6.0
+
+
+def test_errors_until_the_end_are_closed_by_flush_at_the_end() -> None:
+    detector = DecodeErrorDetector()
+    detector.feed_decode_error(2.0, "audio", "")
+    detector.feed_decode_error(2.5, "audio", "")
+    [closing] = detector.flush(2.8)
+    assert (closing.start_s, closing.end_s) == (2.0, 2.8)
+
+
+def test_time_going_back_starts_a_new_defect() -> None:
+    detector = DecodeErrorDetector()
+    detector.feed_decode_error(10.0, "video", "")
+    findings = detector.feed_decode_error(2.0, "video", "")
+    closing, opened = findings
+    assert closing.start_s == 10.0 and closing.end_s == 10.0
+    assert opened.start_s == 2.0 and opened.end_s is None
+
+
+def test_invalid_option_is_rejected() -> None:
+    with pytest.raises(ValueError, match="window"):
+        DecodeErrorOptions(window=0.0)
+
+
+# ------------------------------------------------------------------ real MPEG-TS
+
+
+def make_clip(path: Path, seconds: float = 4.0) -> None:
+    """H.264 and AAC in MPEG-TS: moving noise and a tone."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (90, 320), dtype=np.uint8)
+    chroma = np.full((45, 160), 128, np.uint8)
+    with av.open(str(path), "w", format="mpegts") as out:
+        v = out.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = 160, 90, "yuv420p"
+        a = out.add_stream("aac", rate=48_000)
+        a.layout = "mono"
+        sample = 0
+        for i in range(round(seconds * FPS)):
+            luma = np.roll(texture, 2 * i, axis=1)[:, :160]
+            picture = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma]), format="yuv420p")
+            picture.pts, picture.time_base = i, Fraction(1, FPS)
+            out.mux(v.encode(picture))
+            while sample < (i + 1) * 48_000 // FPS:
+                tone = 0.3 * np.sin(2 * np.pi * 440 * (sample + np.arange(1024)) / 48_000)
+                block = av.AudioFrame.from_ndarray(
+                    tone.astype(np.float32)[np.newaxis], format="fltp", layout="mono"
+                )
+                block.sample_rate, block.pts = 48_000, sample
+                out.mux(a.encode(block))
+                sample += 1024
+        out.mux(v.encode())
+        out.mux(a.encode())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("decode_error") / "clip.ts"
+    make_clip(path)
+    return path
+
+
+def packets_of(path: Path, kind: str) -> tuple[list[tuple[int, int, float]], float]:
+    """(pos, size, media seconds) of every packet of ``kind``, and the origin used."""
+    with av.open(str(path)) as container:
+        streams = [container.streams.video[0], container.streams.audio[0]]
+        origin = min(float(s.start_time * s.time_base) for s in streams if s.start_time and s.time_base)
+        stream = streams[0] if kind == "video" else streams[1]
+        found = [
+            (p.pos, p.size, float(p.pts * p.time_base) - origin)
+            for p in container.demux(stream)
+            if p.size and p.pos is not None and p.pts is not None and p.time_base is not None
+        ]
+    return found, origin
+
+
+def monitor(path: Path) -> list[Defect]:
+    from worker.session import SessionConfig, StreamSession
+
+    records: list[Defect] = []
+    config = SessionConfig(
+        url=path.resolve().as_uri(), reconnect=False, detectors=frozenset({"decode_error"})
+    )
+    StreamSession("test", config, records.append).run()
+    return records
+
+
+def key_of(record: Defect) -> str:
+    return record.defect_id.rsplit("-", 1)[1]
+
+
+def test_clean_clip_has_no_decode_error(clip: Path) -> None:
+    assert monitor(clip) == []
+
+
+def test_garbled_aac_frames_are_one_audio_decode_error(clip: Path, tmp_path: Path) -> None:
+    # AAC has no concealment to hide behind: FFmpeg refuses the frame and PyAV raises
+    # InvalidDataError from packet.decode(), which the session reports as a decode error.
+    audio, _ = packets_of(clip, "audio")
+    data = bytearray(clip.read_bytes())
+    rng = np.random.default_rng(1)
+    garbled = audio[80:84]  # four consecutive frames, about 85 ms, 1.7 s in
+    for pos, _, _ in garbled:
+        # Past the transport, PES and ADTS headers, inside the first transport packet.
+        data[pos + 40 : pos + 120] = rng.integers(0, 256, 80, dtype=np.uint8).tobytes()
+    (tmp_path / "aac.ts").write_bytes(bytes(data))
+
+    records = monitor(tmp_path / "aac.ts")
+    opened, closing = records
+    assert key_of(opened) == key_of(closing) == "audio"
+    assert opened.end_s is None and closing.start_s == opened.start_s
+    assert abs(closing.start_s - garbled[0][2]) <= 0.5
+    assert closing.end_s is not None and closing.end_s - closing.start_s < 0.5
+    assert closing.metrics["decode_errors"] == 4.0
+
+
+def transport_packets(data: bytes, pos: int) -> list[int]:
+    """Offsets of the 188-byte MPEG-TS packets that carry the PES starting at byte ``pos``."""
+    assert data[pos] == 0x47, "a demuxed packet's pos is the transport packet where its PES starts"
+    pid = (data[pos + 1] & 0x1F) << 8 | data[pos + 2]
+    offsets = [pos]
+    for off in range(pos + 188, len(data) - 187, 188):
+        if (data[off + 1] & 0x1F) << 8 | data[off + 2] == pid:
+            if data[off + 1] & 0x40:  # payload_unit_start_indicator: the next PES begins
+                break
+            offsets.append(off)
+    return offsets
+
+
+def test_lost_video_transport_packets_are_a_video_decode_error(clip: Path, tmp_path: Path) -> None:
+    video, _ = packets_of(clip, "video")
+    data = clip.read_bytes()
+    pos, _, t = next(p for p in video[40:] if p[1] > 3 * 184)
+    # A transport packet from the middle of the picture: a continuity-counter gap.
+    lost = transport_packets(data, pos)[1]
+    (tmp_path / "lost.ts").write_bytes(data[:lost] + data[lost + 188 :])
+
+    records = monitor(tmp_path / "lost.ts")
+    closes = [r for r in records if r.end_s is not None]
+    assert [key_of(r) for r in closes] == ["video"]
+    assert abs(closes[0].start_s - t) <= 0.5
+    assert closes[0].metrics["corrupt_packets"] >= 1.0
