@@ -15,16 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.models import Defect
-
-
-def source_url(source: str) -> str:
-    """A local path becomes an absolute ``file://`` URL; URLs pass through unchanged."""
-    if urlsplit(source).scheme and not (len(source) > 1 and source[1] == ":"):
-        return source
-    return Path(source).expanduser().resolve().as_uri()
+from shared.urlpolicy import to_url
 
 
 def _describe(d: dict[str, Any]) -> str:
@@ -39,7 +32,7 @@ def _describe(d: dict[str, Any]) -> str:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from worker.session import Outcome, analyze
 
-    url = source_url(args.source)
+    url = to_url(args.source)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -135,7 +128,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     with running_stack(_stack_config(args), stop) as base:
         ids: dict[str, str] = {}
         for source in args.sources:
-            body = {"url": source_url(source), "name": Path(source).name, "realtime": args.realtime}
+            body = {"url": to_url(source), "name": Path(source).name, "realtime": args.realtime}
             try:
                 stream = _http("POST", f"{base}/streams", body)
             except urllib.error.HTTPError as exc:
@@ -172,7 +165,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ids = {}
             for name in scripts:
                 stream = _http(
-                    "POST", f"{base}/streams", {"url": source_url(str(Path(tmp) / name)), "name": name}
+                    "POST", f"{base}/streams", {"url": to_url(str(Path(tmp) / name)), "name": name}
                 )
                 ids[stream["stream_id"]] = name
             print(f"submitted {len(ids)} streams to {base}; defects as the workers report them:", flush=True)

@@ -26,6 +26,13 @@ class HostUnresolvable(OSError):
     it opens the source (then it is a lost signal, retried)."""
 
 
+def to_url(source: str) -> str:
+    """A local path becomes an absolute ``file://`` URL; a URL passes through unchanged."""
+    if urlsplit(source).scheme and not (len(source) > 1 and source[1] == ":"):
+        return source
+    return Path(source).expanduser().resolve().as_uri()
+
+
 def _resolve(host: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)

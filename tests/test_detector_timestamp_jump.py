@@ -272,3 +272,20 @@ def assert_one_jump_per_stream(records: list[Defect], at_s: float) -> None:
         assert record.start_s == pytest.approx(at_s, abs=0.2)
         assert record.end_s == pytest.approx(at_s + 10.0, abs=0.2)
         assert record.metrics["jump_s"] == pytest.approx(10.0, abs=0.2)
+
+
+def test_reconnect_made_by_the_session_is_not_a_jump() -> None:
+    from worker.detectors.base import PacketInfo, StreamContext
+    from worker.detectors.timestamp_jump import TimestampJumpDetector
+
+    ctx = StreamContext()
+    detector = TimestampJumpDetector(ctx=ctx)
+    for n in range(50):
+        assert (
+            detector.feed_packet(
+                PacketInfo(t=n * 0.04, kind="video", size=100, key=n % 25 == 0, corrupt=False)
+            )
+            == []
+        )
+    ctx.connection += 1  # the session reopened the source after a 10 s outage
+    assert detector.feed_packet(PacketInfo(t=12.0, kind="video", size=100, key=True, corrupt=False)) == []

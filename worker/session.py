@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import av
 
 from shared.models import Defect, DefectType, StreamStatus, defect_id_for
-from shared.urlpolicy import UrlRefused, check_url
+from shared.urlpolicy import UrlRefused, check_url, to_url
 from worker.detectors import (
     AudioBlock,
     Detector,
@@ -173,6 +173,7 @@ class StreamSession:
                         self.config.read_timeout_s,
                     ) as container:
                         check_limits(container, self.config.limits)
+                        self.ctx.connection += 1
                         if self._loss is not None:
                             # The timeline goes on through the outage: media time keeps wall pace.
                             self._offset = self._loss[0] + (time.time() - self._loss[1])
@@ -348,6 +349,6 @@ def analyze(
     stream_id: str = "local",
 ) -> tuple[Outcome, str | None]:
     """Run the worker's full detection pipeline on one source, in this thread, with no AWS."""
-    config = SessionConfig(url=url, realtime=realtime, reconnect=False)
+    config = SessionConfig(url=to_url(url), realtime=realtime, reconnect=False)
     session = StreamSession(stream_id, config, emit, stop=stop)
     return session.run()

@@ -93,6 +93,9 @@ class StreamContext:
     audio_silent_since: float | None = None  # set by the silence detector while silent
     last_audio_t: float | None = None
     last_video_t: float | None = None
+    # Bumped by the session each time it (re)opens the source: the gap it bridges is already a
+    # signal_loss, so timeline checks start afresh instead of calling it a jump.
+    connection: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

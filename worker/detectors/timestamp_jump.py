@@ -97,11 +97,15 @@ class TimestampJumpDetector(Detector):
     def __init__(self, options: TimestampJumpOptions | None = None, ctx: StreamContext | None = None) -> None:
         super().__init__(options, ctx)
         self._timelines: dict[str, _Timeline] = {}
+        self._connection = self.ctx.connection
 
     def feed_packet(self, packet: PacketInfo) -> list[Finding]:
         t = packet.t
         if t is None:
             return []  # no timestamp: nothing to judge
+        if self.ctx.connection != self._connection:
+            self._connection = self.ctx.connection
+            self._timelines.clear()  # a reconnect we made: reported as signal_loss, not a jump
         line = self._timelines.get(packet.kind)
         if line is None:
             self._timelines[packet.kind] = _Timeline(high=t)
