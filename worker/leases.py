@@ -76,12 +76,10 @@ class LeaseTable:
     def __init__(self, ddb: Any, tables: store.Tables, worker_id: str, period_s: float) -> None:
         self.ddb, self.tables, self.worker_id, self.period_s = ddb, tables, worker_id, period_s
 
-    async def claim(self, stream_id: str, generation: int) -> Lease | None:
-        """The lease, or None when the stream is not ours to take (stale, duplicate, held)."""
-        now = time.time()
-        request = store.claim_lease(
-            self.tables, stream_id, generation, worker_id=self.worker_id, now=now, period_s=self.period_s
-        )
+    async def _acquire(
+        self, request: store.Request, stream_id: str, generation: int, now: float
+    ) -> Lease | None:
+        """Send a claim or a steal; the lease it grants, or None if its condition failed."""
         try:
             item = store.unmarshal((await call(self.ddb.update_item, **request))["Attributes"])
         except aws.ConflictError:
@@ -94,6 +92,14 @@ class LeaseTable:
             realtime=bool(item.get("realtime", False)),
             expires_at=now + self.period_s,
         )
+
+    async def claim(self, stream_id: str, generation: int) -> Lease | None:
+        """The lease, or None when the stream is not ours to take (stale, duplicate, held)."""
+        now = time.time()
+        request = store.claim_lease(
+            self.tables, stream_id, generation, worker_id=self.worker_id, now=now, period_s=self.period_s
+        )
+        return await self._acquire(request, stream_id, generation, now)
 
     async def renew(
         self, lease: Lease, status: StreamStatus, figures: dict[str, float | int | None], reason: str | None
@@ -152,18 +158,7 @@ class LeaseTable:
             now=now,
             period_s=self.period_s,
         )
-        try:
-            item = store.unmarshal((await call(self.ddb.update_item, **request))["Attributes"])
-        except aws.ConflictError:
-            return None
-        return Lease(
-            stream_id=stream_id,
-            generation=generation,
-            counter=int(item["lease_counter"]),
-            url=str(item["url"]),
-            realtime=bool(item.get("realtime", False)),
-            expires_at=now + self.period_s,
-        )
+        return await self._acquire(request, stream_id, generation, now)
 
     async def survey(self) -> list[LeaseView]:
         """Every stream that should run, with who holds it (one paginated scan)."""
