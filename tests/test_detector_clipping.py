@@ -12,6 +12,7 @@ from scipy import signal as sps
 
 from worker.detectors.base import AudioBlock, Finding, Severity
 from worker.detectors.clipping import (
+    BATCH_S,
     FLOOR_DB,
     HISTORY,
     LOOKAHEAD,
@@ -233,7 +234,7 @@ def test_open_finding_once_flagged_time_reaches_d() -> None:
                 opened_at = block.t + block.duration
                 assert finding.start_s == pytest.approx(1.0, abs=WINDOW_S)
     assert opened_at is not None
-    assert 1.2 <= opened_at <= 1.2 + WINDOW_S + BLOCK / RATE
+    assert 1.2 <= opened_at <= 1.2 + BATCH_S + BLOCK / RATE
 
 
 def test_clipping_until_the_end_is_closed_by_flush() -> None:

@@ -22,6 +22,7 @@ from worker.detectors.loudness import (
     step_onset,
     weighted_power,
 )
+from worker.detectors.silence import SilenceDetector
 
 RATE = 48_000
 BLOCK = 1024  # samples per block, as AAC frames
@@ -53,6 +54,20 @@ def music(seconds: float, seed: int = 0) -> Signal:
     envelope = amplitude[note] * (0.3 + 0.7 * np.exp(-4 * t))
     x = table[:, index] * envelope + 0.02 * rng.standard_normal((2, n))
     return x.astype(np.float32)
+
+
+def speech_like(seconds: float, seed: int = 0) -> Signal:
+    """``music`` cut into syllables (0.1-0.4 s) and pauses (0.05-0.6 s, sometimes up to 1.5 s)."""
+    rng = np.random.default_rng(seed + 1000)
+    x = music(seconds, seed)
+    on = np.zeros(x.shape[1], np.float32)
+    at = 0
+    while at < on.size:
+        syllable = round(rng.uniform(0.1, 0.4) * RATE)
+        pause = round(rng.uniform(0.05, 0.6 if rng.random() > 0.1 else 1.5) * RATE)
+        on[at : at + syllable] = 1.0
+        at += syllable + pause
+    return x * on
 
 
 def noise(seconds: float, seed: int = 0) -> Signal:
@@ -219,8 +234,8 @@ def programme(seconds: float, seed: int = 0, lufs: float = -23.0) -> Signal:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_loud_section_is_one_critical_defect_with_accurate_boundaries(seed: int) -> None:
-    start, end = 15.37, 35.37  # +12 dB: -11 LUFS in a -23 LUFS programme
-    findings = run(gain(programme(50.0, seed=seed), start, end, 12.0))
+    start, end = 8.37, 28.37  # +12 dB: -11 LUFS in a -23 LUFS programme
+    findings = run(gain(programme(36.0, seed=seed), start, end, 12.0))
     [finding] = closed(findings)
     assert finding.type == "loudness"
     assert finding.key == "loud"
@@ -230,6 +245,13 @@ def test_loud_section_is_one_critical_defect_with_accurate_boundaries(seed: int)
     assert finding.metrics["lufs"] == pytest.approx(-11.0, abs=0.5)
     assert finding.metrics["target_lufs"] == -23.0
     assert -23.0 < finding.metrics["integrated_lufs"] < -11.0
+
+
+def test_loud_speech_with_pauses_has_boundaries_within_half_a_second() -> None:
+    start, end = 12.3, 31.8
+    [finding] = closed(run(gain(at_lufs(speech_like(45.0, seed=4), -23.0), start, end, 12.0)))
+    assert finding.key == "loud"
+    assert span(finding) == pytest.approx((start, end), abs=0.5)
 
 
 def test_quiet_section_is_a_defect_too() -> None:
@@ -273,6 +295,32 @@ def test_quiet_audio_is_not_judged_while_the_silence_detector_says_silent() -> N
     assert run(x, ctx=StreamContext(audio_silent_since=0.0)) == []
 
 
+def test_quiet_programme_then_silence_ends_where_the_silence_starts() -> None:
+    # The session feeds the loudness detector before the silence detector, sharing the context.
+    x = at_lufs(noise(30.0), -40.0)
+    x[:, 20 * RATE :] = 0.0
+    ctx = StreamContext()
+    loudness, silence = LoudnessDetector(ctx=ctx), SilenceDetector(ctx=ctx)
+    findings: list[Finding] = []
+    for block in blocks_of(x):
+        findings += loudness.feed_audio(block)
+        silence.feed_audio(block)
+    findings += loudness.flush(30.0)
+    [finding] = closed(findings)
+    assert finding.key == "quiet"
+    assert span(finding) == pytest.approx((0.0, 20.0), abs=BOUNDARY_S)
+
+
+def test_a_short_return_into_range_does_not_split_an_excursion() -> None:
+    # Loud, 3.3 s back at the target, loud again: short-term loudness is in range for about 1.2 s.
+    x = gain(gain(programme(45.0), 8.0, 20.0, 12.0), 23.3, 40.0, 12.0)
+    [one] = closed(run(x, LoudnessOptions(gap_s=2.0)))
+    assert span(one) == pytest.approx((8.0, 40.0), abs=BOUNDARY_S)
+    first, second = closed(run(x, LoudnessOptions(gap_s=0.0)))
+    assert span(first) == pytest.approx((8.0, 20.0), abs=BOUNDARY_S)
+    assert span(second) == pytest.approx((23.3, 40.0), abs=BOUNDARY_S)
+
+
 def test_loud_burst_shorter_than_d_gives_nothing() -> None:
     assert run(gain(programme(30.0), 10.0, 15.0, 12.0)) == []
 
@@ -311,7 +359,14 @@ def test_lfe_does_not_count() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"target": 5.0}, {"tolerance": 0.0}, {"d": -1.0}, {"floor_lufs": -80.0}, {"floor_lufs": -20.0}],
+    [
+        {"target": 5.0},
+        {"tolerance": 0.0},
+        {"d": -1.0},
+        {"gap_s": 11.0},
+        {"floor_lufs": -80.0},
+        {"floor_lufs": -20.0},
+    ],
 )
 def test_options_out_of_range_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
