@@ -101,6 +101,8 @@ def check_url(
     except ValueError:
         addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolve(host)]
     for addr in addresses:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # ::ffff:169.254.169.254 is the metadata service too
         if str(addr) in METADATA_HOSTS:
             raise UrlRefused(f"host {host!r} resolves to a cloud metadata address ({addr})")
         if scheme == "udp" and addr.is_multicast:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from avmon import testsrc
 from shared.models import Defect
-from worker.session import analyze
+from worker.session import UnreadableSource, analyze
 
 Mutation = tuple[str, int, int]
 
@@ -74,7 +74,7 @@ def run(examples: int, seed_media: Path) -> int:
         try:
             analyze(str(work), found.append, stop=stop)
             counts["analysed"] += 1
-        except av.FFmpegError:  # unreadable input, refused with an ordinary error
+        except (av.FFmpegError, UnreadableSource):  # unreadable input, refused with an ordinary error
             counts["refused"] += 1
         finally:
             timer.cancel()

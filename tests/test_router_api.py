@@ -225,3 +225,8 @@ def test_housekeeping_leaves_a_recently_enqueued_stream_alone(stack: Stack) -> N
     post({"url": "https://example.com/a.m3u8"})
     result = lambda_handler(load_event("scheduled_event.json"), LambdaContext())
     assert result["requeued"] == 0
+
+
+def test_ipv4_mapped_metadata_address_is_refused_even_where_private_hosts_are_allowed(stack: Stack) -> None:
+    status, body = post({"url": "http://[::ffff:169.254.169.254]/latest/meta-data/"})
+    assert status == 422 and "metadata" in body["detail"]

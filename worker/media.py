@@ -16,6 +16,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from worker import egress
+
 ANALYSIS_RATE = 48_000  # Hz: every detector sees audio at this rate
 # Nested protocols FFmpeg may use for each scheme: an HLS playlist fetched over HTTP cannot make
 # the demuxer read local files, or anything else, because `file` is not in its list.
@@ -28,6 +30,9 @@ PROTOCOLS = {
     "rtmp": "rtmp,tcp",
     "rtsp": "rtsp,rtp,udp,tcp",
 }
+# Through the egress proxy (worker/egress.py) HTTPS needs one more: FFmpeg's tls protocol reaches
+# the proxy with httpproxy (CONNECT). Without it an https:// source fails with EINVAL.
+PROXIED_HTTP_PROTOCOLS = "http,https,tcp,tls,httpproxy,crypto"
 _LUMA_8BIT = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
 
@@ -47,7 +52,10 @@ class Limits:
     decode_threads: int = 2
 
 
-def open_options(url: str, limits: Limits) -> dict[str, str]:
+def open_options(url: str, limits: Limits, *, proxy_url: str | None = None) -> dict[str, str]:
+    """FFmpeg's options for ``url``. With ``proxy_url`` (an :class:`worker.egress.EgressProxy`),
+    every HTTP(S) request FFmpeg makes for an http(s) source, nested ones included (HLS segments,
+    keys, variant playlists, redirects), goes through that proxy and its host policy."""
     scheme = (urlsplit(url).scheme or "file").lower()
     options = {
         "protocol_whitelist": PROTOCOLS.get(scheme, "file"),
@@ -57,15 +65,28 @@ def open_options(url: str, limits: Limits) -> dict[str, str]:
     if scheme in ("http", "https"):
         options["reconnect"] = "0"  # we reconnect ourselves, with backoff and a signal_loss record
         options["user_agent"] = "avmon"
+        if proxy_url is not None:
+            # The HLS demuxer copies http_proxy into the options of every URL it opens; the tls
+            # protocol gets it from http and tunnels with CONNECT.
+            options["http_proxy"] = proxy_url
+            options["protocol_whitelist"] = PROXIED_HTTP_PROTOCOLS
     if scheme == "udp":
         options["fifo_size"] = "1000000"
         options["overrun_nonfatal"] = "1"
     return options
 
 
-def open_source(url: str, limits: Limits, open_timeout_s: float, read_timeout_s: float) -> Any:
-    """Open ``url`` for reading with the nested-protocol allowlist and the probe caps."""
-    return av.open(url, mode="r", options=open_options(url, limits), timeout=(open_timeout_s, read_timeout_s))
+def open_source(
+    url: str, limits: Limits, open_timeout_s: float, read_timeout_s: float, *, allow_private: bool = False
+) -> Any:
+    """Open ``url`` for reading with the nested-protocol allowlist and the probe caps. HTTP(S)
+    goes through the process's egress proxy, which refuses metadata addresses always and internal
+    ones unless ``allow_private`` (the deployment's policy, as given to ``check_url``)."""
+    proxy_url = None
+    if (urlsplit(url).scheme or "file").lower() in ("http", "https"):
+        proxy_url = egress.shared_proxy(allow_private).url
+    options = open_options(url, limits, proxy_url=proxy_url)
+    return av.open(url, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
 
 
 def check_limits(container: Any, limits: Limits) -> None:

@@ -48,6 +48,10 @@ from worker.media import (
 log = logging.getLogger("avmon.worker.session")
 
 
+class UnreadableSource(OSError):
+    """The source broke the demuxer in a way FFmpeg reports as no error of its own."""
+
+
 class Outcome(StrEnum):
     COMPLETED = "COMPLETED"  # a finite source read to its end
     STOPPED = "STOPPED"  # asked to stop (DELETE, lease lost, shutdown)
@@ -187,8 +191,12 @@ class StreamSession:
                 except (UrlRefused, SourceRefused) as exc:
                     self.figures.reason = str(exc)
                     return Outcome.REFUSED, str(exc)
-                except (av.FFmpegError, OSError, EOFError) as exc:
+                except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
+                    # IndexError: PyAV's stream list can fall out of step when a damaged
+                    # transport stream announces new streams mid-way; it is the source's fault.
                     if not self.config.reconnect:
+                        if isinstance(exc, IndexError):
+                            raise UnreadableSource(f"the demuxer failed: {exc}") from exc
                         raise
                     reason = f"{type(exc).__name__}: {exc}"[:300]
                 if self._got_data:
