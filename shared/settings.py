@@ -25,6 +25,7 @@ class CommonSettings(BaseSettings):
 
     streams_table: str = Field(f"{DEFAULT_PREFIX}-streams", description="DynamoDB streams table.")
     defects_table: str = Field(f"{DEFAULT_PREFIX}-defects", description="DynamoDB defects table.")
+    workers_table: str = Field(f"{DEFAULT_PREFIX}-workers", description="DynamoDB worker registry.")
     assignment_queue: str = Field(f"{DEFAULT_PREFIX}-assignments", description="SQS queue name.")
     dead_letter_queue: str = Field(f"{DEFAULT_PREFIX}-assignments-dlq", description="Its DLQ name.")
     lease_period_s: float = Field(

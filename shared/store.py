@@ -26,7 +26,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from shared.models import Defect, Desired, Stream, StreamStatus, iso_from_epoch
-from shared.settings import CommonSettings
+from shared.settings import DEFAULT_PREFIX, CommonSettings
 
 _SER = TypeSerializer()
 _DESER = TypeDeserializer()
@@ -39,10 +39,13 @@ Item = dict[str, Any]
 class Tables:
     streams: str
     defects: str
+    workers: str = f"{DEFAULT_PREFIX}-workers"
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> Tables:
-        return cls(streams=settings.streams_table, defects=settings.defects_table)
+        return cls(
+            streams=settings.streams_table, defects=settings.defects_table, workers=settings.workers_table
+        )
 
 
 # ---------------------------------------------------------------- marshalling
@@ -367,6 +370,40 @@ def release_lease(
         "ExpressionAttributeNames": {"#owner": "owner", "#st": "status"},
         "ExpressionAttributeValues": _values(**values),
     }
+
+
+# ---------------------------------------------------------------- the worker registry
+
+
+def worker_heartbeat(
+    t: Tables, worker_id: str, *, capacity: int, held: int, now: float, ttl_s: float
+) -> Request:
+    """A worker says it is alive (and how full): idle workers count toward the fair share."""
+    item = {
+        "worker_id": worker_id,
+        "capacity": capacity,
+        "held": held,
+        "seen_at": now,
+        "expires_at": now + ttl_s,
+    }
+    return {"TableName": t.workers, "Item": marshal(item)}
+
+
+def worker_goodbye(t: Tables, worker_id: str) -> Request:
+    return {"TableName": t.workers, "Key": marshal({"worker_id": worker_id})}
+
+
+def scan_workers(t: Tables, *, now: float, start_key: Item | None = None) -> Request:
+    """Workers whose heartbeat has not lapsed (TTL deletes lazily: filter on it)."""
+    req: Request = {
+        "TableName": t.workers,
+        "FilterExpression": "expires_at > :now",
+        "ExpressionAttributeValues": _values(now=now),
+        "ProjectionExpression": "worker_id",
+    }
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req
 
 
 # ---------------------------------------------------------------- defects

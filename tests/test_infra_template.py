@@ -45,6 +45,7 @@ EXPECTED_ACTIONS: dict[str, set[str]] = {
         "dynamodb:Scan",
         "dynamodb:ConditionCheckItem",
         "dynamodb:BatchWriteItem",
+        "dynamodb:DeleteItem",
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:SendMessage",

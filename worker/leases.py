@@ -8,6 +8,7 @@ the lease was taken: the caller stops the stream at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -36,19 +37,19 @@ class LeaseView:
     counter: int
 
 
-def plan_rebalance(views: list[LeaseView], me: str) -> LeaseView | None:
+def plan_rebalance(views: list[LeaseView], me: str, live: AbstractSet[str] = frozenset()) -> LeaseView | None:
     """The one lease worth stealing now, if this worker holds less than its fair share.
 
-    Fair share is ``ceil(streams / workers)`` over the workers that hold leases, plus this one
-    (an idle worker is invisible to the others, so each newcomer counts itself). One steal per
-    round, from the most loaded worker, and only while that worker is above the share: holdings
-    converge without two workers trading a stream back and forth.
+    Fair share is ``ceil(held streams / workers)`` over the live workers (the registry's, plus
+    every lease owner, plus this one). One steal per round, from the most loaded worker, and only
+    while that worker is above the share: holdings converge without two workers trading a
+    stream back and forth.
     """
     held: dict[str, list[LeaseView]] = {}
     for view in views:
         if view.owner is not None:
             held.setdefault(view.owner, []).append(view)
-    workers = set(held) | {me}
+    workers = set(held) | set(live) | {me}
     share = -(-sum(len(v) for v in held.values()) // len(workers))
     mine = len(held.get(me, []))
     if not held or mine >= share:
@@ -57,6 +58,20 @@ def plan_rebalance(views: list[LeaseView], me: str) -> LeaseView | None:
     if victim is None or len(held[victim]) <= share or len(held[victim]) - mine < 2:
         return None
     return sorted(held[victim], key=lambda v: v.stream_id)[-1]
+
+
+def adoption_limit(views: list[LeaseView], me: str, live: AbstractSet[str] = frozenset()) -> int:
+    """How many lapsed leases to adopt in one scan: up to the fair share plus one.
+
+    Without the cap the first worker to scan after a crash would take every orphan up to its
+    capacity and the rebalancer would then have to move them again, restarting each stream.
+    """
+    held: dict[str, int] = {}
+    for view in views:
+        if view.owner is not None:
+            held[view.owner] = held.get(view.owner, 0) + 1
+    share = -(-len(views) // len(set(held) | set(live) | {me}))
+    return max(1, share + 1 - held.get(me, 0))
 
 
 class Renewal(StrEnum):
@@ -159,6 +174,32 @@ class LeaseTable:
             period_s=self.period_s,
         )
         return await self._acquire(request, stream_id, generation, now)
+
+    async def heartbeat(self, capacity: int, held: int) -> None:
+        request = store.worker_heartbeat(
+            self.tables,
+            self.worker_id,
+            capacity=capacity,
+            held=held,
+            now=time.time(),
+            ttl_s=2 * self.period_s,
+        )
+        await call(self.ddb.put_item, **request)
+
+    async def goodbye(self) -> None:
+        await call(self.ddb.delete_item, **store.worker_goodbye(self.tables, self.worker_id))
+
+    async def live_workers(self) -> set[str]:
+        found: set[str] = set()
+        start: store.Item | None = None
+        while True:
+            page = await call(
+                self.ddb.scan, **store.scan_workers(self.tables, now=time.time(), start_key=start)
+            )
+            found |= {str(store.unmarshal(i)["worker_id"]) for i in page["Items"]}
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found
 
     async def survey(self) -> list[LeaseView]:
         """Every stream that should run, with who holds it (one paginated scan)."""

@@ -24,7 +24,7 @@ from shared.models import Defect, StreamStatus
 from shared.settings import WorkerSettings
 from worker import metrics
 from worker.assignments import AssignmentQueue
-from worker.leases import Lease, LeaseTable, Renewal, call, plan_rebalance
+from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, plan_rebalance
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.sink import DefectWriter
 
@@ -128,6 +128,8 @@ class Worker:
         while self.sink.buffered and time.monotonic() < deadline:
             if not await self.sink.flush():
                 await asyncio.sleep(0.2)
+        with contextlib.suppress(aws.AvmonError):
+            await self.leases.goodbye()
 
     # ------------------------------------------------------------ taking work
 
@@ -182,9 +184,11 @@ class Worker:
                 continue
             try:
                 views = await self.leases.survey()
+                live = await self.leases.live_workers()
                 taken: set[str] = set()
+                limit = adoption_limit(views, self.settings.worker_id, live)
                 for view in views:
-                    if self.free <= 0:
+                    if self.free <= 0 or len(taken) >= limit:
                         break
                     free = view.owner is None and view.stream_id not in self.running
                     if (
@@ -196,7 +200,7 @@ class Worker:
                         taken.add(view.stream_id)
                 me = self.settings.worker_id
                 views = [replace(v, owner=me) if v.stream_id in taken else v for v in views]
-                target = plan_rebalance(views, self.settings.worker_id) if self.free > 0 else None
+                target = plan_rebalance(views, self.settings.worker_id, live) if self.free > 0 else None
                 if target is not None and target.owner is not None:
                     lease = await self.leases.steal(
                         target.stream_id, target.generation, target.owner, target.counter
@@ -374,8 +378,15 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         path = Path(self.settings.health_file)
+        next_registry = 0.0
         while not self.stopping.is_set():
             self._beat = time.monotonic()
+            if self._beat >= next_registry:
+                next_registry = self._beat + self.settings.lease_period_s
+                try:
+                    await self.leases.heartbeat(self.capacity, len(self.running))
+                except aws.AvmonError as exc:
+                    log.warning("registry heartbeat failed: %s", exc)
             beat = f"{time.time():.3f} {self.settings.worker_id} {len(self.running)}\n"
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.write_text, beat)
