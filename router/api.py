@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,7 +22,9 @@ from shared.models import Assignment, DefectType, StreamSpec, is_stream_id, iso_
 from shared.settings import RouterSettings
 from shared.urlpolicy import HostUnresolvable, UrlRefused, check_url
 
+log = logging.getLogger("avmon.router")
 MAX_BODY_BYTES = 16 * 1024
+DEFECT_ID = re.compile(r"^[0-9]{9}\.[0-9]{3}-[a-z_]+(-[A-Za-z0-9_]+)?$")
 DEFAULT_PAGE = 50
 
 
@@ -98,6 +102,7 @@ def _unavailable(exc: aws.RetryableError) -> Response[str]:
 
 @app.exception_handler(aws.AvmonError)
 def _internal(exc: aws.AvmonError) -> Response[str]:
+    log.error("%s %s failed: %s", app.current_event.http_method, app.current_event.path, exc)
     return _error(500, "internal error", type(exc).__name__)
 
 
@@ -260,8 +265,24 @@ def list_defects(stream_id: str) -> Response[str]:
             item.pop("expires_at", None)
             item.setdefault("end_s", None)
             item.setdefault("end_at", None)
+            if item.pop("has_evidence", False):
+                item["evidence_url"] = f"/streams/{stream_id}/defects/{item['defect_id']}/evidence"
             defects.append(item)
         start = page.get("LastEvaluatedKey")
         if not start or len(defects) >= limit:
             break
     return _json(200, {"defects": defects, "next_token": store.encode_page_token(start)})
+
+
+@app.get("/streams/<stream_id>/defects/<defect_id>/evidence")
+def get_evidence(stream_id: str, defect_id: str) -> Response[str]:
+    """The defect's thumbnails (base64 JPEG) and measurement trace."""
+    d = deps()
+    _stream_item(d, stream_id)
+    if not DEFECT_ID.match(defect_id):
+        raise ApiError(404, "no such defect", defect_id[:80])
+    got = call(d.ddb.get_item, **store.get_evidence(d.tables, stream_id, defect_id)).get("Item")
+    item = store.unmarshal(got) if got else {}
+    if "evidence" not in item or float(item.get("expires_at", time.time() + 1)) <= time.time():
+        raise ApiError(404, "no evidence for this defect", defect_id)
+    return _json(200, item["evidence"])

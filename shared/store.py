@@ -350,12 +350,18 @@ def release_lease(
     status: StreamStatus,
     finished: bool = False,
     reason: str | None = None,
+    figures: dict[str, float | int | None] | None = None,
 ) -> Request:
-    """Let go of a held lease. ``finished`` also sets ``desired=STOPPED`` (a file read to its end,
-    or a source refused by policy), so nobody takes the stream again."""
+    """Let go of a held lease, publishing the session's last figures. ``finished`` also sets
+    ``desired=STOPPED`` (a file read to its end, or a source refused by policy), so nobody takes
+    the stream again."""
     cond, held = _held(worker_id, counter)
     sets = ["lease_expires_at = :zero", "updated_at = :now", "#st = :status"]
     values: dict[str, Any] = {"zero": 0, "now": now, "status": status.value, **held}
+    for name, value in (figures or {}).items():
+        if value is not None:
+            sets.append(f"{name} = :{name}")
+            values[name] = value
     if finished:
         sets.append("desired = :stopped")
         values["stopped"] = Desired.STOPPED.value
@@ -409,10 +415,30 @@ def scan_workers(t: Tables, *, now: float, start_key: Item | None = None) -> Req
 # ---------------------------------------------------------------- defects
 
 
-def defect_item(defect: Defect, *, ttl_days: int, now: float) -> dict[str, Any]:
+def defect_item(
+    defect: Defect, *, ttl_days: int, now: float, evidence: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The stored record; evidence (thumbnails and trace, bounded at 32 KB) rides inline."""
     item = defect.model_dump(mode="json")
     item["expires_at"] = int(now + ttl_days * 86400)
+    if evidence is not None:
+        item["evidence"] = evidence
+        item["has_evidence"] = True
     return item
+
+
+DEFECT_FIELDS = (
+    "stream_id, defect_id, #type, start_s, end_s, start_at, end_at, severity, #metrics, worker_id, "
+    "expires_at, has_evidence"
+)
+
+
+def get_evidence(t: Tables, stream_id: str, defect_id: str) -> Request:
+    return {
+        "TableName": t.defects,
+        "Key": marshal({"stream_id": stream_id, "defect_id": defect_id}),
+        "ProjectionExpression": "evidence, expires_at",
+    }
 
 
 def fenced_defect_writes(
@@ -452,11 +478,11 @@ def query_defects(
     """Defects of a stream in media-time order, optionally of one type, starting at or after
     ``since_s`` (media seconds) or ``since_at`` (ISO 8601 wall clock), hiding expired ones
     (DynamoDB's TTL deletes lazily, and emulators never do)."""
-    names: dict[str, str] = {}
+    # Listing leaves the evidence out (it has its own route); both names are reserved words.
+    names: dict[str, str] = {"#type": "type", "#metrics": "metrics"}
     filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
     values: dict[str, Any] = {"sid": stream_id, "now_epoch": int(now)}
     if defect_type:
-        names["#type"] = "type"
         filters.append("#type = :type")
         values["type"] = defect_type
     if since_s is not None:
@@ -470,10 +496,10 @@ def query_defects(
         "KeyConditionExpression": "stream_id = :sid",
         "FilterExpression": " AND ".join(filters),
         "ExpressionAttributeValues": _values(**values),
+        "ExpressionAttributeNames": names,
+        "ProjectionExpression": DEFECT_FIELDS,
         "Limit": limit,
     }
-    if names:
-        req["ExpressionAttributeNames"] = names
     if start_key:
         req["ExclusiveStartKey"] = start_key
     return req

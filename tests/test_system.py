@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 from avmon import testsrc
@@ -60,6 +63,20 @@ def _matches(found: list[dict[str, Any]], truth: testsrc.GroundTruth) -> None:
         assert abs(gs - es) <= TOLERANCE_S and ge is not None and abs(ge - ee) <= TOLERANCE_S, (got, expected)
 
 
+def _check_evidence(api: Api, defect: dict[str, Any]) -> None:
+    """A thumbnail that decodes as a JPEG of the right size and shows the defect, and a trace."""
+    status, evidence = api.call("GET", defect["evidence_url"])
+    assert status == 200, evidence
+    start = next(t for t in evidence["thumbnails"] if t["role"] == "start")
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(start["jpeg_b64"]), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert picture is not None and picture.shape == (90, 160) == (start["height"], start["width"])
+    if defect["type"] == "black":
+        assert picture.mean() < 8
+    else:
+        assert picture.mean() > 40
+    assert evidence["trace"]["luma_mean"] and evidence["trace"]["audio_rms_dbfs"]
+
+
 def test_generated_streams_are_monitored_end_to_end(
     router: Api, workers: WorkerFactory, clips: dict[str, tuple[Path, testsrc.GroundTruth]]
 ) -> None:
@@ -77,6 +94,8 @@ def test_generated_streams_are_monitored_end_to_end(
         found = _defects(router, stream_id)
         _matches(found, clips[name][1])
         owners |= {d["worker_id"] for d in found}
+        for defect in found:
+            _check_evidence(router, defect)
         stream = _stream(router, stream_id)
         assert stream["desired"] == "STOPPED" and stream["owner"] is None and stream["frames_analysed"] > 0
     assert owners <= {"w1", "w2"}

@@ -141,7 +141,13 @@ class LeaseTable:
         return Renewal.HELD
 
     async def release(
-        self, lease: Lease, status: StreamStatus, *, finished: bool = False, reason: str | None = None
+        self,
+        lease: Lease,
+        status: StreamStatus,
+        *,
+        finished: bool = False,
+        reason: str | None = None,
+        figures: dict[str, float | int | None] | None = None,
     ) -> bool:
         """Give the lease up; False if it was no longer ours."""
         request = store.release_lease(
@@ -153,6 +159,7 @@ class LeaseTable:
             status=status,
             finished=finished,
             reason=reason,
+            figures=figures,
         )
         try:
             await call(self.ddb.update_item, **request)

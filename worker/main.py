@@ -235,7 +235,12 @@ class Worker:
         def emit(defect: Defect) -> None:
             loop.call_soon_threadsafe(self.sink.submit, defect)
 
-        session = StreamSession(lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop)
+        def evidence(defect: Defect, item: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(self.sink.attach_evidence, defect, item)  # queued before emit's
+
+        session = StreamSession(
+            lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
+        )
         done: asyncio.Future[tuple[Outcome, str | None]] = loop.create_future()
 
         def body() -> None:
@@ -264,7 +269,12 @@ class Worker:
         running = self.running.get(stream_id)
         if running is None or self.stopping.is_set():
             return  # shutdown finishes it
-        await self._finish(stream_id, running, time.monotonic() + self.settings.stop_grace_s)
+        try:
+            await self._finish(stream_id, running, time.monotonic() + self.settings.stop_grace_s)
+        except Exception:  # a bug here must not leak the slot: the lease lapses, others take it
+            log.exception("finishing %s failed", stream_id)
+            self.running.pop(stream_id, None)
+            self._slot_freed.set()
 
     async def _finish(self, stream_id: str, running: Running, deadline: float) -> None:
         """The session is over (or being abandoned): write its defects, then settle the lease."""
@@ -273,16 +283,22 @@ class Worker:
             if not await self.sink.flush(only=stream_id):
                 await asyncio.sleep(0.2)
         lease = running.lease
+        figures = self._figures(running)
         try:
             if running.handed_back:
-                if await self.leases.release(lease, StreamStatus.PENDING, reason="handed back by its worker"):
+                released = await self.leases.release(
+                    lease, StreamStatus.PENDING, reason="handed back by its worker", figures=figures
+                )
+                if released:
                     await self.queue.send(stream_id, lease.generation)
             elif outcome is Outcome.COMPLETED:
-                await self.leases.release(lease, StreamStatus.COMPLETED, finished=True)
+                await self.leases.release(lease, StreamStatus.COMPLETED, finished=True, figures=figures)
             elif outcome is Outcome.REFUSED:
-                await self.leases.release(lease, StreamStatus.REFUSED, finished=True, reason=reason)
+                await self.leases.release(
+                    lease, StreamStatus.REFUSED, finished=True, reason=reason, figures=figures
+                )
             else:
-                await self.leases.release(lease, StreamStatus.STOPPED, reason=reason)
+                await self.leases.release(lease, StreamStatus.STOPPED, reason=reason, figures=figures)
         except aws.AvmonError as exc:
             log.warning("could not release %s (%s): it will lapse", stream_id, exc)
         self.running.pop(stream_id, None)
@@ -300,19 +316,18 @@ class Worker:
                 *(self._renew(sid, r) for sid, r in list(self.running.items()) if not r.stop.is_set())
             )
 
+    @staticmethod
+    def _figures(running: Running) -> dict[str, float | int | None]:
+        """The live figures published with each renewal (and the release)."""
+        f = running.session.figures
+        media_time = None if f.media_time_s is None else round(f.media_time_s, 3)
+        return {"frames_analysed": f.frames_analysed, "lag_s": f.lag_s, "media_time_s": media_time}
+
     async def _renew(self, stream_id: str, running: Running) -> None:
         figures = running.session.figures
-        media_time = None if figures.media_time_s is None else round(figures.media_time_s, 3)
         try:
             result = await self.leases.renew(
-                running.lease,
-                figures.status,
-                {
-                    "frames_analysed": figures.frames_analysed,
-                    "lag_s": figures.lag_s,
-                    "media_time_s": media_time,
-                },
-                figures.reason,
+                running.lease, figures.status, self._figures(running), figures.reason
             )
         except aws.AvmonError as exc:
             # Keep monitoring: if the store is away for everyone, nobody can take the lease; if

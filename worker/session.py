@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -35,6 +35,7 @@ from worker.detectors import (
     build_detectors,
     wants_packets,
 )
+from worker.evidence import Evidence, EvidenceRecorder
 from worker.media import (
     ANALYSIS_RATE,
     AudioConverter,
@@ -104,6 +105,7 @@ class StreamSession:
         *,
         worker_id: str = "local",
         stop: threading.Event | None = None,
+        on_evidence: Callable[[Defect, dict[str, Any]], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.config = config
@@ -114,6 +116,10 @@ class StreamSession:
         self.ctx = StreamContext()
         self.detectors: list[Detector] = build_detectors(self.ctx, set(config.detectors or []) or None)
         self._packet_detectors = [d for d in self.detectors if wants_packets(d)]
+        # Evidence (thumbnails and traces) only where someone stores it: the worker does.
+        self.on_evidence = on_evidence
+        self.recorder = EvidenceRecorder(stream_id) if on_evidence is not None else None
+        self._opened_evidence: dict[str, Evidence] = {}
         self._opened_at: dict[tuple[str, str, float], str] = {}  # open defects → their start_at
         self._last_t: float | None = None  # media time of the latest frame or block
         self._offset = 0.0  # media time at the start of the current connection
@@ -135,20 +141,36 @@ class StreamSession:
             start_at = _iso(self._wall_at(finding.start_s))
         if finding.end_s is None:
             self._opened_at[key] = start_at
-        self.emit(
-            Defect(
-                stream_id=self.stream_id,
-                defect_id=defect_id_for(finding.type, finding.start_s, finding.key),
-                type=DefectType(finding.type),
-                start_s=round(finding.start_s, 3),
-                end_s=None if finding.end_s is None else round(finding.end_s, 3),
-                start_at=start_at,
-                end_at=None if finding.end_s is None else _iso(self._wall_at(finding.end_s)),
-                severity=finding.severity.value,
-                metrics={k: round(float(v), 4) for k, v in finding.metrics.items()},
-                worker_id=self.worker_id,
-            )
+        defect = Defect(
+            stream_id=self.stream_id,
+            defect_id=defect_id_for(finding.type, finding.start_s, finding.key),
+            type=DefectType(finding.type),
+            start_s=round(finding.start_s, 3),
+            end_s=None if finding.end_s is None else round(finding.end_s, 3),
+            start_at=start_at,
+            end_at=None if finding.end_s is None else _iso(self._wall_at(finding.end_s)),
+            severity=finding.severity.value,
+            metrics={k: round(float(v), 4) for k, v in finding.metrics.items()},
+            worker_id=self.worker_id,
         )
+        if self.recorder is not None and self.on_evidence is not None:
+            self.on_evidence(defect, self._evidence(defect).to_item())
+        self.emit(defect)
+
+    def _evidence(self, defect: Defect) -> Evidence:
+        """The defect's evidence; a close keeps the start picture its open saw (a long defect's
+        start may have left the recorder's ring by the time it ends)."""
+        assert self.recorder is not None
+        evidence = self.recorder.evidence_for(defect)
+        if defect.end_s is None:
+            self._opened_evidence[defect.defect_id] = evidence
+            return evidence
+        opened = self._opened_evidence.pop(defect.defect_id, None)
+        if opened is not None and evidence.thumbnail_for("start") is None:
+            start = opened.thumbnail_for("start")
+            if start is not None:
+                evidence = replace(evidence, thumbnails=(start, *evidence.thumbnails))
+        return evidence
 
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
@@ -325,6 +347,8 @@ class StreamSession:
                         key_frame=bool(frame.key_frame),
                         corrupt=bool(frame.is_corrupt or packet.is_corrupt),
                     )
+                    if self.recorder is not None:
+                        self.recorder.observe_video(vf)
                     for detector in self.detectors:
                         found = detector.feed_video(vf)
                         if found:
@@ -334,6 +358,8 @@ class StreamSession:
                 elif converter is not None:
                     for samples in converter.convert(frame):
                         block = AudioBlock(t=t, samples=samples, rate=ANALYSIS_RATE)
+                        if self.recorder is not None:
+                            self.recorder.observe_audio(block)
                         for detector in self.detectors:
                             found = detector.feed_audio(block)
                             if found:

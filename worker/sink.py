@@ -39,6 +39,7 @@ class DefectWriter:
         self.ttl_days, self.max_buffered = ttl_days, max_buffered
         self.on_written = on_written
         self._pending: dict[str, dict[str, Defect]] = {}
+        self._evidence: dict[tuple[str, str], dict[str, Any]] = {}  # written with its defect
         self._fences: dict[str, int] = {}
         self.written = 0
         self.dropped = 0
@@ -48,6 +49,10 @@ class DefectWriter:
     def fence(self, stream_id: str, counter: int) -> None:
         """Writes for ``stream_id`` carry this lease counter from now on."""
         self._fences[stream_id] = counter
+
+    def attach_evidence(self, defect: Defect, evidence: dict[str, Any]) -> None:
+        """Evidence for the next write of ``defect`` (event-loop thread only; before submit)."""
+        self._evidence[(defect.stream_id, defect.defect_id)] = evidence
 
     def submit(self, defect: Defect) -> None:
         """Queue a record (event-loop thread only)."""
@@ -89,7 +94,12 @@ class DefectWriter:
     async def _write_stream(self, stream_id: str, counter: int, records: dict[str, Defect]) -> bool:
         batch = list(records.values())[:MAX_PER_TRANSACTION]
         now = time.time()
-        items = [store.defect_item(d, ttl_days=self.ttl_days, now=now) for d in batch]
+        items = [
+            store.defect_item(
+                d, ttl_days=self.ttl_days, now=now, evidence=self._evidence.get((stream_id, d.defect_id))
+            )
+            for d in batch
+        ]
         request = store.fenced_defect_writes(
             self.tables, stream_id, worker_id=self.worker_id, counter=counter, items=items
         )
@@ -99,6 +109,7 @@ class DefectWriter:
             log.warning("lease on %s lost: %d defect records not written (fenced)", stream_id, len(records))
             self.dropped += len(records)
             self._pending.pop(stream_id, None)
+            self._evidence = {k: v for k, v in self._evidence.items() if k[0] != stream_id}
             return True
         except aws.AvmonError as exc:
             self._failures += 1
@@ -112,6 +123,8 @@ class DefectWriter:
         for defect in batch:
             if records.get(defect.defect_id) is defect:  # not superseded meanwhile
                 del records[defect.defect_id]
+                if defect.end_s is not None:  # final: its evidence is stored
+                    self._evidence.pop((stream_id, defect.defect_id), None)
             if self.on_written is not None:
                 self.on_written(defect)
         self.written += len(batch)
