@@ -127,6 +127,8 @@ class StreamSession:
         self._loss: tuple[float, float, bool] | None = None  # (media start, wall of last data, reported)
         self._last_data_wall: float | None = None
         self._got_data = False
+        self._origin: float | None = None  # source seconds at media time ``_offset``
+        self._connected_before = False
 
     # ------------------------------------------------------------ records
 
@@ -192,17 +194,20 @@ class StreamSession:
                     check_url(
                         self.config.url, schemes=self.config.schemes, allow_private=self.config.allow_private
                     )
+                    # While the source is lost, each attempt waits no longer than a read would, so
+                    # the loop comes round to report the loss on time.
+                    open_timeout = self.config.open_timeout_s
+                    if self._loss is not None:
+                        open_timeout = min(open_timeout, self.config.read_timeout_s)
                     with open_source(
                         self.config.url,
                         self.config.limits,
-                        self.config.open_timeout_s,
+                        open_timeout,
                         self.config.read_timeout_s,
+                        allow_private=self.config.allow_private,
                     ) as container:
                         check_limits(container, self.config.limits)
                         self.ctx.connection += 1
-                        if self._loss is not None:
-                            # The timeline goes on through the outage: media time keeps wall pace.
-                            self._offset = self._loss[0] + (time.time() - self._loss[1])
                         finished = self._read(container)
                         if finished and is_finite(self.config.url, container):
                             self._flush_detectors()
@@ -249,8 +254,8 @@ class StreamSession:
             self._record(Finding(DefectType.SIGNAL_LOSS.value, start_s, None, Severity.CRITICAL, {}))
             self._loss = (start_s, since_wall, True)
 
-    def _close_loss(self) -> None:
-        """Data again (or a stop): the loss, if it was reported, ends now."""
+    def _close_loss(self, end_s: float | None = None) -> None:
+        """Fresh media again at ``end_s`` (or a stop, now): the loss, if reported, ends there."""
         if self._loss is None:
             return
         start_s, since_wall, reported = self._loss
@@ -258,7 +263,8 @@ class StreamSession:
         self.figures.status = StreamStatus.MONITORING
         self.figures.reason = None
         if reported:
-            end_s = start_s + (time.time() - since_wall)
+            if end_s is None or end_s < start_s:
+                end_s = start_s + (time.time() - since_wall)
             self._record(
                 Finding(
                     DefectType.SIGNAL_LOSS.value,
@@ -268,6 +274,21 @@ class StreamSession:
                     {"duration_s": end_s - start_s},
                 )
             )
+
+    def _settle_origin(self, first: float, resume: float | None) -> float:
+        """The source time that is media time ``self._offset`` on this connection.
+
+        After a reconnect, a source whose clock kept running (a live encoder) continues the old
+        timeline: keep its origin, so media time is the source's own. A source that restarted
+        its timestamps is placed at ``resume`` (where the outage left off, plus its length).
+        """
+        if resume is not None and self._origin is not None and self._last_t is not None:
+            continued = first - self._origin + self._offset
+            if self._last_t - 1.0 <= continued <= resume + 5.0:
+                return self._origin
+            self._offset = resume
+        self._origin = first
+        return first
 
     def _read(self, container: Any) -> bool:
         """Demux and decode until the end (True) or a stop (False)."""
@@ -284,7 +305,11 @@ class StreamSession:
         starts = [
             float(s.start_time * s.time_base) for s in selected if s.start_time is not None and s.time_base
         ]
-        origin: float | None = min(starts) if starts else None
+        # After an outage the media timeline goes on: media time at least kept wall pace.
+        resume = None if self._loss is None else self._loss[0] + (time.time() - self._loss[1])
+        seen_before = self._last_t if self._connected_before else None
+        origin: float | None = self._settle_origin(min(starts), resume) if starts else None
+        self._connected_before = True
         self._got_data = False
         open_wall = time.time()
         first_t: float | None = None
@@ -296,17 +321,28 @@ class StreamSession:
             kind = "video" if packet.stream is video else "audio"
             if packet.size:
                 self._last_data_wall = time.time()
-                if not self._got_data:
-                    self._got_data = True
-                    self._close_loss()
+                self._got_data = True
+                tb = packet.time_base
+                if origin is None and packet.pts is not None and tb:
+                    origin = self._settle_origin(float(packet.pts * tb), resume)
+                pt = (
+                    None
+                    if packet.pts is None or origin is None
+                    else float(packet.pts * tb) - origin + self._offset
+                )
+                if seen_before is not None:
+                    # After an outage: the tail of what was sent before it is not news, and the
+                    # first fresh media ends the loss (timeline checks start afresh there).
+                    if pt is None or pt <= seen_before + 1.0:
+                        continue
+                    seen_before = None
+                    self._close_loss(pt)
+                    self.ctx.connection += 1
+                elif self._loss is not None:
+                    self._close_loss(pt)
                 if self._packet_detectors:
-                    tb = packet.time_base
-                    if origin is None and packet.pts is not None and tb:
-                        origin = float(packet.pts * tb)
                     info = PacketInfo(
-                        t=None
-                        if packet.pts is None or origin is None
-                        else float(packet.pts * tb) - origin + self._offset,
+                        t=pt,
                         kind=kind,
                         size=packet.size,
                         key=bool(packet.is_keyframe),
@@ -329,7 +365,7 @@ class StreamSession:
                 if frame.pts is None or frame.time_base is None:
                     continue
                 if origin is None:
-                    origin = float(frame.pts * frame.time_base)
+                    origin = self._settle_origin(float(frame.pts * frame.time_base), resume)
                 t = float(frame.pts * frame.time_base) - origin + self._offset
                 if first_t is None:
                     first_t = t
