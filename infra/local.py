@@ -196,6 +196,7 @@ def settings_env(prefix: str) -> dict[str, str]:
         "AVMON_STREAMS_TABLE": f"{prefix}-streams",
         "AVMON_DEFECTS_TABLE": f"{prefix}-defects",
         "AVMON_WORKERS_TABLE": f"{prefix}-workers",
+        "AVMON_DELIVERIES_TABLE": f"{prefix}-deliveries",
         "AVMON_ASSIGNMENT_QUEUE": f"{prefix}-assignments",
         "AVMON_DEAD_LETTER_QUEUE": f"{prefix}-assignments-dlq",
     }

@@ -164,6 +164,17 @@ def create_stream() -> Response[str]:
         raise ApiError(422, "url refused", str(exc)) from None
     except HostUnresolvable:
         pass  # not resolvable now; the worker checks again when it opens the source
+    if spec.webhook_url is not None:
+        try:
+            check_url(
+                spec.webhook_url,
+                schemes=frozenset({"http", "https"}),
+                allow_private=d.settings.allow_private_hosts,
+            )
+        except UrlRefused as exc:
+            raise ApiError(422, "webhook_url refused", str(exc)) from None
+        except HostUnresolvable:
+            pass
     if spec.client_token:
         # The token decides the id, so a retried POST hits the same item's condition.
         digest = hashlib.sha256(spec.client_token.encode()).hexdigest()[:24]
@@ -179,6 +190,7 @@ def create_stream() -> Response[str]:
         realtime=spec.realtime,
         client_token=spec.client_token,
         now=now,
+        webhook_url=spec.webhook_url,
     )
     try:
         call(d.ddb.put_item, **request)
@@ -286,3 +298,22 @@ def get_evidence(stream_id: str, defect_id: str) -> Response[str]:
     if "evidence" not in item or float(item.get("expires_at", time.time() + 1)) <= time.time():
         raise ApiError(404, "no evidence for this defect", defect_id)
     return _json(200, item["evidence"])
+
+
+@app.get("/streams/<stream_id>/notifications")
+def list_deliveries(stream_id: str) -> Response[str]:
+    """The delivery log: every notification attempt for the stream, newest first."""
+    d = deps()
+    _stream_item(d, stream_id)
+    limit, start = _page_args(d.settings.max_page_size)
+    request = store.query_deliveries(d.tables, stream_id, now=time.time(), limit=limit, start_key=start)
+    page = call(d.ddb.query, **request)
+    deliveries = []
+    for raw in page["Items"]:
+        item = store.unmarshal(raw)
+        for private in ("delivery_key", "expires_at"):
+            item.pop(private, None)
+        deliveries.append(item)
+    return _json(
+        200, {"deliveries": deliveries, "next_token": store.encode_page_token(page.get("LastEvaluatedKey"))}
+    )

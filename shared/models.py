@@ -67,6 +67,9 @@ class StreamSpec(BaseModel):
     realtime: bool = Field(
         False, description="Read a finite source (a file) at its own pace, as if it were live."
     )
+    webhook_url: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        None, description="Also tell this URL (https or http) of the stream's defects, signed."
+    )
     client_token: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = Field(
         None, description="Idempotency token: a retried POST with the same token returns the same stream."
     )
@@ -88,6 +91,7 @@ class Stream(BaseModel):
     url: str
     name: str | None = None
     realtime: bool = False
+    webhook_url: str | None = None
     desired: Desired
     status: StreamStatus
     generation: int

@@ -26,6 +26,9 @@ class CommonSettings(BaseSettings):
     streams_table: str = Field(f"{DEFAULT_PREFIX}-streams", description="DynamoDB streams table.")
     defects_table: str = Field(f"{DEFAULT_PREFIX}-defects", description="DynamoDB defects table.")
     workers_table: str = Field(f"{DEFAULT_PREFIX}-workers", description="DynamoDB worker registry.")
+    deliveries_table: str = Field(
+        f"{DEFAULT_PREFIX}-deliveries", description="DynamoDB log of notification deliveries."
+    )
     assignment_queue: str = Field(f"{DEFAULT_PREFIX}-assignments", description="SQS queue name.")
     dead_letter_queue: str = Field(f"{DEFAULT_PREFIX}-assignments-dlq", description="Its DLQ name.")
     lease_period_s: float = Field(
@@ -90,6 +93,14 @@ class WorkerSettings(CommonSettings):
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port (0: off)."
+    )
+    webhook_urls: str = Field("", description="Comma list of webhook URLs told of every defect.")
+    webhook_secret: str = Field(
+        "", description="HMAC-SHA256 key of the X-Avmon-Signature header (never logged)."
+    )
+    defect_topic_arn: str = Field("", description="SNS topic told of every defect (empty: none).")
+    notify_min_gap_s: float = Field(
+        10.0, ge=0, description="A same-type defect re-opening within this many seconds is folded."
     )
     stop_grace_s: float = Field(
         20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."

@@ -40,11 +40,15 @@ class Tables:
     streams: str
     defects: str
     workers: str = f"{DEFAULT_PREFIX}-workers"
+    deliveries: str = f"{DEFAULT_PREFIX}-deliveries"
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> Tables:
         return cls(
-            streams=settings.streams_table, defects=settings.defects_table, workers=settings.workers_table
+            streams=settings.streams_table,
+            defects=settings.defects_table,
+            workers=settings.workers_table,
+            deliveries=settings.deliveries_table,
         )
 
 
@@ -113,6 +117,7 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
         url=item["url"],
         name=item.get("name"),
         realtime=bool(item.get("realtime", False)),
+        webhook_url=item.get("webhook_url"),
         desired=Desired(item["desired"]),
         status=StreamStatus(item.get("status", StreamStatus.PENDING)),
         generation=int(item["generation"]),
@@ -137,12 +142,14 @@ def put_new_stream(
     realtime: bool,
     client_token: str | None,
     now: float,
+    webhook_url: str | None = None,
 ) -> Request:
     item = {
         "stream_id": stream_id,
         "url": url,
         "name": name,
         "realtime": realtime,
+        "webhook_url": webhook_url,
         "desired": Desired.RUNNING.value,
         "status": StreamStatus.PENDING.value,
         "generation": 1,
@@ -406,6 +413,31 @@ def scan_workers(t: Tables, *, now: float, start_key: Item | None = None) -> Req
         "FilterExpression": "expires_at > :now",
         "ExpressionAttributeValues": _values(now=now),
         "ProjectionExpression": "worker_id",
+    }
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req
+
+
+# ---------------------------------------------------------------- the delivery log
+
+
+def put_delivery(t: Tables, record: dict[str, Any], *, ttl_days: int, now: float) -> Request:
+    """One notification attempt (key: stream, then time and delivery id, so it lists in order)."""
+    item = dict(record)
+    item["delivery_key"] = f"{record.get('at', '')}#{record['delivery_id']}#{record.get('attempt', 0)}"
+    item["expires_at"] = int(now + ttl_days * 86400)
+    return {"TableName": t.deliveries, "Item": marshal(item)}
+
+
+def query_deliveries(t: Tables, stream_id: str, *, now: float, limit: int, start_key: Item | None) -> Request:
+    req: Request = {
+        "TableName": t.deliveries,
+        "KeyConditionExpression": "stream_id = :sid",
+        "FilterExpression": "attribute_not_exists(expires_at) OR expires_at > :now",
+        "ExpressionAttributeValues": _values(sid=stream_id, now=int(now)),
+        "ScanIndexForward": False,
+        "Limit": limit,
     }
     if start_key:
         req["ExclusiveStartKey"] = start_key

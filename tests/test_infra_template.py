@@ -46,6 +46,7 @@ EXPECTED_ACTIONS: dict[str, set[str]] = {
         "dynamodb:ConditionCheckItem",
         "dynamodb:BatchWriteItem",
         "dynamodb:DeleteItem",
+        "sns:Publish",
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:SendMessage",

@@ -25,6 +25,7 @@ class Lease:
     url: str
     realtime: bool
     expires_at: float
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class LeaseTable:
             url=str(item["url"]),
             realtime=bool(item.get("realtime", False)),
             expires_at=now + self.period_s,
+            webhook_url=item.get("webhook_url"),
         )
 
     async def claim(self, stream_id: str, generation: int) -> Lease | None:

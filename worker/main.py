@@ -16,15 +16,18 @@ import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from shared import aws, store
 from shared.models import Defect, StreamStatus
 from shared.settings import WorkerSettings
+from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, plan_rebalance
+from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.sink import DefectWriter
 
@@ -87,12 +90,18 @@ class Worker:
         async with (
             session.client("dynamodb", config=aws.CLIENT_CONFIG) as ddb,
             session.client("sqs", config=aws.CLIENT_CONFIG) as sqs,
+            session.client("sns", config=aws.CLIENT_CONFIG) as sns,
         ):
             queue_url = (await call(sqs.get_queue_url, QueueName=self.settings.assignment_queue))["QueueUrl"]
             self.queue = AssignmentQueue(sqs, queue_url)
             self.leases = LeaseTable(ddb, self.tables, self.settings.worker_id, self.settings.lease_period_s)
+            self.notifier = self._notifier(ddb, sns)
             self.sink = DefectWriter(
-                ddb, self.tables, self.settings.worker_id, ttl_days=self.settings.defect_ttl_days
+                ddb,
+                self.tables,
+                self.settings.worker_id,
+                ttl_days=self.settings.defect_ttl_days,
+                on_written=self._notify,
             )
             log.info("worker %s up, capacity %d", self.settings.worker_id, self.settings.worker_capacity)
             tasks = [
@@ -101,6 +110,7 @@ class Worker:
                 asyncio.create_task(self._balance_loop(), name="balance"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._metrics(), name="metrics"),
+                asyncio.create_task(self.notifier.run(self.stopping), name="notifier"),
                 asyncio.create_task(
                     self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"
                 ),
@@ -128,6 +138,8 @@ class Worker:
         while self.sink.buffered and time.monotonic() < deadline:
             if not await self.sink.flush():
                 await asyncio.sleep(0.2)
+        await self.notifier.drain(max(0.5, deadline - time.monotonic()))
+        await self.notifier.aclose()
         with contextlib.suppress(aws.AvmonError):
             await self.leases.goodbye()
 
@@ -211,6 +223,38 @@ class Worker:
             except aws.AvmonError as exc:
                 log.warning("balance scan failed: %s", exc)
 
+    def _notifier(self, ddb: Any, sns: Any) -> Notifier:
+        s = self.settings
+
+        async def record(delivery: DeliveryRecord) -> None:
+            request = store.put_delivery(
+                self.tables, delivery.to_item(), ttl_days=s.defect_ttl_days, now=time.time()
+            )
+            try:
+                await call(ddb.put_item, **request)
+            except aws.AvmonError as exc:
+                log.warning("delivery log write failed: %s", exc)
+
+        return Notifier(
+            secret=s.webhook_secret,
+            sns=sns if s.defect_topic_arn else None,
+            record=record,
+            url_check=partial(
+                check_url, schemes=frozenset({"http", "https"}), allow_private=s.allow_private_hosts
+            ),
+            min_gap_s=s.notify_min_gap_s,
+        )
+
+    def _notify(self, defect: Defect) -> None:
+        """A defect record is durably written: tell whoever listens (returns at once)."""
+        running = self.running.get(defect.stream_id)
+        stream_webhook = running.lease.webhook_url if running is not None else None
+        targets = Targets.from_settings(
+            self.settings.webhook_urls, stream_webhook, self.settings.defect_topic_arn
+        )
+        if targets.webhook_urls or targets.sns_topic_arn:
+            self.notifier.submit(defect, targets)
+
     def _shed_recently(self, stream_id: str) -> bool:
         return self._shed.get(stream_id, 0.0) > time.monotonic()
 
@@ -282,6 +326,7 @@ class Worker:
         while self.sink.pending_for(stream_id) and time.monotonic() < deadline:
             if not await self.sink.flush(only=stream_id):
                 await asyncio.sleep(0.2)
+        self.notifier.end_stream(stream_id)  # its records are written: send held closes now
         lease = running.lease
         figures = self._figures(running)
         try:
