@@ -83,7 +83,9 @@ def test_every_defect_is_notified_once_opened_and_once_closed_signed_and_grouped
         out = []
         for headers, body in got:
             lower = {k.lower(): v for k, v in headers.items()}
-            assert verify_signature(SECRET.encode(), lower["x-avmon-timestamp"], body, lower["x-avmon-signature"])
+            assert verify_signature(
+                SECRET.encode(), lower["x-avmon-timestamp"], body, lower["x-avmon-signature"]
+            )
             message = json.loads(body)
             out += [(e["event"], e["defect"], message["incident"]) for e in message["events"]]
         return out
