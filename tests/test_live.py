@@ -111,7 +111,9 @@ def test_source_lost_for_10_s_is_one_signal_loss_and_recovers(router: Api, worke
     _, loss_start, loss_end = losses[0]
     assert abs(loss_start - 3.0) <= TOLERANCE_S and abs(loss_end - 13.0) <= TOLERANCE_S, records
     # The timeline went on through the outage: the black after it is at its own time.
-    assert [(r[1], r[2]) for r in records if r[0] == "black"] == [(15.0, 18.0)], records
+    blacks = [(r[1], r[2]) for r in records if r[0] == "black"]
+    assert len(blacks) == 1 and abs(blacks[0][0] - 15.0) <= TOLERANCE_S, records
+    assert blacks[0][1] is not None and abs(blacks[0][1] - 18.0) <= TOLERANCE_S, records
     # The frame cut short by the outage may be reported as undecodable, at the cut, nothing else.
     assert {r[0] for r in records} <= {"signal_loss", "black", "decode_error"}
     assert all(abs(r[1] - loss_start) <= TOLERANCE_S for r in records if r[0] == "decode_error"), records
