@@ -94,25 +94,49 @@ def cmd_up(args: argparse.Namespace) -> int:
 FINAL = {"COMPLETED", "REFUSED", "STOPPED"}
 
 
+def status_line(streams: list[dict[str, Any]], open_defects: int) -> str:
+    """One line: how many streams in each state, the worst lag, and the defects going on now."""
+    states: dict[str, int] = {}
+    for stream in streams:
+        states[stream["status"]] = states.get(stream["status"], 0) + 1
+    lags = [s["lag_s"] for s in streams if s.get("lag_s") is not None]
+    owners = {s["owner"] for s in streams if s.get("owner")}
+    parts = [", ".join(f"{n} {state.lower()}" for state, n in sorted(states.items()))]
+    parts.append(f"{len(owners)} worker(s)")
+    if lags:
+        parts.append(f"max lag {max(lags):.1f} s")
+    parts.append(f"{open_defects} defect(s) open")
+    return " | ".join(parts)
+
+
 def watch(
     base: str, stream_ids: dict[str, str], stop: threading.Event, *, until_done: bool
 ) -> list[dict[str, Any]]:
-    """Print defects as they open and close; return the final records once every stream is done."""
+    """Print defects as they open and close; return the final records once every stream is done.
+
+    On a terminal a status line at the bottom is rewritten in place; elsewhere (a log, a pipe)
+    only the defect lines are printed.
+    """
+    live = sys.stdout.isatty()
     seen: dict[tuple[str, str], Any] = {}
     while not stop.is_set():
-        statuses = []
+        streams = []
         for stream_id, label in stream_ids.items():
-            stream = _http("GET", f"{base}/streams/{stream_id}")
-            statuses.append(stream["status"])
+            streams.append(_http("GET", f"{base}/streams/{stream_id}"))
             for d in _http("GET", f"{base}/streams/{stream_id}/defects?limit=100")["defects"]:
                 key = (stream_id, d["defect_id"])
-                if seen.get(key) != d.get("end_s"):
+                if seen.get(key, "unseen") != d.get("end_s"):
                     state = "ended  " if d.get("end_s") is not None else "started"
-                    print(f"{label:<24} {state} {_describe(d)}", flush=True)
+                    print(("\r\033[K" if live else "") + f"{label:<24} {state} {_describe(d)}", flush=True)
                 seen[key] = d.get("end_s")
-        if until_done and all(s in FINAL for s in statuses):
+        if live:
+            line = status_line(streams, sum(1 for end in seen.values() if end is None))
+            print(f"\r\033[K{line}", end="", flush=True)
+        if until_done and all(s["status"] in FINAL for s in streams):
             break
         stop.wait(1.0)
+    if live:
+        print()
     out: list[dict[str, Any]] = []
     for stream_id in stream_ids:
         out.extend(_http("GET", f"{base}/streams/{stream_id}/defects?limit=100")["defects"])

@@ -75,3 +75,15 @@ def test_health_passes_while_a_worker_runs(workers: object, tmp_path: Path) -> N
         20,
         what="a healthy heartbeat",
     )
+
+
+def test_status_line_summarises_streams_lag_and_open_defects() -> None:
+    from avmon.cli import status_line
+
+    streams = [
+        {"status": "MONITORING", "owner": "w1", "lag_s": 0.4},
+        {"status": "MONITORING", "owner": "w2", "lag_s": 1.25},
+        {"status": "RECONNECTING", "owner": "w1", "lag_s": None},
+    ]
+    line = status_line(streams, 2)
+    assert line == "2 monitoring, 1 reconnecting | 2 worker(s) | max lag 1.2 s | 2 defect(s) open"

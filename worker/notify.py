@@ -402,8 +402,7 @@ class Notifier:
         self.max_queue, self.max_attempts = max(1, max_queue), max(1, max_attempts)
         self.backoff_s, self.backoff_max_s, self.timeout_s = backoff_s, backoff_max_s, timeout_s
         self.clock = clock
-        if not self.secret:
-            log.warning("no webhook secret configured: webhook notifications are not signed")
+        self._warned_unsigned = False  # said once, when a webhook is first due
         # Counters (for metrics).
         self.events = 0
         self.delivered = 0
@@ -439,6 +438,9 @@ class Notifier:
     def submit(self, defect: Defect, targets: Targets) -> None:
         """A defect record was durably written: derive its events and return (µs; the event
         loop's thread only, as ``DefectWriter.on_written`` is called)."""
+        if targets.webhook_urls and not self.secret and not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning("no webhook secret configured: webhook notifications are not signed")
         self._targets[defect.stream_id] = targets
         did = defect.defect_id
         if self._first_time(defect.stream_id, did, OPENED):
