@@ -277,7 +277,8 @@ def test_hls_signal_loss_publishes_no_segment_for_the_span() -> None:
     appeared = [s.at for s in snaps if not s.ended]
     gaps = sorted(b - a for a, b in itertools.pairwise(appeared))
     # Segment [1, 2) goes out when the loss starts; the next one, [4, 5), once it is complete.
-    assert gaps[-1] == pytest.approx(3 / 3, abs=0.15) and gaps[-2] < 0.6  # 1/3 s per segment
+    # Wall-clock gaps: loose enough for a loaded CI machine, tight enough to tell 1 s from 1/3 s.
+    assert gaps[-1] == pytest.approx(3 / 3, abs=0.35) and gaps[-2] < 0.7  # 1/3 s per segment
     assert snaps[-1].durations == [1.0, 1.0, 1.0]
     t = [round(x - source.truth.origin_s, 2) for x in got.video]
     assert len(t) == 100 and [(a, round(b - a, 2)) for a, b in itertools.pairwise(t) if b - a > 0.05] == [

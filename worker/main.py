@@ -56,6 +56,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._claiming: set[str] = set()
         self._beat = time.monotonic()
         self._shed: dict[str, float] = {}  # stream id → monotonic time until which we leave it alone
 
@@ -181,7 +182,15 @@ class Worker:
             log.warning("assignment %s not handled (%s); it will be redelivered", message.body[:100], exc)
 
     async def _take(self, stream_id: str, generation: int) -> bool:
-        lease = await self.leases.claim(stream_id, generation)
+        # The assignment path and the balance loop run concurrently: one claim at a time per
+        # stream, or a worker could claim a stream twice and lose the first claim to itself.
+        if stream_id in self.running or stream_id in self._claiming:
+            return False
+        self._claiming.add(stream_id)
+        try:
+            lease = await self.leases.claim(stream_id, generation)
+        finally:
+            self._claiming.discard(stream_id)
         if lease is None:
             return False
         self._start(lease)
@@ -262,6 +271,11 @@ class Worker:
 
     def _start(self, lease: Lease) -> None:
         assert self._loop is not None
+        current = self.running.get(lease.stream_id)
+        if current is not None:  # already ours: keep the session, hold the newer lease
+            current.lease = lease
+            self.sink.fence(lease.stream_id, lease.counter)
+            return
         loop = self._loop
         stop = threading.Event()
         s = self.settings
