@@ -13,10 +13,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import av
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from worker import egress
+
+# One thread per stream already runs every detector; OpenCV's own pool on top of that only
+# fights the decoder's threads for the cores (bench: 0.66x -> 0.75x of decode-only throughput).
+cv2.setNumThreads(1)
 
 ANALYSIS_RATE = 48_000  # Hz: every detector sees audio at this rate
 # Nested protocols FFmpeg may use for each scheme: an HLS playlist fetched over HTTP cannot make
