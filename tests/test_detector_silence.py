@@ -8,6 +8,7 @@ import pytest
 
 from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
 from worker.detectors.silence import (
+    BATCH_HOPS,
     FLOOR_DBFS,
     SilenceDetector,
     SilenceOptions,
@@ -138,7 +139,9 @@ def test_open_finding_is_emitted_once_silence_lasts_min_duration() -> None:
                 opened_at = t + BLOCK / RATE  # the audio time by which it was reported
                 assert finding.start_s == pytest.approx(1.0, abs=BOUNDARY_S)
     assert opened_at is not None
-    assert 3.0 <= opened_at <= 3.0 + 2 * BLOCK / RATE
+    # Reported once 2 s are silent, at the latest one batch of hops and one block later.
+    latest = 3.0 + BATCH_HOPS * SilenceOptions().hop_s + 2 * BLOCK / RATE
+    assert 3.0 <= opened_at <= latest
 
 
 def test_one_silent_channel_reported_with_key() -> None:

@@ -315,6 +315,9 @@ class StreamSession:
         first_t: float | None = None
         figures = self.figures
         pace = self.config.realtime or not is_finite(self.config.url, container)
+        # Seconds per tick as floats, once per stream: `pts * time_base` builds two Fractions a
+        # packet (PyAV makes a new one on every access), a few % of the pipeline's CPU.
+        seconds = {s.index: float(s.time_base) for s in selected if s.time_base}
         for packet in container.demux(selected):
             if self.stop.is_set():
                 return False
@@ -322,13 +325,13 @@ class StreamSession:
             if packet.size:
                 self._last_data_wall = time.time()
                 self._got_data = True
-                tb = packet.time_base
+                tb = seconds.get(packet.stream_index)
                 if origin is None and packet.pts is not None and tb:
-                    origin = self._settle_origin(float(packet.pts * tb), resume)
+                    origin = self._settle_origin(packet.pts * tb, resume)
                 pt = (
                     None
-                    if packet.pts is None or origin is None
-                    else float(packet.pts * tb) - origin + self._offset
+                    if packet.pts is None or origin is None or not tb
+                    else packet.pts * tb - origin + self._offset
                 )
                 if seen_before is not None:
                     # After an outage: the tail of what was sent before it is not news, and the
@@ -347,7 +350,7 @@ class StreamSession:
                         size=packet.size,
                         key=bool(packet.is_keyframe),
                         corrupt=bool(packet.is_corrupt),
-                        duration=float(packet.duration * tb) if packet.duration and tb else None,
+                        duration=packet.duration * tb if packet.duration and tb else None,
                     )
                     for detector in self._packet_detectors:
                         found = detector.feed_packet(info)
@@ -362,11 +365,16 @@ class StreamSession:
                     self._record_all(detector.feed_decode_error(at, kind, str(exc)[:200]))
                 continue
             for frame in frames:
-                if frame.pts is None or frame.time_base is None:
+                if frame.pts is None:
                     continue
+                ftb = seconds.get(packet.stream_index)
+                if ftb is None:
+                    if frame.time_base is None:
+                        continue
+                    ftb = seconds[packet.stream_index] = float(frame.time_base)
                 if origin is None:
-                    origin = self._settle_origin(float(frame.pts * frame.time_base), resume)
-                t = float(frame.pts * frame.time_base) - origin + self._offset
+                    origin = self._settle_origin(frame.pts * ftb, resume)
+                t = frame.pts * ftb - origin + self._offset
                 if first_t is None:
                     first_t = t
                     self._anchor = (open_wall, t)

@@ -120,6 +120,7 @@ class BlackDetector(Detector):
         self._pictures = 0
         self._last_t: float | None = None
         self._scratch: npt.NDArray[np.uint8] | None = None  # reused by black_pixel_fraction
+        self._coarse: npt.NDArray[np.uint8] | None = None  # the same for the early rejection
 
     def feed_video(self, frame: VideoFrame) -> list[Finding]:
         if frame.corrupt:
@@ -133,6 +134,15 @@ class BlackDetector(Detector):
         opts = self.options
         sample = frame.luma[:: opts.row_step]
         threshold = black_luma_threshold(opts.pix_th, frame.full_range)
+        # Exact early rejection: every 8th sampled row is a subset of the sample, so if its
+        # non-black pixels alone exceed what pic_th allows the picture cannot be black. Only
+        # black or nearly black pictures pay for the full pass.
+        coarse = sample[::8]
+        if self._coarse is None or self._coarse.shape != coarse.shape:
+            self._coarse = np.empty(coarse.shape, np.uint8)
+        coarse_ratio = black_pixel_fraction(coarse, threshold, self._coarse)
+        if 1.0 - (1.0 - coarse_ratio) * coarse.size / max(sample.size, 1) < opts.pic_th:
+            return findings + self._end_run(frame.t)
         if self._scratch is None or self._scratch.shape != sample.shape:
             self._scratch = np.empty(sample.shape, np.uint8)
         ratio = black_pixel_fraction(sample, threshold, self._scratch)
