@@ -83,7 +83,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with running_stack(_stack_config(args), stop) as base:
         print(
-            f"avmon is up: API {base}, AWS emulator http://127.0.0.1:{args.aws_port}, "
+            f"avmon is up: API {base} (a page of streams and defects at {base}/), "
+            f"AWS emulator http://127.0.0.1:{args.aws_port}, "
             f"{args.workers} worker(s). Ctrl-C stops everything.",
             flush=True,
         )
@@ -192,7 +193,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "POST", f"{base}/streams", {"url": to_url(str(Path(tmp) / name)), "name": name}
                 )
                 ids[stream["stream_id"]] = name
-            print(f"submitted {len(ids)} streams to {base}; defects as the workers report them:", flush=True)
+            print(
+                f"submitted {len(ids)} streams to {base} (to look at them: {base}/); "
+                "defects as the workers report them:",
+                flush=True,
+            )
             found = watch(base, ids, stop, until_done=True)
     by_name: dict[str, list[dict[str, Any]]] = {name: [] for name in scripts}
     for d in found:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
 from pydantic import ValidationError
 
+from router import web
 from shared import aws, store
 from shared.models import Assignment, DefectType, StreamSpec, is_stream_id, iso_from_epoch
 from shared.settings import RouterSettings
@@ -125,10 +127,10 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _page_args(max_size: int) -> tuple[int, store.Item | None]:
+def _page_args(max_size: int, default: int = DEFAULT_PAGE) -> tuple[int, store.Item | None]:
     q = app.current_event.query_string_parameters or {}
     try:
-        limit = int(q.get("limit", DEFAULT_PAGE))
+        limit = int(q.get("limit", default))
     except ValueError:
         raise ApiError(400, "limit must be an integer") from None
     if not 1 <= limit <= max_size:
@@ -249,6 +251,17 @@ def _since() -> tuple[float | None, str | None]:
     return None, iso_from_epoch(parsed.timestamp())
 
 
+def _defect_record(stream_id: str, raw: store.Item) -> dict[str, Any]:
+    """A defects-table item as the API shows it: no TTL, explicit nulls, a link to its evidence."""
+    item = store.unmarshal(raw)
+    item.pop("expires_at", None)
+    item.setdefault("end_s", None)
+    item.setdefault("end_at", None)
+    if item.pop("has_evidence", False):
+        item["evidence_url"] = f"/streams/{stream_id}/defects/{item['defect_id']}/evidence"
+    return item
+
+
 @app.get("/streams/<stream_id>/defects")
 def list_defects(stream_id: str) -> Response[str]:
     d = deps()
@@ -272,14 +285,7 @@ def list_defects(stream_id: str) -> Response[str]:
             since_at=since_at,
         )
         page = call(d.ddb.query, **request)
-        for raw in page["Items"]:
-            item = store.unmarshal(raw)
-            item.pop("expires_at", None)
-            item.setdefault("end_s", None)
-            item.setdefault("end_at", None)
-            if item.pop("has_evidence", False):
-                item["evidence_url"] = f"/streams/{stream_id}/defects/{item['defect_id']}/evidence"
-            defects.append(item)
+        defects.extend(_defect_record(stream_id, raw) for raw in page["Items"])
         start = page.get("LastEvaluatedKey")
         if not start or len(defects) >= limit:
             break
@@ -291,13 +297,66 @@ def get_evidence(stream_id: str, defect_id: str) -> Response[str]:
     """The defect's thumbnails (base64 JPEG) and measurement trace."""
     d = deps()
     _stream_item(d, stream_id)
+    return _json(200, _evidence(d, stream_id, defect_id))
+
+
+def _evidence(d: Deps, stream_id: str, defect_id: str) -> dict[str, Any]:
     if not DEFECT_ID.match(defect_id):
         raise ApiError(404, "no such defect", defect_id[:80])
     got = call(d.ddb.get_item, **store.get_evidence(d.tables, stream_id, defect_id)).get("Item")
     item = store.unmarshal(got) if got else {}
     if "evidence" not in item or float(item.get("expires_at", time.time() + 1)) <= time.time():
         raise ApiError(404, "no evidence for this defect", defect_id)
-    return _json(200, item["evidence"])
+    evidence: dict[str, Any] = item["evidence"]
+    return evidence
+
+
+@app.get("/streams/<stream_id>/defects/<defect_id>/thumbnail.jpg")
+def get_thumbnail(stream_id: str, defect_id: str) -> Response[bytes]:
+    """The picture at the defect's start, as a JPEG (what the web page shows)."""
+    if not is_stream_id(stream_id):
+        raise ApiError(404, "no such stream", stream_id[:80])
+    # One read: an unknown stream has no defect items, so it is a 404 all the same.
+    evidence = _evidence(deps(), stream_id, defect_id)
+    start = next((th for th in evidence.get("thumbnails", []) if th.get("role") == "start"), None)
+    if start is None:
+        raise ApiError(404, "no thumbnail for this defect", defect_id)
+    return Response(
+        status_code=200,
+        content_type="image/jpeg",
+        body=base64.b64decode(start["jpeg_b64"]),
+        # Rewritten at most once (when the defect closes): a page refreshing every few seconds
+        # need not fetch it again each time.
+        headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@app.get("/")
+def web_page() -> Response[str]:
+    """A read-only HTML page: a page of streams and the latest defects of each, with thumbnails."""
+    d = deps()
+    limit, start = _page_args(d.settings.max_page_size, default=web.STREAMS_PER_PAGE)
+    page = call(d.ddb.scan, **store.scan_streams(d.tables, limit=limit, start_key=start))
+    now = time.time()
+    streams = sorted(
+        (store.stream_from_item(store.unmarshal(i), now) for i in page["Items"]), key=lambda s: s.created_at
+    )
+    views = [web.StreamView(s, _recent_defects(d, s.stream_id, now)) for s in streams]
+    html = web.render_page(
+        views,
+        next_token=store.encode_page_token(page.get("LastEvaluatedKey")),
+        updated_at=iso_from_epoch(now),
+    )
+    return Response(
+        status_code=200, content_type="text/html; charset=utf-8", body=html, headers=web.PAGE_HEADERS
+    )
+
+
+def _recent_defects(d: Deps, stream_id: str, now: float) -> list[dict[str, Any]]:
+    """At most ``web.RECENT_DEFECTS`` defects, newest first, in one Query."""
+    request = store.query_defects(d.tables, stream_id, now=now, limit=web.RECENT_DEFECTS, start_key=None)
+    request["ScanIndexForward"] = False  # the sort key starts with the media time
+    return [_defect_record(stream_id, raw) for raw in call(d.ddb.query, **request)["Items"]]
 
 
 @app.get("/streams/<stream_id>/notifications")
