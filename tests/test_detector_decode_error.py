@@ -146,6 +146,37 @@ def test_time_going_back_starts_a_new_defect() -> None:
     assert opened.start_s == 2.0 and opened.end_s is None
 
 
+def feed_times(detector: DecodeErrorDetector, times: list[float]) -> list[Finding]:
+    findings: list[Finding] = []
+    for t in times:
+        findings += detector.feed_video(frame(t))
+    return findings
+
+
+def test_pictures_missing_from_a_steady_rate_are_an_error_at_the_gap() -> None:
+    times = [i / FPS for i in range(100) if i not in (50, 51, 52)]
+    detector = DecodeErrorDetector()
+    opened, closing = feed_times(detector, times) + detector.flush(100 / FPS)
+    assert opened.start_s == pytest.approx(50 / FPS) and opened.end_s is None
+    assert closing.metrics["missing_frames"] == 3
+
+
+def test_a_change_of_frame_rate_is_not_missing_pictures() -> None:
+    times = [i / 50 for i in range(100)] + [2.0 + i / 25 for i in range(1, 100)]
+    assert feed_times(DecodeErrorDetector(), times) == []
+
+
+def test_an_irregular_rate_is_not_judged_for_missing_pictures() -> None:
+    rng = np.random.default_rng(3)
+    times = list(np.cumsum(rng.uniform(0.02, 0.06, 200)))
+    assert feed_times(DecodeErrorDetector(), times) == []
+
+
+def test_a_gap_longer_than_a_second_is_left_to_timestamp_jump() -> None:
+    times = [i / FPS for i in range(50)] + [5.0 + i / FPS for i in range(50)]
+    assert feed_times(DecodeErrorDetector(), times) == []
+
+
 def test_invalid_option_is_rejected() -> None:
     with pytest.raises(ValueError, match="window"):
         DecodeErrorOptions(window=0.0)

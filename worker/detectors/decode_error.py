@@ -6,7 +6,14 @@ Three reports count as an *error*, per stream kind (``"video"`` / ``"audio"``):
   gives ``InvalidDataError``; FFmpeg's H.264 decoder almost never raises, it conceals);
 * a corrupt packet (``PacketInfo.corrupt``: the demuxer saw e.g. an MPEG-TS continuity-counter
   gap, i.e. lost transport packets);
-* a corrupt picture (``VideoFrame.corrupt``: the decoder concealed errors in it).
+* a corrupt picture (``VideoFrame.corrupt``: the decoder concealed errors in it);
+* missing pictures (``missing_frames``): in a steady frame rate (the last ``STEADY_FRAMES``
+  intervals between pictures within 10 % of their median), an interval of more than
+  ``GAP_FACTOR`` times the median and at most ``MAX_GAP_S``, followed by a normal one again.
+  That is what packet loss looks like where no transport layer reports it (frames missing from
+  an MP4 or an HLS segment: the decoder conceals the lost references silently). A change of
+  frame rate is not a loss (the next interval is not normal again); longer gaps are
+  ``timestamp_jump``'s.
 
 Errors less than ``window`` seconds apart are one defect (keyed by kind). It opens at the first
 error, with no minimum duration (a decode error is an event), and closes once ``window`` seconds
@@ -32,6 +39,8 @@ that closes defects is the latest time seen in any feed; a step back of more tha
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -46,8 +55,11 @@ from worker.detectors.base import (
 )
 
 DISCONTINUITY_S = 5.0  # the clock going back more than this (a timestamp reset) restarts it
+STEADY_FRAMES = 25  # intervals between pictures that establish the frame rate
+GAP_FACTOR = 1.75  # an interval this many times the usual one has lost pictures
+MAX_GAP_S = 1.0  # longer gaps are timestamp jumps (timestamp_jump's max_gap)
 
-Counter = Literal["decode_errors", "corrupt_packets", "corrupt_frames"]
+Counter = Literal["decode_errors", "corrupt_packets", "corrupt_frames", "missing_frames"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +96,11 @@ class _Defect:
     decode_errors: int = 0
     corrupt_packets: int = 0
     corrupt_frames: int = 0
+    missing_frames: int = 0
 
     @property
     def errors(self) -> int:
-        return self.decode_errors + self.corrupt_packets + self.corrupt_frames
+        return self.decode_errors + self.corrupt_packets + self.corrupt_frames + self.missing_frames
 
 
 class DecodeErrorDetector(Detector):
@@ -101,6 +114,11 @@ class DecodeErrorDetector(Detector):
         super().__init__(options, ctx)
         self._open: dict[str, _Defect] = {}  # kind → its open defect
         self._now: float | None = None  # the media clock: latest time seen in any feed
+        self._last_picture: float | None = None  # time of the previous decoded picture
+        self._intervals: deque[float] = deque(maxlen=STEADY_FRAMES)  # between pictures, s
+        self._gap: tuple[float, int] | None = None  # (time, pictures missing) awaiting a normal interval
+        self._video_errors = 0  # video errors other than missing pictures, ever
+        self._errors_then = 0  # the same, at the previous picture
 
     # ------------------------------------------------------------ feeding
 
@@ -111,7 +129,7 @@ class DecodeErrorDetector(Detector):
         return findings
 
     def feed_video(self, frame: VideoFrame) -> list[Finding]:
-        findings = self._tick(frame.t)
+        findings = self._tick(frame.t) + self._missing(frame.t)
         if frame.corrupt:
             return findings + self._error("video", frame.t, "corrupt_frames")
         self._clean("video", frame.t)
@@ -133,6 +151,36 @@ class DecodeErrorDetector(Detector):
             findings.append(self._close(kind, end))
         return findings
 
+    def _missing(self, t: float) -> list[Finding]:
+        """Follow the intervals between pictures; report a confirmed gap as missing pictures."""
+        last, self._last_picture = self._last_picture, t
+        # Pictures the decoder refused or the transport lost are already counted.
+        explained = self._video_errors != self._errors_then
+        self._errors_then = self._video_errors
+        if last is None:
+            return []
+        dt = t - last
+        if not 0.0 < dt <= MAX_GAP_S:
+            self._intervals.clear()  # a discontinuity: the rate is learnt afresh
+            self._gap = None
+            return []
+        findings: list[Finding] = []
+        steady = len(self._intervals) == STEADY_FRAMES
+        usual = statistics.median(self._intervals) if steady else 0.0
+        if steady and max(self._intervals) - min(self._intervals) > 0.1 * usual:
+            steady = False
+        if self._gap is not None:
+            at, lost = self._gap
+            self._gap = None
+            if steady and abs(dt - usual) <= 0.1 * usual:
+                findings += self._error("video", at, "missing_frames", lost)
+        if steady and dt > GAP_FACTOR * usual:
+            if not explained:
+                self._gap = (last + usual, round(dt / usual) - 1)
+            return findings  # the gap does not teach the rate
+        self._intervals.append(dt)
+        return findings
+
     # ------------------------------------------------------------ state
 
     def _tick(self, t: float | None) -> list[Finding]:
@@ -148,11 +196,13 @@ class DecodeErrorDetector(Detector):
                 findings.append(self._close(kind, end))
         return findings
 
-    def _error(self, kind: str, t: float | None, counter: Counter) -> list[Finding]:
-        """Count one error of ``kind`` at ``t`` (the clock when the report has no time)."""
+    def _error(self, kind: str, t: float | None, counter: Counter, n: int = 1) -> list[Finding]:
+        """Count ``n`` errors of ``kind`` at ``t`` (the clock when the report has no time)."""
         at = t if t is not None else self._now
         if at is None:
             at = 0.0
+        if kind == "video" and counter != "missing_frames":
+            self._video_errors += n
         findings: list[Finding] = []
         defect = self._open.get(kind)
         if defect is not None and at < defect.start - self.options.window:
@@ -162,10 +212,10 @@ class DecodeErrorDetector(Detector):
             defect = None
         if defect is None:
             defect = self._open[kind] = _Defect(start=at, last=at)
-            setattr(defect, counter, 1)
+            setattr(defect, counter, n)
             findings.append(self._finding(kind, defect, None))
             return findings
-        setattr(defect, counter, getattr(defect, counter) + 1)
+        setattr(defect, counter, getattr(defect, counter) + n)
         defect.last = max(defect.last, at)
         defect.clean_since = None
         return findings
@@ -185,6 +235,7 @@ class DecodeErrorDetector(Detector):
             "decode_errors": float(defect.decode_errors),
             "corrupt_packets": float(defect.corrupt_packets),
             "corrupt_frames": float(defect.corrupt_frames),
+            "missing_frames": float(defect.missing_frames),
         }
         if end_s is not None:
             metrics["duration_s"] = end_s - defect.start
