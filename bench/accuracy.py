@@ -21,7 +21,9 @@ The corpus, drawn from ``--seed``:
   quiet passage at -50 dBFS, percussive peaks at -1 dBFS, rapid scene cuts, flashes.
 
 Matching, per clip and type: a found defect matches a truth of the same type whose start is
-within :data:`TOLERANCE_S`; pairs are made one to one, closest first. A ``decode_error`` truth
+within :data:`TOLERANCE_S` (transport damage, ``corrupt`` and ``drop``, is lost at random over
+its span and shows until the next keyframe: a record starting anywhere in that is a match);
+pairs are made one to one, closest first. A ``decode_error`` truth
 also accepts a ``blockiness`` record (``params.expect``). Further records of the type whose start
 is within the tolerance of a matched truth are *duplicates*, not false positives: detectors key
 findings by stream or channel (``timestamp_jump`` reports the video and the audio timeline of one
@@ -740,6 +742,14 @@ class Truth:
     def accepts(self) -> tuple[str, ...]:
         return tuple(self.params.get("expect", [self.type]))
 
+    def admits(self, start_s: float, tolerance: float) -> bool:
+        """Whether a record starting at ``start_s`` may be this truth: within the tolerance of
+        its start, or, for transport damage (lost at random over a span, shown until the next
+        keyframe), anywhere the damage can be on screen."""
+        if self.type == "decode_error":
+            return self.start_s - tolerance <= start_s <= max(self.end_s, self.start_s + tolerance)
+        return abs(start_s - self.start_s) <= tolerance
+
     def label(self) -> str:
         injected = self.params.get("injected", self.type)
         extra = {
@@ -788,7 +798,7 @@ def match(truths: Sequence[Truth], found: Sequence[Found], tolerance: float = TO
         (abs(f.start_s - t.start_s), ti, fi)
         for ti, t in enumerate(truths)
         for fi, f in enumerate(found)
-        if f.type in t.accepts and abs(f.start_s - t.start_s) <= tolerance
+        if f.type in t.accepts and t.admits(f.start_s, tolerance)
     )
     # Prefer the truth's own type (decode_error over blockiness) when both are in tolerance.
     pairs.sort(key=lambda p: (found[p[2]].type != truths[p[1]].type, p[0]))
@@ -809,7 +819,7 @@ def match(truths: Sequence[Truth], found: Sequence[Found], tolerance: float = TO
             (
                 truths[ti]
                 for ti in sorted(used_t)
-                if f.type in truths[ti].accepts and abs(f.start_s - truths[ti].start_s) <= tolerance
+                if f.type in truths[ti].accepts and truths[ti].admits(f.start_s, tolerance)
             ),
             None,
         )
@@ -992,8 +1002,9 @@ def render(
         "",
         f"`python -m bench.accuracy{meta['args']}`: {len(results)} clips, {media_s / 60:.1f} min of media "
         f"(seed {meta['seed']}; {meta['wall_s']:.0f} s on {meta['machine']}). A found defect matches a truth "
-        f"of its type whose start is within ±{TOLERANCE_S} s, one to one; precision counts every record "
-        "of the corpus, clean and hard clips included.",
+        f"of its type whose start is within ±{TOLERANCE_S} s (transport damage: anywhere from its "
+        "injection to the next keyframe, as it is lost at random over its span), one to one; "
+        "precision counts every record of the corpus, clean and hard clips included.",
         "",
         "> **Real footage was not available** where these figures were made (no network access): the "
         "clean and hard-negative cases below are synthesized from the project's generator and re-encoded "

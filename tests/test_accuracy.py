@@ -206,10 +206,7 @@ def test_the_report_says_where_real_footage_is_missing_and_how_to_add_it(small: 
 
 # Targets the full corpus does not meet today, and why (see the accuracy report's misses). strict:
 # once a type meets its targets, its entry must go.
-KNOWN_UNMET = {
-    "decode_error": "drop in MP4 removes whole video frames: no corrupt flag and no decoder error, "
-    "so nothing reports it",
-}
+KNOWN_UNMET: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
