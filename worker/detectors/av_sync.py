@@ -149,6 +149,7 @@ BEEP_FLOOR_S = 0.5
 BEEP_MIN_S = 0.01  # shortest and longest run of beep frames (a 40 ms beep spans about 45 ms)
 BEEP_MAX_S = 0.25
 BEEP_REANCHOR_S = 0.002  # a block this far from the expected time starts a new timeline
+BEEP_BATCH_S = 0.1  # audio gathered before it is analysed (numpy's per-call cost on small blocks)
 
 MARK_RHYTHM_S = 0.07  # marks are regular: intervals within this of their median (a 15 fps frame)
 PAIR_QUEUE = 64  # flashes waiting for a partner, at most (a stream without usable audio)
@@ -359,6 +360,8 @@ class BeepFinder:
         self._t0 = 0.0  # media time of _buf[0], s
         self._next = 0  # index in _buf of the next frame to analyse
         self._expected: float | None = None  # media time of the next block, s
+        self._pending: list[npt.NDArray[np.float32]] = []  # blocks fed, not yet analysed
+        self._pending_n = 0  # samples in _pending
         self._floor: deque[float] = deque()  # tone amplitudes of the last BEEP_FLOOR_S
         self._run: list[int] = []  # [index in _buf of its first frame, frames] of a beep, or []
         self._run_peak = 0.0
@@ -395,12 +398,28 @@ class BeepFinder:
         samples = block.samples
         if samples.ndim != 2 or samples.shape[1] == 0 or block.rate <= 0:
             return []
+        onsets: list[float] = []
         if block.rate != self._rate:
+            onsets += self._drain()
             self._setup(block.rate)
             self._restart(block.t)
         elif self._expected is None or abs(block.t - self._expected) > BEEP_REANCHOR_S:
+            onsets += self._drain()
             self._restart(block.t)  # a gap or overlap: the sample count no longer tells the time
         self._expected = block.t + samples.shape[1] / block.rate
+        self._pending.append(samples)
+        self._pending_n += samples.shape[1]
+        if self._pending_n >= BEEP_BATCH_S * self._rate:
+            onsets += self._drain()
+        return onsets
+
+    def _drain(self) -> list[float]:
+        """Analyse the blocks gathered so far."""
+        if not self._pending:
+            return []
+        samples = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
+        self._pending = []
+        self._pending_n = 0
         mono = samples.mean(axis=0, dtype=np.float64)
         self._buf = np.concatenate((self._buf, mono))
         onsets = self._analyse()
@@ -446,10 +465,11 @@ class BeepFinder:
         return onsets
 
     def finish(self) -> list[float]:
-        """The end of the audio: the onset time (s) of a beep still running, if any."""
+        """The end of the audio: the onsets (s) of the beeps not yet reported, if any."""
+        onsets = self._drain()
         onset = self._finish_run() if self._run else None
         self._expected = None
-        return [] if onset is None else [onset]
+        return onsets if onset is None else [*onsets, onset]
 
     def _finish_run(self) -> float | None:
         """End the current run of beep frames: the onset time (s) if it was a beep."""
