@@ -3,10 +3,8 @@
 The session runs with no detector, with each detector alone (``SessionConfig.detectors``) and
 with all of them; each variant's CPU time less the session's without detectors is that
 detector's cost *in the pipeline* (with the decoder's threads running alongside, pictures
-straight from the decoder), as opposed to :mod:`bench.detectors`' cost in isolation. One more
-variant runs the full pipeline with OpenCV's own thread pool off (``cv2.setNumThreads(1)``):
-OpenCV splits some calls (``cv2.threshold``) over a pool as large as the machine, which on a
-worker already running decoder threads only adds synchronisation.
+straight from the decoder), as opposed to :mod:`bench.detectors`' cost in isolation. OpenCV
+runs single-threaded, as in the worker (:mod:`worker.media` sets it at import).
 """
 
 from __future__ import annotations
@@ -15,15 +13,13 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
-
 from bench.clips import Clip, decode
 from bench.timing import Paired, paired
 from shared.models import Defect
 from worker.detectors import registry
 from worker.session import SessionConfig, StreamSession
 
-DECODE, NONE, ALL, ALL_CV1 = "decode only", "session, no detector", "all detectors", "all, OpenCV 1 thread"
+DECODE, NONE, ALL = "decode only", "session, no detector", "all detectors"
 NO_DETECTOR = frozenset({"-"})  # a name no detector has: the session builds none
 
 
@@ -32,18 +28,6 @@ def run_session(url: str, detectors: frozenset[str] | None) -> int:
     config = SessionConfig(url=url, reconnect=False, detectors=detectors)
     StreamSession("bench", config, records.append).run()
     return len(records)
-
-
-def single_threaded_opencv(fn: Callable[[], object]) -> Callable[[], object]:
-    def run() -> object:
-        before = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            return fn()
-        finally:
-            cv2.setNumThreads(before)
-
-    return run
 
 
 @dataclass
@@ -62,7 +46,7 @@ class Breakdown:
 
     @property
     def detectors(self) -> list[str]:
-        return [v for v in self.result.series if v not in (DECODE, NONE, ALL, ALL_CV1)]
+        return [v for v in self.result.series if v not in (DECODE, NONE, ALL)]
 
 
 def measure_breakdown(clip: Clip, repeats: int) -> Breakdown:
@@ -74,5 +58,4 @@ def measure_breakdown(clip: Clip, repeats: int) -> Breakdown:
     for name in registry():
         variants[name] = functools.partial(run_session, clip.url, frozenset({name}))
     variants[ALL] = lambda: run_session(clip.url, None)
-    variants[ALL_CV1] = single_threaded_opencv(lambda: run_session(clip.url, None))
     return Breakdown(clip, paired(variants, DECODE, repeats))

@@ -112,17 +112,6 @@ def _summary(r: Results) -> str:
                 verdict(min(cpu, wall) >= TARGET_PIPELINE),
             ]
         )
-    if r.breakdown is not None:
-        b = r.breakdown
-        rows.append(
-            [
-                f"the same, {b.clip.label}, with `cv2.setNumThreads(1)` (suggested)",
-                f"≥ {TARGET_PIPELINE}",
-                f"{f(1 / b.result.ratio(breakdown.ALL_CV1, cpu=True))}× CPU "
-                f"(as is, same rounds: {f(1 / b.result.ratio(breakdown.ALL, cpu=True))}×)",
-                "",
-            ]
-        )
     for c in r.ffmpeg:
         rows.append(
             [
@@ -265,7 +254,7 @@ def _detectors(r: Results) -> str:
         "*Share of decode*: the detector's CPU per media second ÷ decoding's (decode only, the "
         "session's threads), measured in the same round. This is the detectors' own work; in the "
         "pipeline (previous section) the same work costs more, sharing two cores with the "
-        "decoder's threads and OpenCV's pool."
+        "decoder's threads."
     ]
     for d in r.detectors:
         rows = []
@@ -307,24 +296,26 @@ def _breakdown(r: Results) -> str:
     alone = sum(b.us_per_picture(name) for name in b.detectors)
     decode_us = b.result.series[breakdown.DECODE].cpu_s / b.clip.frames * 1e6
     rows.append(["*sum of the detectors alone*", "no detector", f(alone, 0), f"{alone / decode_us:.1%}"])
-    for variant in (breakdown.ALL, breakdown.ALL_CV1):
-        rows.append(
-            [variant, "no detector", f(b.us_per_picture(variant), 0), f"{b.share_of_decode(variant):.1%}"]
-        )
+    rows.append(
+        [
+            breakdown.ALL,
+            "no detector",
+            f(b.us_per_picture(breakdown.ALL), 0),
+            f"{b.share_of_decode(breakdown.ALL):.1%}",
+        ]
+    )
     ratio = b.result.ratio(breakdown.ALL, cpu=True)
-    ratio_cv1 = b.result.ratio(breakdown.ALL_CV1, cpu=True)
     return (
         f"The session (`StreamSession.run`) on the {b.clip.label} clip with no detector, each "
         f"detector alone, and all of them ({rounds} rounds, CPU of the process, medians): each "
         "variant's cost beyond the one in the second column, in µs per picture and as a share of "
         "decoding. Costs here include what isolation hides: pictures straight from the decoder, "
-        "the decoder's threads and the detectors sharing two cores, OpenCV's own thread pool. "
+        "the decoder's threads and the detectors sharing two cores. "
         "Each row is the difference of two totals measured on a shared machine: a single "
         "detector's row is good to a few % of decode either way (a small negative value is "
         "noise); the totals are firmer.\n\n"
         + table(["variant", "beyond", "µs CPU per picture", "share of decode"], rows)
-        + f"\n\nFull pipeline throughput ÷ decode only (CPU): {f(1 / ratio)}× as is, "
-        f"**{f(1 / ratio_cv1)}×** with `cv2.setNumThreads(1)`."
+        + f"\n\nFull pipeline throughput ÷ decode only (CPU), in these rounds: **{f(1 / ratio)}×**."
     )
 
 
