@@ -16,12 +16,17 @@ import av
 import cv2
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from worker import egress
 
-# One thread per stream already runs every detector; OpenCV's own pool on top of that only
-# fights the decoder's threads for the cores (bench: 0.66x -> 0.75x of decode-only throughput).
+# One thread per stream already runs every detector; OpenCV's and BLAS's own pools on top of that
+# only fight the decoder's threads for the cores. OpenBLAS's threads spin while they wait: a
+# matrix product of a few hundred rows (av_sync's tone search, clipping's true peak) cost more CPU
+# in them than the whole detector (bench: 0.66x -> 0.75x of decode-only throughput for OpenCV's
+# pool; BLAS's took the pipeline from 1.8 to 1.0 s of CPU per 20 s of 720p).
 cv2.setNumThreads(1)
+threadpool_limits(1)
 
 ANALYSIS_RATE = 48_000  # Hz: every detector sees audio at this rate
 # Nested protocols FFmpeg may use for each scheme: an HLS playlist fetched over HTTP cannot make
