@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from shared.models import Defect
+from tests.media import moving_noise_ts
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
 
@@ -185,38 +185,10 @@ def test_invalid_option_is_rejected() -> None:
 # ------------------------------------------------------------------ real MPEG-TS
 
 
-def make_clip(path: Path, seconds: float = 4.0) -> None:
-    """H.264 and AAC in MPEG-TS: moving noise and a tone."""
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 255, (90, 320), dtype=np.uint8)
-    chroma = np.full((45, 160), 128, np.uint8)
-    with av.open(str(path), "w", format="mpegts") as out:
-        v = out.add_stream("libx264", rate=FPS)
-        v.width, v.height, v.pix_fmt = 160, 90, "yuv420p"
-        a = out.add_stream("aac", rate=48_000)
-        a.layout = "mono"
-        sample = 0
-        for i in range(round(seconds * FPS)):
-            luma = np.roll(texture, 2 * i, axis=1)[:, :160]
-            picture = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma]), format="yuv420p")
-            picture.pts, picture.time_base = i, Fraction(1, FPS)
-            out.mux(v.encode(picture))
-            while sample < (i + 1) * 48_000 // FPS:
-                tone = 0.3 * np.sin(2 * np.pi * 440 * (sample + np.arange(1024)) / 48_000)
-                block = av.AudioFrame.from_ndarray(
-                    tone.astype(np.float32)[np.newaxis], format="fltp", layout="mono"
-                )
-                block.sample_rate, block.pts = 48_000, sample
-                out.mux(a.encode(block))
-                sample += 1024
-        out.mux(v.encode())
-        out.mux(a.encode())
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("decode_error") / "clip.ts"
-    make_clip(path)
+    moving_noise_ts(path, 4.0)
     return path
 
 

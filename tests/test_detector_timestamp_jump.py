@@ -6,14 +6,13 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from shared.models import Defect
+from tests.media import moving_noise_ts
 from worker.detectors.base import Finding, PacketInfo, Severity
 from worker.detectors.timestamp_jump import (
     TimestampJumpDetector,
@@ -165,34 +164,6 @@ def test_invalid_option_is_rejected() -> None:
 # ------------------------------------------------------------------ real MPEG-TS
 
 
-def make_clip(path: Path, seconds: float = 8.0) -> None:
-    """H.264 (libx264 defaults: B-frames with pyramid) and AAC in MPEG-TS."""
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 255, (90, 320), dtype=np.uint8)
-    chroma = np.full((45, 160), 128, np.uint8)
-    with av.open(str(path), "w", format="mpegts") as out:
-        v = out.add_stream("libx264", rate=FPS)
-        v.width, v.height, v.pix_fmt = 160, 90, "yuv420p"
-        a = out.add_stream("aac", rate=48_000)
-        a.layout = "mono"
-        sample = 0
-        for i in range(round(seconds * FPS)):
-            luma = np.roll(texture, 2 * i, axis=1)[:, :160]
-            frame = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma]), format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
-            out.mux(v.encode(frame))
-            while sample < (i + 1) * 48_000 // FPS:
-                tone = 0.3 * np.sin(2 * np.pi * 440 * (sample + np.arange(1024)) / 48_000)
-                block = av.AudioFrame.from_ndarray(
-                    tone.astype(np.float32)[np.newaxis], format="fltp", layout="mono"
-                )
-                block.sample_rate, block.pts = 48_000, sample
-                out.mux(a.encode(block))
-                sample += 1024
-        out.mux(v.encode())
-        out.mux(a.encode())
-
-
 def shift(src: Path, dst: Path, at_s: float, by_s: float, by: str) -> None:
     """Remux ``src`` with the timestamps from ``at_s`` on moved ``by_s`` seconds later.
 
@@ -219,7 +190,7 @@ def shift(src: Path, dst: Path, at_s: float, by_s: float, by: str) -> None:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("timestamp_jump") / "clip.ts"
-    make_clip(path)
+    moving_noise_ts(path, 8.0)
     return path
 
 
