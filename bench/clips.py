@@ -18,7 +18,7 @@ from typing import Any
 
 from avmon import testsrc
 from worker.detectors import AudioBlock, VideoFrame
-from worker.media import ANALYSIS_RATE, AudioConverter, Limits, luma_view, open_source
+from worker.media import ANALYSIS_RATE, AudioBatcher, AudioConverter, Limits, luma_view, open_source
 
 OUT = Path(__file__).resolve().parent / "out"
 # Defects spread over the clip (scaled to its length) so that every detector has work to do.
@@ -137,8 +137,10 @@ class Decoded:
 
 def decode_to_memory(url: str, seconds: float) -> Decoded:
     """The first ``seconds`` of the source as detector inputs: luma views of the decoder's own
-    buffers (strided, as in the session) and resampled audio blocks, times from the origin."""
+    buffers (strided, as in the session) and resampled audio in the session's 100 ms blocks,
+    times from the origin."""
     result = Decoded([], [], [])
+    batcher = AudioBatcher()
     with open_media(url) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         converter = AudioConverter(min(audio.codec_context.channels or 2, 16))
@@ -154,7 +156,7 @@ def decode_to_memory(url: str, seconds: float) -> Decoded:
                 if t >= seconds:
                     past.add(packet.stream.type)
                     if len(past) == 2:
-                        return result
+                        return _with_pending(result, batcher)
                     continue
                 if packet.stream is video:
                     luma, full_range = luma_view(frame)
@@ -164,6 +166,13 @@ def decode_to_memory(url: str, seconds: float) -> Decoded:
                     )
                 else:
                     for samples in converter.convert(frame):
-                        result.audio.append(AudioBlock(t=t, samples=samples, rate=ANALYSIS_RATE))
+                        result.audio += batcher.add(t, samples)
                         t += samples.shape[1] / ANALYSIS_RATE
+    return _with_pending(result, batcher)
+
+
+def _with_pending(result: Decoded, batcher: AudioBatcher) -> Decoded:
+    pending = batcher.drain()
+    if pending is not None:
+        result.audio.append(pending)
     return result

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from worker import egress
+from worker.detectors.base import AudioBlock
 
 # One thread per stream already runs every detector; OpenCV's and BLAS's own pools on top of that
 # only fight the decoder's threads for the cores. OpenBLAS's threads spin while they wait: a
@@ -29,6 +30,13 @@ cv2.setNumThreads(1)
 threadpool_limits(1)
 
 ANALYSIS_RATE = 48_000  # Hz: every detector sees audio at this rate
+# Audio reaches the detectors in blocks of at least this many samples (100 ms), not in the codec's
+# frames (1024 samples for AAC, 21 ms): each detector pays its per-call cost 5x less often (bench:
+# about a third of the audio detectors' CPU), for at most 100 ms more latency.
+AUDIO_BATCH_SAMPLES = 4_800
+# Two outputs this far apart from being contiguous start a new block: a gap or an overlap in the
+# source's timestamps is for the detectors to see (av_sync re-anchors beyond 2 ms).
+AUDIO_JOIN_TOLERANCE_S = 0.001
 # Nested protocols FFmpeg may use for each scheme: an HLS playlist fetched over HTTP cannot make
 # the demuxer read local files, or anything else, because `file` is not in its list.
 PROTOCOLS = {
@@ -141,7 +149,57 @@ class AudioConverter:
 
     def convert(self, frame: Any) -> Iterator[npt.NDArray[np.float32]]:
         for out in self._resampler.resample(frame):
-            samples = out.to_ndarray()
-            if samples.ndim == 1:
-                samples = samples[np.newaxis, :]
-            yield np.ascontiguousarray(samples, dtype=np.float32)
+            n = out.samples
+            # One plane per channel (planar float): copied straight into one array. PyAV's
+            # to_ndarray stacks them through numpy.vstack, twice the cost per AAC frame.
+            planes: list[Any] = list(out.planes)  # buffers (typed as PyAV's plane classes)
+            samples = np.empty((len(planes), n), np.float32)
+            for i, plane in enumerate(planes):
+                samples[i] = np.frombuffer(plane, np.float32, n)
+            yield samples
+
+
+class AudioBatcher:
+    """Joins contiguous (channels, n) blocks into :class:`AudioBlock` s of at least ``min_samples``.
+
+    A block that does not start where the pending ones end (beyond ``tolerance_s``), or has
+    another channel count, first releases what is pending: detectors see every discontinuity.
+    """
+
+    def __init__(
+        self,
+        rate: int = ANALYSIS_RATE,
+        min_samples: int = AUDIO_BATCH_SAMPLES,
+        tolerance_s: float = AUDIO_JOIN_TOLERANCE_S,
+    ) -> None:
+        self.rate = rate
+        self.min_samples = min_samples
+        self.tolerance_s = tolerance_s
+        self._parts: list[npt.NDArray[np.float32]] = []
+        self._t = 0.0  # media time of the first pending sample
+        self._n = 0  # pending samples
+
+    def add(self, t: float, samples: npt.NDArray[np.float32]) -> list[AudioBlock]:
+        """Queue ``samples`` (starting at media time ``t``); returns the blocks now complete."""
+        ready: list[AudioBlock] = []
+        if self._parts and (
+            abs(t - (self._t + self._n / self.rate)) > self.tolerance_s
+            or samples.shape[0] != self._parts[0].shape[0]
+        ):
+            ready.append(self._release())
+        if not self._parts:
+            self._t = t
+        self._parts.append(samples)
+        self._n += samples.shape[1]
+        if self._n >= self.min_samples:
+            ready.append(self._release())
+        return ready
+
+    def drain(self) -> AudioBlock | None:
+        """Whatever is pending, as one block (None if nothing is)."""
+        return self._release() if self._parts else None
+
+    def _release(self) -> AudioBlock:
+        parts, self._parts, self._n = self._parts, [], 0
+        samples = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return AudioBlock(t=self._t, samples=samples, rate=self.rate)

@@ -38,6 +38,7 @@ from worker.detectors import (
 from worker.evidence import Evidence, EvidenceRecorder
 from worker.media import (
     ANALYSIS_RATE,
+    AudioBatcher,
     AudioConverter,
     Limits,
     SourceRefused,
@@ -290,8 +291,36 @@ class StreamSession:
         self._origin = first
         return first
 
+    def _feed_video(self, frame: VideoFrame) -> None:
+        if self.recorder is not None:
+            self.recorder.observe_video(frame)
+        for detector in self.detectors:
+            found = detector.feed_video(frame)
+            if found:
+                self._record_all(found)
+
+    def _feed_audio(self, block: AudioBlock) -> None:
+        if self.recorder is not None:
+            self.recorder.observe_audio(block)
+        for detector in self.detectors:
+            found = detector.feed_audio(block)
+            if found:
+                self._record_all(found)
+
+    def _drain_audio(self, batcher: AudioBatcher) -> None:
+        pending = batcher.drain()
+        if pending is not None:
+            self._feed_audio(pending)
+
     def _read(self, container: Any) -> bool:
         """Demux and decode until the end (True) or a stop (False)."""
+        batcher = AudioBatcher()
+        try:
+            return self._decode(container, batcher)
+        finally:
+            self._drain_audio(batcher)  # the audio of the last 100 ms, even if the source broke
+
+    def _decode(self, container: Any, batcher: AudioBatcher) -> bool:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         self.ctx.has_video, self.ctx.has_audio = video is not None, audio is not None
@@ -360,6 +389,7 @@ class StreamSession:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 # Undecodable data is a defect of the stream, not of the worker.
+                self._drain_audio(batcher)  # detectors see media in time order
                 at = self._last_t if self._last_t is not None else 0.0
                 for detector in self.detectors:
                     self._record_all(detector.feed_decode_error(at, kind, str(exc)[:200]))
@@ -391,24 +421,14 @@ class StreamSession:
                         key_frame=bool(frame.key_frame),
                         corrupt=bool(frame.is_corrupt or packet.is_corrupt),
                     )
-                    if self.recorder is not None:
-                        self.recorder.observe_video(vf)
-                    for detector in self.detectors:
-                        found = detector.feed_video(vf)
-                        if found:
-                            self._record_all(found)
+                    self._feed_video(vf)
                     self.ctx.last_video_t = t
                     figures.frames_analysed += 1
                 elif converter is not None:
                     for samples in converter.convert(frame):
-                        block = AudioBlock(t=t, samples=samples, rate=ANALYSIS_RATE)
-                        if self.recorder is not None:
-                            self.recorder.observe_audio(block)
-                        for detector in self.detectors:
-                            found = detector.feed_audio(block)
-                            if found:
-                                self._record_all(found)
-                        t += block.duration
+                        for block in batcher.add(t, samples):
+                            self._feed_audio(block)
+                        t += samples.shape[1] / ANALYSIS_RATE
                     self.ctx.last_audio_t = t
                 if self._last_t is None or t > self._last_t:
                     self._last_t = t
