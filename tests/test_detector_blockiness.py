@@ -106,10 +106,24 @@ def test_edge_profile_puts_block_edges_at_positions_7_and_15() -> None:
 
 def test_edge_profile_rows_are_vertical_differences() -> None:
     luma = np.zeros((64, 48), np.uint8)
-    luma[16:32] = 60  # a band: edges between rows 15|16 and 31|32
+    luma[16:48] = 60  # edges between rows 15|16 and 47|48: position 15 of both sampled bands
     profile = edge_profile(luma, row_step=1)
-    assert profile[1, 15] == pytest.approx(2 * 60.0 / 3)  # 2 of 3 row periods have the edge
+    assert profile[1, 15] == pytest.approx(60.0)
+    assert profile[1, :15].max() == 0.0
     assert profile[0].max() == 0.0
+
+
+def test_edge_profile_vertical_differences_are_those_of_every_other_band_in_a_padded_buffer() -> None:
+    # As a decoder's plane: rows further apart than the picture is wide, with junk between them.
+    buffer = np.random.default_rng(3).integers(0, 256, (100, 80), dtype=np.uint8)
+    luma = buffer[:, :72]
+    rows = luma.astype(np.int64)
+    expected = np.zeros(16)
+    bands = range(0, 100 - 16, 32)  # rows 0-16, 32-48, 64-80: every other 16-row band
+    for top in bands:
+        expected += np.abs(rows[top + 1 : top + 17] - rows[top : top + 16]).sum(axis=1)
+    expected /= 72 * len(bands)
+    assert edge_profile(luma)[1] == pytest.approx(expected)
 
 
 def test_natural_texture_scores_about_one() -> None:

@@ -111,6 +111,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -130,7 +131,7 @@ CONTENT_KEY = ""  # key of the sync-mark (content) measurement
 PTS_KEY = "pts"  # key of the timestamp drift
 
 # Flashes. Levels are fractions of the luma range from black (0) to white (1).
-FLASH_STEP = 8  # analyse every 8th row and column: 1/64 of the picture
+FLASH_STEP = 8  # analyse every 8th row, whole: 1/8 of the picture, no copy (OpenCV reads row views)
 FLASH_LEVEL = 0.85  # mean level of a flash (the generator's is 1.0, an encoded one about 0.99)
 FLASH_PIXEL = 0.9  # level of a white sampled pixel
 # Share of white sampled pixels: the whole picture is white, not lit. A camera flash that pushes
@@ -283,11 +284,14 @@ def hinge_fit(t: F64, y: F64, step: float = 0.01) -> tuple[float, float, float]:
 
 
 def flash_level(luma: npt.NDArray[np.uint8], full_range: bool) -> tuple[float, npt.NDArray[np.uint8]]:
-    """Mean level of ``luma`` (h, w uint8 codes) on every FLASH_STEP-th row and column, as a
-    fraction of the range from black (0) to white (1), and the sample it was measured on."""
-    sample = luma[::FLASH_STEP, ::FLASH_STEP]
+    """Mean level of ``luma`` (h, w uint8 codes) on every FLASH_STEP-th row, as a fraction of
+    the range from black (0) to white (1), and the sample it was measured on."""
+    sample = luma[::FLASH_STEP]
+    if sample.strides[-1] != 1:
+        sample = np.ascontiguousarray(sample)
     black, white = (0.0, 255.0) if full_range else (16.0, 235.0)
-    mean = float(sample.mean()) if sample.size else black
+    # OpenCV's mean of a row-strided view: 7 us at 720p, where numpy's of a 2-d strided one is 25.
+    mean = float(cv2.mean(sample)[0]) if sample.size else black
     return (mean - black) / (white - black), sample
 
 
