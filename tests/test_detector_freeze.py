@@ -20,6 +20,7 @@ from worker.detectors.freeze import (
     dc_shifts,
     identical_block_fraction,
     mafd,
+    mafd_bounded,
     ratio_to_db,
 )
 
@@ -96,6 +97,19 @@ def test_mafd_is_normalised_like_freezedetect() -> None:
     assert mafd(BASE, brighter) == pytest.approx(1 / 256)
     assert ratio_to_db(N_60DB) == pytest.approx(-60.0)
     assert pytest.approx(0.256) == N_60DB * 256  # -60 dB: a quarter of a code on average
+
+
+def test_mafd_bounded_is_exact_below_its_bound() -> None:
+    changed = BASE.copy()
+    changed[:10] ^= 3  # the top rows only: the middle rows alone prove nothing
+    assert mafd_bounded(BASE, changed, 0.5) == pytest.approx(mafd(BASE, changed))
+
+
+def test_mafd_bounded_stops_above_its_bound_when_the_middle_rows_prove_it() -> None:
+    moved = textured(1)
+    exact = mafd(BASE, moved)
+    bounded = mafd_bounded(BASE, moved, N_60DB)
+    assert N_60DB < bounded < exact  # a lower bound, from the middle quarter of the rows
 
 
 def test_identical_block_fraction_counts_bit_identical_macroblocks() -> None:
@@ -240,6 +254,22 @@ def test_refinement_between_keyframes_does_not_split_the_freeze() -> None:
     [freeze] = closed(run(hold(25, 125, refined), 6.0))
     assert span(freeze) == pytest.approx((1.0, 5.0))
     assert freeze.metrics["reencoded"] == 25  # pictures 28, 32, ... 124
+
+
+def reconverged(i: int) -> Luma:
+    """The held picture as an MPEG-2 encoder shows it: each keyframe re-encodes it coarsely, the
+    picture after it refines it by more than refine_n, and the rest of the GOP copies that."""
+    gop = i // GOP
+    if i % GOP == 0:
+        return with_noise(BASE, 3.0, seed=gop)
+    return with_noise(BASE, 1.5, seed=gop + 500)
+
+
+def test_refinement_right_after_a_keyframe_does_not_split_the_freeze() -> None:
+    refine_n = db_to_ratio(FreezeOptions().refine_n)
+    assert mafd(reconverged(30), reconverged(31)) > refine_n  # judged tightly, it would split
+    [freeze] = closed(run(hold(25, 125, reconverged), 6.0))
+    assert span(freeze) == pytest.approx((1.0, 5.0))
 
 
 def test_changes_that_never_settle_end_the_freeze_where_they_began() -> None:

@@ -33,7 +33,9 @@ class VideoFrame:
 
     ``luma`` is the Y plane as a (height, width) uint8 array, usually a strided view of the
     decoder's buffer (no RGB conversion, no range scaling). ``full_range`` says whether black is
-    code 0 (JPEG/full range) or code 16 (MPEG/limited range).
+    code 0 (JPEG/full range) or code 16 (MPEG/limited range). Detectors may keep a picture's
+    ``luma`` (freeze keeps its reference picture) instead of copying it: whoever feeds a picture
+    must not write to its array afterwards, as a decoder never does to a picture it has output.
     """
 
     t: float  # media seconds from the stream's origin

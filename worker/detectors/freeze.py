@@ -17,7 +17,8 @@ appearance) and the *reference* (the latest picture accepted into the freeze):
   moved by more than ``refresh_dc``, and the picture's overall mean within ``refresh_mean``
   (quantisation noise is zero-mean per block; a caption, a moved object or a new slide shifts
   some block's mean by tens of codes, a fade shifts the overall mean). A picture that is not a
-  keyframe must also be within ``refine_n`` of the reference.
+  keyframe must also be within ``refine_n`` of the reference, unless it comes less than
+  ``rekey_s`` after a keyframe accepted into the freeze.
 * **different** - anything else: the freeze (if any) ends here.
 
 Why re-encoded pictures must be accepted: inside a freeze every keyframe
@@ -26,7 +27,11 @@ per GOP (-50 to -30 dB) and freezedetect splits or misses the freeze; and x264 a
 refining the held picture in P and B pictures, by much less (measured on ``avmon testsrc``
 streams: a fifth of the pictures of a freeze, up to 11 in a row, -76 to -49 dB each). Hence
 the two tolerances: keyframes loose, refinements tight (``refine_n``), so that grain the encoder
-codes (typically -45 dB and more from picture to picture) stays live. A re-encoded picture
+codes (typically -45 dB and more from picture to picture) stays live. Right after a keyframe an
+encoder re-converges on the held picture, and may refine it by more than ``refine_n`` (FFmpeg's
+MPEG-2 encoder at 3 Mbit/s, GOP 12: the first P picture after each I picture, -46 to -44 dB), so
+pictures less than ``rekey_s`` after a keyframe of the freeze are judged loosely too; grain,
+which changes all through the GOP, still breaks the run outside that window. A re-encoded picture
 becomes the reference, but it only *tentatively* belongs to the freeze: if pictures keep
 changing for more than ``settle_s`` without an identical one, the picture is live (faint noise
 on a static card, a slow pan) and the freeze ended where those changes began; if a different
@@ -98,6 +103,8 @@ class FreezeOptions:
                                                re-encoded picture (-46 dB is 1.3 codes)
     settle_s       s        1.0     [0, inf)   longest run of re-encoded pictures inside a
                                                freeze before the picture counts as live
+    rekey_s        s        0.1     [0, inf)   pictures this soon after a keyframe accepted
+                                               into a freeze are judged as loosely as it
     audio_silent_s s        1.0     [0, inf)   audio silent this long makes a freeze critical
     row_step       rows     2       1,2,4,8    analyse every n-th row (cost / n)
     ============== ======== ======= ========== ==================================================
@@ -117,6 +124,7 @@ class FreezeOptions:
     refresh_dc: float = -34.0
     refresh_mean: float = -46.0
     settle_s: float = 1.0
+    rekey_s: float = 0.1
     audio_silent_s: float = 1.0
     row_step: int = 2
 
@@ -125,7 +133,7 @@ class FreezeOptions:
             value = getattr(self, name)
             if not -120.0 <= value <= 0.0:
                 raise ValueError(f"{name} must be in [-120, 0] dB, got {value}")
-        for name in ("d", "settle_s", "audio_silent_s"):
+        for name in ("d", "settle_s", "rekey_s", "audio_silent_s"):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"{name} must be >= 0 s, got {value}")
@@ -173,6 +181,27 @@ def mafd(a: Luma, b: Luma) -> float:
     if a.size == 0:
         return 0.0
     return float(cv2.norm(_cv(a), _cv(b), cv2.NORM_L1)) / (a.size * CODES)
+
+
+def mafd_bounded(a: Luma, b: Luma, bound: float) -> float:
+    """:func:`mafd` of ``a`` and ``b``, or, once their middle quarter of rows alone proves it
+    above ``bound``, that lower bound of it (still above ``bound``).
+
+    A sum of absolute differences over some rows never exceeds the sum over all of them, so the
+    answer to "is the MAFD at most ``bound``?" is exact either way; a moving picture usually
+    fails it on the middle rows, for a quarter of the work.
+    """
+    h = a.shape[0]
+    if h < 8:
+        return mafd(a, b)
+    lo, hi = 3 * h // 8, 5 * h // 8
+    scale = a.size * CODES
+    middle = float(cv2.norm(_cv(a[lo:hi]), _cv(b[lo:hi]), cv2.NORM_L1))
+    if middle > bound * scale:
+        return middle / scale
+    top = float(cv2.norm(_cv(a[:lo]), _cv(b[:lo]), cv2.NORM_L1))
+    bottom = float(cv2.norm(_cv(a[hi:]), _cv(b[hi:]), cv2.NORM_L1))
+    return (top + middle + bottom) / scale
 
 
 def identical_block_fraction(
@@ -246,9 +275,10 @@ class FreezeDetector(Detector):
         self._refresh_dc = db_to_ratio(opts.refresh_dc)
         self._refresh_mean = db_to_ratio(opts.refresh_mean)
         self._block_rows = MACROBLOCK // opts.row_step
-        # Picture buffers, reused so that no half-megabyte array is allocated per picture.
-        self._origin_buf: Luma | None = None  # the frozen picture's first appearance
-        self._ref_buf: Luma | None = None  # the latest re-encoded picture, when there is one
+        # Pictures are kept as the views they were fed as, not copied: a view keeps its decoder
+        # buffer alive and unchanged (FFmpeg never writes to a picture it has output), and a
+        # copy of every new picture cost as much as comparing it (bench: 29 us at 720p).
+        self._origin: Luma | None = None  # the frozen picture's first appearance
         self._diff_buf: Luma | None = None  # scratch for identical_block_fraction
         self._ref: Luma | None = None  # what the next picture is compared with
         self._origin_means: BlockMeans | None = None  # block_means of the origin, when needed
@@ -257,6 +287,7 @@ class FreezeDetector(Detector):
         self._identical = 0  # identical pictures since the origin
         self._changing_since: float | None = None  # t of the first of the latest re-encoded run
         self._unconfirmed_key: float | None = None  # t of the first keyframe in that run
+        self._key_t: float | None = None  # t of the latest keyframe accepted into the freeze
         self._reencoded = 0
         self._open = False
         self._black: bool | None = None  # whether the origin is a black picture, once needed
@@ -282,10 +313,15 @@ class FreezeDetector(Detector):
         ref = self._ref
         if ref is None or ref.shape != sample.shape:
             findings += self._end_run(t)
-            self._new_run(sample, t, frame.full_range)
+            self._new_run(sample, t, frame.full_range, frame.key_frame)
             return findings
 
-        diff = mafd(sample, ref)
+        # Keyframes, and the pictures that re-converge right after one, are judged against the
+        # origin; the others must also be within refine_n of the reference.
+        loose = frame.key_frame or (self._key_t is not None and t - self._key_t < self.options.rekey_s)
+        # Only whether the difference is within n (or refine_n, for a picture judged tightly)
+        # matters beyond this point, unless it is.
+        diff = mafd_bounded(sample, ref, self._n if loose else max(self._n, self._refine_n))
         if diff <= self._n and self._blocks_identical(sample, ref):
             self._changing_since = self._unconfirmed_key = None
             self._identical += 1
@@ -296,13 +332,15 @@ class FreezeDetector(Detector):
                 findings.append(self._finding(None, t))
             return findings
 
-        if (frame.key_frame or diff <= self._refine_n) and self._reencoded_picture(sample):
+        if (loose or diff <= self._refine_n) and self._reencoded_picture(sample):
             if self._changing_since is None:
                 self._changing_since = t
             if frame.key_frame and self._unconfirmed_key is None:
                 self._unconfirmed_key = t
             if t - self._changing_since <= self.options.settle_s:
                 self._accept_reencoded(sample)
+                if frame.key_frame:
+                    self._key_t = t
                 return findings
             # Changing for too long without ever holding still: live since the changes began.
             findings += self._end_run(self._changing_since)
@@ -312,7 +350,7 @@ class FreezeDetector(Detector):
             # new content may well have begun there (the source resumed at a GOP boundary).
             end = self._unconfirmed_key
             findings += self._end_run(t if end is None else end)
-        self._new_run(sample, t, frame.full_range)
+        self._new_run(sample, t, frame.full_range, frame.key_frame)
         return findings
 
     def flush(self, t_end: float) -> list[Finding]:
@@ -333,9 +371,10 @@ class FreezeDetector(Detector):
 
     def _reencoded_picture(self, sample: Luma) -> bool:
         """Whether ``sample`` differs from the origin only as a new encoding of it would."""
-        origin = self._origin_buf
+        origin = self._origin
         assert origin is not None
-        to_origin = mafd(sample, origin)  # the cheap test first: moving pictures fail it
+        # The cheap test first: moving pictures fail it.
+        to_origin = mafd_bounded(sample, origin, self._refresh_n)
         if to_origin > self._refresh_n:
             return False
         if self._origin_means is None:
@@ -348,19 +387,14 @@ class FreezeDetector(Detector):
 
     def _accept_reencoded(self, sample: Luma) -> None:
         """Make re-encoded ``sample`` the reference (tentatively part of the freeze)."""
-        if self._ref_buf is None or self._ref_buf.shape != sample.shape:
-            self._ref_buf = np.empty(sample.shape, np.uint8)
-        np.copyto(self._ref_buf, sample)
-        self._ref = self._ref_buf
+        self._ref = sample
         self._reencoded += 1
         self._max_mafd = max(self._max_mafd, self._pending_mafd)
 
-    def _new_run(self, sample: Luma, t: float, full_range: bool) -> None:
+    def _new_run(self, sample: Luma, t: float, full_range: bool, key_frame: bool) -> None:
         """Make ``sample`` (shown at ``t``) the origin and reference: a possible frozen picture."""
-        if self._origin_buf is None or self._origin_buf.shape != sample.shape:
-            self._origin_buf = np.empty(sample.shape, np.uint8)
-        np.copyto(self._origin_buf, sample)
-        self._ref = self._origin_buf
+        self._key_t = t if key_frame else None
+        self._origin = self._ref = sample
         self._origin_means = None
         self._start = t
         self._full_range = full_range
@@ -392,10 +426,10 @@ class FreezeDetector(Detector):
     def _is_black(self) -> bool:
         """Whether the frozen picture is black (then it is the black detector's defect)."""
         if self._black is None:
-            assert self._origin_buf is not None
+            assert self._origin is not None
             black = BlackOptions()
             threshold = black_luma_threshold(black.pix_th, self._full_range)
-            self._black = black_pixel_fraction(self._origin_buf, threshold) >= black.pic_th
+            self._black = black_pixel_fraction(self._origin, threshold) >= black.pic_th
         return self._black
 
     def _audio_is_silent(self, t: float) -> bool:
