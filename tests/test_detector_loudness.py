@@ -263,6 +263,20 @@ def test_quiet_section_is_a_defect_too() -> None:
     assert finding.metrics["lufs"] == pytest.approx(-31.0, abs=0.5)
 
 
+def test_a_gain_change_on_a_steady_tone_is_placed_inside_the_sub_block() -> None:
+    start, end = 10.037, 23.071  # off the 100 ms grid: the sub-blocks either side hold a mix
+    [finding] = closed(run(gain(sine(30.0, -20.0), start, end, -20.0)))
+    assert finding.key == "quiet"
+    assert span(finding) == pytest.approx((start, end), abs=0.005)
+
+
+def test_excursion_of_exactly_d_off_the_sub_block_grid_is_reported() -> None:
+    start = 10.063
+    findings = run(gain(sine(30.0, -20.0), start, start + 10.0, -20.0), LoudnessOptions(d=10.0))
+    [finding] = closed(findings)
+    assert finding.metrics["duration_s"] == pytest.approx(10.0, abs=0.01)
+
+
 def test_programme_within_tolerance_gives_nothing() -> None:
     # -24 LUFS, its level wandering ±2 dB over a few seconds: always in -23 ± 5.
     x = programme(40.0, lufs=-24.0)

@@ -29,7 +29,12 @@ the sub-block loudnesses of the window that crossed and of the second before it 
 fitted with a single step in the crossing's direction (least squares, leaving out pauses: values
 more than ``GATE_LU`` under the median), and the boundary is the start of the first sub-block
 after the step: within 100 ms of a gain change on music and noise (measured: mean 0.03 s, at most
-0.13 s, steps of -25 to +20 dB), mean 0.1 s on speech-like audio with pauses. A quiet excursion
+0.13 s, steps of -25 to +20 dB), mean 0.1 s on speech-like audio with pauses. Where the levels
+either side are steady, the boundary is then placed inside the two sub-blocks around the step,
+whose power is a mix of both levels (:meth:`LoudnessDetector._step_time`): a gain change on a
+tone, wherever it falls in the sub-block grid, is placed to a few ms. Because boundaries remain
+estimates, an excursion measured up to ``DURATION_SLACK_S`` (50 ms) short of ``d`` counts as
+lasting ``d``. A quiet excursion
 that ends in silence ends where the silence detector says the silence began. If short-term
 loudness is out of range from its very first value, the fitted step counts only if the audio
 before it is in range; otherwise the excursion starts with the stream. An excursion still
@@ -39,7 +44,7 @@ Reporting. A short-term window out of range holds some of the excursion, so the 
 least until the start of that window: the open finding is emitted once the current window starts
 ``d`` or more after the excursion (about ``d + 3`` s after the change), and its end is then never
 placed before that window's start, so an open finding is never followed by a close shorter than
-``d``. The close comes ``gap_s`` after short-term loudness is back in range.
+``d`` (less the slack). The close comes ``gap_s`` after short-term loudness is back in range.
 
 Silence is not a loudness defect (the silence detector reports it): short-term loudness under
 ``floor_lufs`` is not judged, and neither is "too quiet" while ``StreamContext.audio_silent_since``
@@ -60,6 +65,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -74,6 +80,11 @@ FLOOR_LUFS = -200.0  # reported for digital zero instead of -inf
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
 SUBBLOCK_S = 0.1  # the 100 ms step of momentary and short-term loudness
+STEP_LEVEL_SUBBLOCKS = 5  # sub-blocks either side of a step whose median is the level there
+STEP_MIN_LU = 3.0  # a smaller step is not placed inside a sub-block (its levels are too uncertain)
+# Step times are estimates, good to a fraction of a sub-block: an excursion of d measured this
+# much short of d (an end placed at a sub-block's start on a fluctuating level) still counts.
+DURATION_SLACK_S = SUBBLOCK_S / 2
 MOMENTARY_SUBBLOCKS = 4  # 400 ms
 SHORT_TERM_SUBBLOCKS = 30  # 3 s
 # Sub-blocks kept before the short-term window for locating a boundary: after a large step the
@@ -472,7 +483,7 @@ class LoudnessDetector(Detector):
                 # A window out of range holds some of the excursion, so it lasts at least until
                 # the window's start; once that is d after its start, it is a defect.
                 window = len(self._powers) - SHORT_TERM_SUBBLOCKS
-                if not run.open and self._starts[window] - run.start >= opts.d:
+                if not run.open and self._starts[window] - run.start >= opts.d - DURATION_SLACK_S:
                     run.open = True
                     run.min_end_index = self._first_index + window
                     findings.append(self._finding(run, None))
@@ -496,7 +507,7 @@ class LoudnessDetector(Detector):
                 k = 0
         self._excursion = _Excursion(
             state,
-            self._starts[k],
+            self._step_time(k) if k > 0 else self._starts[k],
             self._first_index + k,
             math.fsum(self._powers[k:]),
             len(self._powers) - k,
@@ -517,13 +528,32 @@ class LoudnessDetector(Detector):
         gate = float(np.median(levels)) - GATE_LU if gated else -math.inf
         return step_onset(levels, rising, first=max(1, first), gate=gate)
 
+    def _step_time(self, k: int) -> float:
+        """When the level stepped, for a step found just before sub-block ``k``, to better than a
+        sub-block: a change inside sub-block ``k - 1`` or ``k`` leaves it a mix of the two levels,
+        and power mixes linearly, so its power tells what share of it still had the old level.
+        The levels either side are the medians of up to ``STEP_LEVEL_SUBBLOCKS`` sub-blocks
+        beyond the two; without a clear step (or enough sub-blocks) it is ``k``'s start."""
+        powers, starts = self._powers, self._starts
+        hop_s = self._hop / self._rate
+        if not 2 <= k <= len(powers) - 2 or abs(starts[k] - starts[k - 1] - hop_s) > 1e-6:
+            return starts[k]
+        old = statistics.median(powers[max(0, k - 1 - STEP_LEVEL_SUBBLOCKS) : k - 1])
+        new = statistics.median(powers[k + 1 : k + 1 + STEP_LEVEL_SUBBLOCKS])
+        if not (old > 0.0 and new > 0.0) or abs(lufs(old) - lufs(new)) < STEP_MIN_LU:
+            return starts[k]
+        share = sum(min(1.0, max(0.0, (powers[j] - new) / (old - new))) for j in (k - 1, k))
+        return starts[k - 1] + share * hop_s
+
     def _end_of(self, run: _Excursion, short_term: float) -> tuple[float, int, float, int]:
         """Where ``run`` ends, now that short-term loudness has left its direction."""
         first = max(1, run.min_end_index - self._first_index)
         silent_since = self.ctx.audio_silent_since
+        refine = True
         if run.kind == QUIET and silent_since is not None:
             # Quiet until silent: it ends where the silence detector says the silence began.
             k = max(first, bisect.bisect_left(self._starts, silent_since))
+            refine = False
         elif short_term < self.options.floor_lufs:
             # Into silence the silence detector did not (yet) report: the step down is the
             # silence itself, which a gate would leave out of the fit.
@@ -533,7 +563,7 @@ class LoudnessDetector(Detector):
         k = min(k, len(self._powers) - 1)
         after = len(self._powers) - k
         return (
-            self._starts[k],
+            self._step_time(k) if refine else self._starts[k],
             self._first_index + k,
             run.energy - math.fsum(self._powers[k:]),
             run.count - after,
@@ -560,7 +590,7 @@ class LoudnessDetector(Detector):
 
     def _report(self, run: _Excursion, end: float) -> list[Finding]:
         """The findings for an excursion that ended at ``end`` (none if shorter than ``d``)."""
-        if not run.open and end - run.start < self.options.d:
+        if not run.open and end - run.start < self.options.d - DURATION_SLACK_S:
             return []
         findings = [] if run.open else [self._finding(run, None)]
         return [*findings, self._finding(run, max(end, run.start))]
