@@ -153,6 +153,17 @@ def test_one_silent_channel_reported_with_key() -> None:
     assert silence.end_s == pytest.approx(4.0, abs=BOUNDARY_S)
 
 
+def test_silent_centre_lfe_and_surrounds_of_a_5_1_stream_are_not_reported() -> None:
+    # Stereo carried as 5.1 (FL FR FC LFE BL BR): only the front pair has sound.
+    assert run(silence_between(6.0, 0.0, 6.0, channels=6, silent=(2, 3, 4, 5))) == []
+
+
+def test_dead_front_channel_of_a_5_1_stream_is_reported() -> None:
+    [silence] = closed(run(silence_between(6.0, 1.0, 4.0, channels=6, silent=(0,))))
+    assert silence.key == "ch0"
+    assert span(silence) == pytest.approx((1.0, 4.0), abs=BOUNDARY_S)
+
+
 def test_channels_silent_together_are_not_also_reported_one_by_one() -> None:
     # The right channel drops 5 ms after the left one and comes back 30 ms later.
     signal = tone(6.0)

@@ -17,7 +17,11 @@ stretch is silent when the RMS of every ``window_s`` window in it is below ``noi
 Keys: when every channel is silent the defect has key ``""`` and the channels are not reported
 one by one. A channel is reported (key ``"ch0"``, ``"ch1"``...) when it stays silent for at least
 ``d`` while another channel is not (a dead channel of a stereo pair). Its ``start_s`` / ``end_s``
-are those of the channel's whole silence, which may overlap an all-channel defect.
+are those of the channel's whole silence, which may overlap an all-channel defect. With more than
+two channels only the front pair (the first two: FFmpeg orders every standard layout, 2.1 to
+7.1, from front left and right) is judged channel by channel: a centre, LFE or surround channel
+is silent for long stretches of normal programmes, and always in stereo carried as 5.1 (measured
+on a stereo clip re-encoded to AC-3 5.1: four channels silent from start to end).
 
 Times are media seconds, counted in samples from the block timestamps: ``AudioBlock.t`` is taken
 as the time of the block's first sample, and a block that does not continue the previous one
@@ -40,6 +44,7 @@ import numpy.typing as npt
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
 
 ALL_CHANNELS = ""  # key of a silence of every channel
+JUDGED_ALONE = 2  # channels judged one by one: the front pair
 BATCH_HOPS = 10  # hops of audio gathered before they are analysed (100 ms by default)
 FLOOR_DBFS = -150.0  # reported for digital zero instead of -inf (float32 audio cannot go lower)
 
@@ -236,7 +241,7 @@ class SilenceDetector(Detector):
         self._next_t = None
         self._all = None
         # One channel is "all channels": only the "" key is used for mono.
-        self._channels = [None] * channels if channels > 1 else []
+        self._channels = [None] * min(channels, JUDGED_ALONE) if channels > 1 else []
 
     def _track(
         self,
