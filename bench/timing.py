@@ -49,9 +49,11 @@ class Paired:
     baseline: str
     series: dict[str, Series]
 
-    def ratio(self, name: str, *, cpu: bool) -> float:
-        """Median over rounds of ``time(name) / time(baseline)`` (wall or CPU)."""
-        base, other = self.series[self.baseline].samples, self.series[name].samples
+    def ratio(self, name: str, *, cpu: bool, baseline: str | None = None) -> float:
+        """Median over rounds of ``time(name) / time(baseline)`` (wall or CPU); the baseline is
+        the one :func:`paired` was given unless another variant is named."""
+        base = self.series[baseline or self.baseline].samples
+        other = self.series[name].samples
         ratios = [
             (o.cpu_s / b.cpu_s) if cpu else (o.wall_s / b.wall_s)
             for b, o in zip(base, other, strict=True)
