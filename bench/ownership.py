@@ -200,7 +200,10 @@ def simulate(
             w.next_scan = now + scan_every
             if len(w.held) >= w.capacity:
                 continue  # a full worker never scans
-            table.requests += 2  # the scan of the streams and of the registry
+            # The scan of the streams, and of the registry only when it can matter
+            # (worker.leases.needs_registry, from the same holdings).
+            mine = len(w.held)
+            table.requests += 1 + (bool(orphans) or max(holdings.values(), default=0) - mine >= 2)
             if orphans:
                 limit, adopted = adoption_limit(snapshot, w.worker_id, live), 0
                 for view in orphans:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.ownership import simulate
-from worker.leases import LeaseView, adoption_limit, plan_rebalance
+from worker.leases import LeaseView, adoption_limit, needs_registry, plan_rebalance
 
 
 def _views(counts: dict[str, int], orphans: int = 0) -> list[LeaseView]:
@@ -26,6 +26,26 @@ def test_idle_workers_in_the_registry_lower_the_share() -> None:
     assert plan_rebalance(_views(counts), "idle") is None
     registry = set(counts) | {f"idle{n}" for n in range(19)}
     assert plan_rebalance(_views(counts), "idle0", registry) is not None
+
+
+def test_a_balanced_cluster_skips_reading_the_registry() -> None:
+    assert not needs_registry(_views({"a": 4, "b": 3, "c": 3}), "c")
+
+
+def test_the_registry_is_read_when_a_steal_may_be_due_or_leases_lapsed() -> None:
+    assert needs_registry(_views({"a": 5, "b": 3}), "b")  # two more than this worker
+    assert needs_registry(_views({}), "idle") is False  # nothing held: nothing to balance
+    assert needs_registry(_views({"a": 3}), "idle")  # a newcomer
+    assert needs_registry(_views({"a": 3, "b": 3}, orphans=1), "a")  # failover
+
+
+def test_skipping_the_registry_never_skips_a_steal() -> None:
+    # Wherever needs_registry says no, plan_rebalance finds nothing, with any registry.
+    for counts in ({"a": 4, "b": 3, "c": 3}, {"a": 1, "b": 2}, {"a": 16, "b": 16}):
+        for me in counts:
+            if not needs_registry(_views(counts), me):
+                registry = set(counts) | {f"idle{n}" for n in range(40)}
+                assert plan_rebalance(_views(counts), me, registry) is None
 
 
 def test_adoption_after_a_crash_is_capped_at_the_share_plus_one() -> None:

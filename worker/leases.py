@@ -61,6 +61,20 @@ def plan_rebalance(views: list[LeaseView], me: str, live: AbstractSet[str] = fro
     return sorted(held[victim], key=lambda v: v.stream_id)[-1]
 
 
+def needs_registry(views: list[LeaseView], me: str) -> bool:
+    """Whether a balance round must read the registry of live workers: there are lapsed leases
+    to adopt (their cap depends on how many workers share them), or some worker holds at least
+    two streams more than this one (without that :func:`plan_rebalance` steals nothing, whatever
+    the registry says). A balanced cluster's rounds skip that Scan: half of their requests."""
+    held: dict[str, int] = {}
+    for view in views:
+        if view.owner is None:
+            return True
+        held[view.owner] = held.get(view.owner, 0) + 1
+    mine = held.get(me, 0)
+    return any(count - mine >= 2 for owner, count in held.items() if owner != me)
+
+
 def adoption_limit(views: list[LeaseView], me: str, live: AbstractSet[str] = frozenset()) -> int:
     """How many lapsed leases to adopt in one scan: up to the fair share plus one.
 

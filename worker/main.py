@@ -26,7 +26,7 @@ from shared.settings import WorkerSettings
 from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
-from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, plan_rebalance
+from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.sink import DefectWriter
@@ -205,7 +205,8 @@ class Worker:
                 continue
             try:
                 views = await self.leases.survey()
-                live = await self.leases.live_workers()
+                me = self.settings.worker_id
+                live = await self.leases.live_workers() if needs_registry(views, me) else set()
                 taken: set[str] = set()
                 limit = adoption_limit(views, self.settings.worker_id, live)
                 for view in views:
@@ -219,7 +220,6 @@ class Worker:
                     ):
                         log.info("took over %s", view.stream_id)
                         taken.add(view.stream_id)
-                me = self.settings.worker_id
                 views = [replace(v, owner=me) if v.stream_id in taken else v for v in views]
                 target = plan_rebalance(views, self.settings.worker_id, live) if self.free > 0 else None
                 if target is not None and target.owner is not None:
