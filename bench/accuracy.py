@@ -12,6 +12,10 @@ The corpus, drawn from ``--seed``:
   timestamp_jump. Defects never overlap: any two are at least :data:`MARGIN_S` apart
   (:data:`AUDIO_MARGIN_S` between loudness and another sound defect, the span of short-term
   loudness), two of one type at least :data:`SAME_TYPE_GAP_S`;
+* **other encoders** (:data:`ENCODERS`, full corpus only): defect clips of the content types
+  (black, freeze, silence, clipping, loudness, av_offset) decoded and encoded again by FFmpeg's
+  MPEG-2 (with and without B pictures) and MPEG-4 Part 2, x265 and libvpx VP9, with MP2, AC-3,
+  Opus and MP3 sound, in MPEG-TS, Matroska and WebM, every picture and sample kept at its time;
 * **clean clips**: the generator's programme with no defect, some with sync marks;
 * **documented limits** (:data:`LIMITS`): content a detector's docs say it reports although a
   person would not call it a defect; run and shown, not counted;
@@ -125,6 +129,7 @@ class ClipPlan:
     sync_marks: bool = False
     recipe: str = ""  # hard negatives: a key of HARD_NEGATIVES
     path: str = ""  # user clips: the file
+    encoder: str = ""  # defect clips re-encoded by another encoder: a key of ENCODERS
 
     @property
     def note(self) -> str:
@@ -134,6 +139,8 @@ class ClipPlan:
             return "real footage (--clean)"
         if self.kind == "clean":
             return "generator programme, no defect" + (", sync marks" if self.sync_marks else "")
+        if self.encoder:
+            return f"{self.script} (re-encoded: {ENCODERS[self.encoder].what})"
         return self.script
 
 
@@ -288,6 +295,42 @@ def corpus(*, quick: bool, seed: int) -> list[ClipPlan]:
             )
     for k, recipe in enumerate(LIMITS):
         plans.append(ClipPlan(f"limit-{recipe}", "limit", 20.0, seed * 1000 + 900 + k, recipe=recipe))
+    if not quick:
+        plans += encoder_clips(seed)
+    return plans
+
+
+def encoder_clips(seed: int) -> list[ClipPlan]:
+    """Defect clips re-encoded by other encoders than the generator's x264 (MPEG-2, HEVC, VP9,
+    MPEG-4 Part 2, with their usual sound codecs): the content defects, which survive decoding
+    and encoding again (transport damage and timestamp jumps do not)."""
+    rng = np.random.default_rng([seed, 0xC0DEC])  # apart: the rest of the corpus stays as it was
+    plans: list[ClipPlan] = []
+    for k, encoder in enumerate(ENCODERS):
+        for v in range(CLIPS_PER_ENCODER):
+            kinds = list(CONTENT_KINDS)
+            rng.shuffle(kinds)
+            placed: list[tuple[str, float, float]] = []
+            items: list[str] = []
+            for kind in kinds:
+                item = place(rng, kind, 30.0, placed) if len(items) < MAX_DEFECTS else None
+                if item is not None:
+                    items.append(item)
+            items.sort(key=lambda item: float(item.split("@")[1].split("+")[0].split(":")[0]))
+            plans.append(
+                ClipPlan(
+                    name=f"encoder-{encoder}-{v}",
+                    kind="defects",
+                    duration_s=30.0,
+                    seed=seed * 1000 + 700 + 10 * k + v,
+                    width=640 if v % 2 else 320,
+                    height=360 if v % 2 else 180,
+                    ext=ENCODERS[encoder].ext,
+                    script=", ".join(items),
+                    sync_marks=any(item.startswith("av_offset") for item in items),
+                    encoder=encoder,
+                )
+            )
     return plans
 
 
@@ -640,6 +683,81 @@ def reencode(
         out.mux(aus.encode(None))
 
 
+@dataclass(frozen=True)
+class Encoder:
+    """Another encoder than the generator's, and the sound codec and container that go with it."""
+
+    what: str
+    ext: str
+    video: str
+    audio: str
+    options: tuple[tuple[str, str], ...] = ()
+    bit_rate: int = 0  # bits/s for 640x360 (scaled by area), for encoders without a quality mode
+    b_frames: int = -1  # -1: the encoder's default
+    gop: int = 0  # pictures; 0: the encoder's default
+
+
+ENCODERS: dict[str, Encoder] = {
+    "mpeg2": Encoder("FFmpeg's MPEG-2 (its defaults: GOP 12, no B pictures), 3 Mbit/s, MP2, MPEG-TS",
+                     ".ts", "mpeg2video", "mp2", bit_rate=3_000_000),
+    "mpeg2b": Encoder("FFmpeg's MPEG-2, 3 Mbit/s, GOP 15 with B pictures, MP2, MPEG-TS", ".ts",
+                      "mpeg2video", "mp2", bit_rate=3_000_000, b_frames=2, gop=15),
+    "hevc": Encoder("x265 (default CRF 28), AC-3, Matroska", ".mkv", "libx265", "ac3",
+                    (("x265-params", "log-level=error"),)),
+    "vp9": Encoder("libvpx VP9 (realtime), Opus, WebM", ".webm", "libvpx-vp9", "libopus",
+                   (("deadline", "realtime"), ("cpu-used", "8"))),
+    "mpeg4": Encoder("FFmpeg's MPEG-4 Part 2, 2 Mbit/s, MP3, Matroska", ".mkv", "mpeg4", "libmp3lame",
+                     bit_rate=2_000_000),
+}  # fmt: skip
+CONTENT_KINDS = ("black", "freeze", "silence", "clipping", "loudness", "av_offset")
+CLIPS_PER_ENCODER = 2
+MAX_DEFECTS = 4  # per clip, as the generator's defect clips
+
+
+def transcode(src: Path, dst: Path, encoder: Encoder) -> None:
+    """Decode ``src`` and encode it again with ``encoder``, every picture and sample at its own
+    time (times from the first picture), so that the truth of ``src`` holds for ``dst``."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        fps = Fraction(round(float(vin.average_rate or 25)))
+        # Any: PyAV types a stream opened by codec name as video, audio or subtitles.
+        vs: Any = out.add_stream(encoder.video, rate=fps, options=dict(encoder.options))
+        width, height = vin.codec_context.width, vin.codec_context.height
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        cc = vs.codec_context
+        cc.time_base = 1 / fps
+        if encoder.bit_rate:
+            cc.bit_rate = round(encoder.bit_rate * width * height / (640 * 360))
+        if encoder.b_frames >= 0:
+            cc.max_b_frames = encoder.b_frames
+        if encoder.gop:
+            cc.gop_size = encoder.gop
+        rate = int(ain.codec_context.sample_rate)
+        aus: Any = out.add_stream(encoder.audio, rate=rate, layout="stereo")
+        formats = aus.codec_context.codec.audio_formats or ()
+        sample_format = formats[0].name if formats else "fltp"
+        resampler = av.AudioResampler(format=sample_format, layout="stereo", rate=rate)
+        origin: float | None = None
+        frame: Any
+        for frame in inp.decode(vin, ain):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            origin = t if origin is None else origin
+            if isinstance(frame, av.VideoFrame):
+                picture = frame.reformat(format="yuv420p")
+                picture.pts, picture.time_base = round((t - origin) * fps), cc.time_base
+                out.mux(vs.encode(picture))
+                continue
+            first = max(0, round((t - origin) * rate))
+            for chunk in resampler.resample(frame):
+                chunk.pts, chunk.time_base = first, Fraction(1, rate)
+                first += chunk.samples
+                out.mux(aus.encode(chunk))
+        out.mux(vs.encode(None))
+        out.mux(aus.encode(None))
+
+
 # ------------------------------------------------------------------ making and analysing clips
 
 
@@ -666,8 +784,17 @@ def make_clip(plan: ClipPlan, out_dir: Path) -> tuple[Path, testsrc.GroundTruth]
         "height": plan.height,
         "sync_marks": plan.sync_marks,
     }
-    if plan.kind not in ("hard", "limit"):
+    if plan.kind not in ("hard", "limit") and not plan.encoder:
         truth = testsrc.generate(path, defects=testsrc.parse_script(plan.script), **common)
+        return path, truth
+    if plan.encoder:
+        base = path.with_name(path.stem + "-base.ts")
+        base_truth = testsrc.generate(base, defects=testsrc.parse_script(plan.script), **common)
+        transcode(base, path, ENCODERS[plan.encoder])
+        for used in out_dir.glob(f"{base.stem}*"):
+            used.unlink()
+        truth = replace(base_truth, source=str(path))
+        truth_file.write_text(truth.to_json())
         return path, truth
     base = path.with_name(path.stem + "-base" + plan.ext)
     base_truth = testsrc.generate(base, **common)
@@ -954,6 +1081,22 @@ def breakdown(results: Sequence[ClipResult]) -> list[tuple[str, int, int, list[f
     return [(label, n, k, errs) for label, (n, k, errs) in sorted(rows.items())]
 
 
+def by_encoder(results: Sequence[ClipResult]) -> list[tuple[str, int, int, int, list[float]]]:
+    """(encoder, truths, matched, false positives, start errors) of the re-encoded defect clips."""
+    rows: dict[str, tuple[int, int, int, list[float]]] = {}
+    for r in results:
+        if not r.plan.encoder:
+            continue
+        n, k, fp, errs = rows.get(r.plan.encoder, (0, 0, 0, []))
+        rows[r.plan.encoder] = (
+            n + len(r.truths),
+            k + len(r.matches),
+            fp + len(r.false),
+            [*errs, *(m.start_error for m in r.matches)],
+        )
+    return [(ENCODERS[name].what, *rows[name]) for name in ENCODERS if name in rows]
+
+
 def known_causes(
     table: dict[str, TypeFigures], transport: Sequence[tuple[str, int, int, list[float]]]
 ) -> list[str]:
@@ -1051,6 +1194,16 @@ def render(
         for label, n, k, errs in rows:
             mean = statistics.fmean(abs(e) for e in errs) if errs else None
             lines.append(f"| {label} | {n} | {k} | {k / n:.2f} | {_num(mean)} |")
+    encoded = by_encoder(results)
+    if encoded:
+        lines += ["", "Content defects in media re-encoded by other encoders (in the table above too):", ""]
+        lines += [
+            "| encoder | truth | found | false | recall | mean \\|Δstart\\| s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for what, n, k, fp, errs in encoded:
+            mean = statistics.fmean(abs(e) for e in errs) if errs else None
+            lines.append(f"| {what} | {n} | {k} | {fp} | {k / n:.2f} | {_num(mean)} |")
     negatives = [r for r in results if r.plan.kind in ("clean", "hard", "user")]
     if negatives:
         fps = sum(len(r.found) for r in negatives)
