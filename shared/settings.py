@@ -76,7 +76,9 @@ class WorkerSettings(CommonSettings):
     )
     flush_interval_s: float = Field(0.5, gt=0, description="Defect writer batching interval.")
     open_timeout_s: float = Field(10.0, gt=0, description="Opening a source.")
-    read_timeout_s: float = Field(5.0, gt=0, description="No data for this long is a stall.")
+    read_timeout_s: float = Field(
+        5.0, gt=0, description="No data for this long is a stall (HLS: at least three target durations)."
+    )
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the reconnect backoff.")
     signal_loss_after_s: float = Field(
         2.0, gt=0, description="A source silent (no packets) for this long is reported as signal_loss."

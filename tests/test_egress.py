@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from avmon import testsrc
 from worker import egress
 from worker.egress import EgressProxy
-from worker.media import Limits, open_options, open_source
+from worker.media import Limits, open_options, open_source, read_timeout_for
 
 SEGMENTS = ("live0.ts", "live1.ts", "live2.ts")
 INTERNAL = ipaddress.ip_network("127.0.0.2/32")
@@ -212,8 +212,25 @@ def test_private_hosts_refused_the_proxy_refuses_a_loopback_playlist(
     origin = servers()
     with pytest.raises(av.error.HTTPForbiddenError):
         open_source(f"{origin.base}/live.m3u8", Limits(), 5.0, 5.0)  # the default: private refused
-    assert shared_proxies[False].refused == 1
+    assert shared_proxies[False].refused == 2  # the playlist probe (read_timeout_for) and FFmpeg
+    assert origin.requests == []
     assert origin.connections == 0
+
+
+def test_an_hls_sources_read_timeout_is_three_target_durations(
+    hls_dir: Path, servers: Callable[..., MediaServer], shared_proxies: dict[bool, EgressProxy]
+) -> None:
+    # FFmpeg waits for a live playlist's next segment inside one read: a read timeout shorter
+    # than a segment would end the stream at every segment.
+    origin = servers()
+    (hls_dir / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000\nlive.m3u8\n")
+    proxy = egress.shared_proxy(True).url
+    assert "#EXT-X-TARGETDURATION:2" in (hls_dir / "live.m3u8").read_text()
+    assert read_timeout_for(f"{origin.base}/live.m3u8", 1.0, proxy, 5.0) == 6.0
+    assert read_timeout_for(f"{origin.base}/master.m3u8", 1.0, proxy, 5.0) == 6.0  # its variant's
+    assert read_timeout_for(f"{origin.base}/live.m3u8", 10.0, proxy, 5.0) == 10.0  # never shorter
+    assert read_timeout_for(f"{origin.base}/live0.ts", 1.0, proxy, 5.0) == 1.0  # not a playlist
+    assert read_timeout_for(f"{origin.base}/missing.m3u8", 1.0, proxy, 5.0) == 1.0
 
 
 def test_internal_segment_in_a_public_playlist_is_never_fetched(

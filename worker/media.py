@@ -7,10 +7,12 @@ as much as decoding). Audio is resampled once per stream to planar float32 at a 
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import av
 import cv2
@@ -94,16 +96,73 @@ def open_options(url: str, limits: Limits, *, proxy_url: str | None = None) -> d
     return options
 
 
+# HLS: a live playlist gains a segment every target duration, and FFmpeg's demuxer waits for it
+# inside one read; a read timeout shorter than that ends the stream at every segment (it reads as
+# the end of the playlist). An HLS source counts as stalled after this many target durations
+# without media, as players do, and never sooner than the configured read timeout.
+HLS_STALL_TARGETS = 3.0
+HLS_MAX_READ_TIMEOUT_S = 120.0
+PLAYLIST_MAX_BYTES = 1_000_000
+_TARGET_DURATION = re.compile(rb"^#EXT-X-TARGETDURATION:\s*([0-9.]+)", re.MULTILINE)
+_VARIANT = re.compile(rb"^#EXT-X-STREAM-INF:[^\n]*\n\s*([^#\s][^\r\n]*)", re.MULTILINE)
+
+
+def _fetch_playlist(url: str, proxy_url: str, timeout_s: float) -> bytes | None:
+    """The body of ``url`` through the egress proxy if it is an M3U playlist, else None (a media
+    stream is not read past its first bytes)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url}))
+    request = urllib.request.Request(url, headers={"User-Agent": "avmon"})
+    with opener.open(request, timeout=timeout_s) as response:
+        head = response.read(7)
+        if head != b"#EXTM3U":
+            return None
+        body: bytes = head + response.read(PLAYLIST_MAX_BYTES)
+        return body
+
+
+def hls_target_duration(url: str, proxy_url: str, timeout_s: float) -> float | None:
+    """EXT-X-TARGETDURATION (s) of the HLS source at ``url`` (of its first variant, for a master
+    playlist), or None if ``url`` is not a playlist or cannot be read now."""
+    try:
+        body = _fetch_playlist(url, proxy_url, timeout_s)
+        if body is None:
+            return None
+        found = _TARGET_DURATION.search(body)
+        variant = _VARIANT.search(body)
+        if found is None and variant is not None:
+            variant_url = urljoin(url, variant.group(1).decode("utf-8", "replace").strip())
+            if urlsplit(variant_url).scheme.lower() not in ("http", "https"):
+                return None
+            body = _fetch_playlist(variant_url, proxy_url, timeout_s)
+            found = _TARGET_DURATION.search(body) if body is not None else None
+        return float(found.group(1)) if found is not None else None
+    except (OSError, ValueError):
+        return None  # FFmpeg will say what is wrong with the source
+
+
+def read_timeout_for(url: str, read_timeout_s: float, proxy_url: str | None, timeout_s: float) -> float:
+    """The read timeout for ``url``: ``read_timeout_s``, or for an HLS source at least
+    :data:`HLS_STALL_TARGETS` target durations (at most :data:`HLS_MAX_READ_TIMEOUT_S`)."""
+    if proxy_url is None:
+        return read_timeout_s
+    target = hls_target_duration(url, proxy_url, timeout_s)
+    if target is None or not target > 0:
+        return read_timeout_s
+    return max(read_timeout_s, min(HLS_MAX_READ_TIMEOUT_S, HLS_STALL_TARGETS * target))
+
+
 def open_source(
     url: str, limits: Limits, open_timeout_s: float, read_timeout_s: float, *, allow_private: bool = False
 ) -> Any:
     """Open ``url`` for reading with the nested-protocol allowlist and the probe caps. HTTP(S)
     goes through the process's egress proxy, which refuses metadata addresses always and internal
-    ones unless ``allow_private`` (the deployment's policy, as given to ``check_url``)."""
+    ones unless ``allow_private`` (the deployment's policy, as given to ``check_url``). An HLS
+    playlist's read timeout follows its target duration (:func:`read_timeout_for`)."""
     proxy_url = None
     if (urlsplit(url).scheme or "file").lower() in ("http", "https"):
         proxy_url = egress.shared_proxy(allow_private).url
     options = open_options(url, limits, proxy_url=proxy_url)
+    read_timeout_s = read_timeout_for(url, read_timeout_s, proxy_url, open_timeout_s)
     return av.open(url, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
 
 
