@@ -353,10 +353,13 @@ def web_page() -> Response[str]:
 
 
 def _recent_defects(d: Deps, stream_id: str, now: float) -> list[dict[str, Any]]:
-    """At most ``web.RECENT_DEFECTS`` defects, newest first, in one Query."""
-    request = store.query_defects(d.tables, stream_id, now=now, limit=web.RECENT_DEFECTS, start_key=None)
-    request["ScanIndexForward"] = False  # the sort key starts with the media time
-    return [_defect_record(stream_id, raw) for raw in call(d.ddb.query, **request)["Items"]]
+    """At most ``web.RECENT_DEFECTS`` defects, newest first, in one Query. It reads a few times
+    as many: Limit applies before the filter that hides expired defects."""
+    request = store.query_defects(
+        d.tables, stream_id, now=now, limit=4 * web.RECENT_DEFECTS, start_key=None, newest_first=True
+    )
+    items = call(d.ddb.query, **request)["Items"][: web.RECENT_DEFECTS]
+    return [_defect_record(stream_id, raw) for raw in items]
 
 
 @app.get("/streams/<stream_id>/notifications")

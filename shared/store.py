@@ -506,10 +506,12 @@ def query_defects(
     defect_type: str | None = None,
     since_s: float | None = None,
     since_at: str | None = None,
+    newest_first: bool = False,
 ) -> Request:
-    """Defects of a stream in media-time order, optionally of one type, starting at or after
-    ``since_s`` (media seconds) or ``since_at`` (ISO 8601 wall clock), hiding expired ones
-    (DynamoDB's TTL deletes lazily, and emulators never do)."""
+    """Defects of a stream in media-time order (``newest_first``: the latest first), optionally
+    of one type, starting at or after ``since_s`` (media seconds) or ``since_at`` (ISO 8601 wall
+    clock), hiding expired ones (DynamoDB's TTL deletes lazily, and emulators never do). ``limit``
+    counts the items read, before that filter: a page may hold fewer."""
     # Listing leaves the evidence out (it has its own route); both names are reserved words.
     names: dict[str, str] = {"#type": "type", "#metrics": "metrics"}
     filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
@@ -532,6 +534,8 @@ def query_defects(
         "ProjectionExpression": DEFECT_FIELDS,
         "Limit": limit,
     }
+    if newest_first:
+        req["ScanIndexForward"] = False  # the sort key starts with the media time
     if start_key:
         req["ExclusiveStartKey"] = start_key
     return req

@@ -63,7 +63,14 @@ def submit(api: Api, name: str, url: str) -> str:
 
 
 def put_defect(
-    stack: Stack, ddb: Any, stream_id: str, start_s: float, *, end_s: float | None, gray: int | None
+    stack: Stack,
+    ddb: Any,
+    stream_id: str,
+    start_s: float,
+    *,
+    end_s: float | None,
+    gray: int | None,
+    now: float | None = None,
 ) -> str:
     """A defect record as the worker writes it; with a ``gray`` start thumbnail when given."""
     defect = Defect(
@@ -90,7 +97,7 @@ def put_defect(
             window=(start_s - 3, start_s + 3),
             thumbnails=thumbs,
         ).to_item()
-    item = store.defect_item(defect, ttl_days=1, now=time.time(), evidence=evidence)
+    item = store.defect_item(defect, ttl_days=1, now=time.time() if now is None else now, evidence=evidence)
     ddb.put_item(TableName=f"{stack.prefix}-defects", Item=store.marshal(item))
     return defect.defect_id
 
@@ -155,6 +162,19 @@ def test_page_shows_the_newest_defects_first_and_links_their_thumbnails(
     assert f'src="/streams/{stream_id}/defects/000000060.000-black/thumbnail.jpg"' in page
     assert '70.00 s – <span class="ongoing">ongoing</span>' in page
     assert "60.00 s – 63.00 s" in page
+
+
+def test_expired_defects_do_not_shorten_the_list_of_the_newest(
+    router: Api, stack: Stack, ddb_client: Any
+) -> None:
+    stream_id = submit(router, "feed", "https://example.com/feed.m3u8")
+    for n in range(5):
+        put_defect(stack, ddb_client, stream_id, 10.0 * n, end_s=10.0 * n + 3, gray=None)
+    for n in range(5, 9):  # newer, but past their time to live: DynamoDB deletes them lazily
+        put_defect(stack, ddb_client, stream_id, 10.0 * n, end_s=10.0 * n + 3, gray=None, now=0.0)
+    page = fetch(router, "/").text
+    shown = re.findall(r'<tr class="defect" data-defect-id="([^"]+)">', page)
+    assert shown == [f"{s:013.3f}-black" for s in (40.0, 30.0, 20.0, 10.0, 0.0)]
 
 
 def test_thumbnail_is_the_defects_start_picture_as_a_jpeg(router: Api, stack: Stack, ddb_client: Any) -> None:
