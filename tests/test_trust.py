@@ -61,6 +61,16 @@ def test_oversized_resolution_is_refused_with_the_reason(clip: Path) -> None:
     assert reason is not None and "320x180" in reason and "160x90" in reason
 
 
+def test_a_scheme_this_ffmpeg_lacks_is_refused_with_the_reason_not_retried() -> None:
+    # PyAV's bundled FFmpeg has no SRT: a deployment limit, not a lost signal.
+    records: list[Defect] = []
+    config = SessionConfig(url="srt://127.0.0.1:9", open_timeout_s=2.0)
+    session = StreamSession("s-srt", config, records.append)
+    outcome, reason = session.run()
+    assert outcome is Outcome.REFUSED and reason is not None and "srt://" in reason
+    assert records == []
+
+
 def test_truncated_file_is_analysed_up_to_the_cut(clip: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.ts"
     data = clip.read_bytes()

@@ -220,6 +220,13 @@ class StreamSession:
                     self.figures.reason = str(exc)
                     return Outcome.REFUSED, str(exc)
                 except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
+                    if isinstance(exc, av.error.ProtocolNotFoundError) and exc.filename == self.config.url:
+                        # The URL's own scheme (not a nested one's): this build of FFmpeg lacks
+                        # it, which no retry changes.
+                        scheme = urlsplit(self.config.url).scheme or "file"
+                        refused = f"this worker's FFmpeg cannot read {scheme}:// sources (not built in)"
+                        self.figures.reason = refused
+                        return Outcome.REFUSED, refused
                     # IndexError: PyAV's stream list can fall out of step when a damaged
                     # transport stream announces new streams mid-way; it is the source's fault.
                     if not self.config.reconnect:
