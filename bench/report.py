@@ -265,7 +265,7 @@ def _detectors(r: Results) -> str:
     parts = [
         "Each detector alone, fed pictures and audio blocks decoded once into memory (luma views "
         "of the decoder's buffers, audio resampled to 48 kHz float32 and joined into blocks of at "
-        "least 100 ms, as the session feeds them); CPU time of the process, medians over rounds. "
+        "least 200 ms, as the session feeds them); CPU time of the process, medians over rounds. "
         "*Share of decode*: the detector's CPU per media second ÷ decoding's (decode only, the "
         "session's threads), measured in the same round. This is the detectors' own work; in the "
         "pipeline (previous section) the same work costs more, sharing two cores with the "
