@@ -233,6 +233,20 @@ def test_an_hls_sources_read_timeout_is_three_target_durations(
     assert read_timeout_for(f"{origin.base}/missing.m3u8", 1.0, proxy, 5.0) == 1.0
 
 
+def test_the_playlist_probe_goes_through_the_proxy_even_for_hosts_in_no_proxy(
+    servers: Callable[..., MediaServer],
+    shared_proxies: dict[bool, EgressProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Python's own HTTP client would connect straight to a host listed in NO_PROXY.
+    origin = servers()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxy = egress.shared_proxy(True)
+    target = f"{origin.base}/redirect?to={origin.base}/live.m3u8"  # a redirect, followed via the proxy too
+    assert read_timeout_for(target, 1.0, proxy.url, 5.0) == 6.0
+    assert proxy.forwarded == 2 and len(origin.requests) == 2
+
+
 def test_internal_segment_in_a_public_playlist_is_never_fetched(
     hls_dir: Path, servers: Callable[..., MediaServer], proxies: Callable[..., EgressProxy]
 ) -> None:

@@ -7,12 +7,13 @@ as much as decoding). Audio is resampled once per stream to planar float32 at a 
 
 from __future__ import annotations
 
+import http.client
 import re
-import urllib.request
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import av
 import cv2
@@ -108,17 +109,42 @@ _TARGET_DURATION = re.compile(rb"^#EXT-X-TARGETDURATION:\s*([0-9.]+)", re.MULTIL
 _VARIANT = re.compile(rb"^#EXT-X-STREAM-INF:[^\n]*\n\s*([^#\s][^\r\n]*)", re.MULTILINE)
 
 
-def _fetch_playlist(url: str, proxy_url: str, timeout_s: float) -> bytes | None:
-    """The body of ``url`` through the egress proxy if it is an M3U playlist, else None (a media
-    stream is not read past its first bytes)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url}))
-    request = urllib.request.Request(url, headers={"User-Agent": "avmon"})
-    with opener.open(request, timeout=timeout_s) as response:
-        head = response.read(7)
-        if head != b"#EXTM3U":
+def _fetch_playlist(url: str, proxy_url: str, timeout_s: float, redirects: int = 5) -> bytes | None:
+    """The body of ``url`` if it is an M3U playlist, else None (a media stream is not read past
+    its first bytes). Every request, redirects included, goes through the egress proxy: by hand,
+    not with urllib, whose ProxyHandler goes straight to hosts listed in NO_PROXY."""
+    proxy = urlsplit(proxy_url)
+    proxy_host, proxy_port = proxy.hostname or "127.0.0.1", proxy.port
+    for _ in range(redirects + 1):
+        target = urlsplit(url)
+        scheme = target.scheme.lower()
+        if scheme not in ("http", "https") or not target.hostname:
             return None
-        body: bytes = head + response.read(PLAYLIST_MAX_BYTES)
-        return body
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            tls = ssl.create_default_context()
+            connection = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=timeout_s, context=tls)
+            connection.set_tunnel(target.hostname, target.port or 443)  # CONNECT through the proxy
+            path = urlunsplit(("", "", target.path or "/", target.query, ""))
+        else:
+            connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout_s)
+            path = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
+        try:
+            connection.request("GET", path, headers={"User-Agent": "avmon"})
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                url = urljoin(url, response.getheader("Location", ""))
+                continue
+            if response.status != 200:
+                return None
+            head = response.read(7)
+            if head != b"#EXTM3U":
+                return None
+            body: bytes = head + response.read(PLAYLIST_MAX_BYTES)
+            return body
+        finally:
+            connection.close()
+    return None
 
 
 def hls_target_duration(url: str, proxy_url: str, timeout_s: float) -> float | None:
