@@ -247,6 +247,25 @@ def test_the_playlist_probe_goes_through_the_proxy_even_for_hosts_in_no_proxy(
     assert proxy.forwarded == 2 and len(origin.requests) == 2
 
 
+def test_a_garbled_answer_to_the_playlist_probe_leaves_the_read_timeout_as_it_was() -> None:
+    # Not an HTTP status line: http.client raises HTTPException, which is no OSError.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"\x00garbage\r\n\r\n")
+
+        server = threading.Thread(target=answer)
+        server.start()
+        proxy_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        assert read_timeout_for("http://example.com/live.m3u8", 1.0, proxy_url, 5.0) == 1.0
+        server.join(5)
+
+
 def test_internal_segment_in_a_public_playlist_is_never_fetched(
     hls_dir: Path, servers: Callable[..., MediaServer], proxies: Callable[..., EgressProxy]
 ) -> None:

@@ -163,7 +163,7 @@ def hls_target_duration(url: str, proxy_url: str, timeout_s: float) -> float | N
             body = _fetch_playlist(variant_url, proxy_url, timeout_s)
             found = _TARGET_DURATION.search(body) if body is not None else None
         return float(found.group(1)) if found is not None else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return None  # FFmpeg will say what is wrong with the source
 
 
