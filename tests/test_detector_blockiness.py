@@ -113,17 +113,20 @@ def test_edge_profile_rows_are_vertical_differences() -> None:
     assert profile[0].max() == 0.0
 
 
-def test_edge_profile_vertical_differences_are_those_of_every_other_band_in_a_padded_buffer() -> None:
+@pytest.mark.parametrize("band_step", [1, 2, 4])
+def test_edge_profile_vertical_differences_are_those_of_every_nth_band_of_a_padded_buffer(
+    band_step: int,
+) -> None:
     # As a decoder's plane: rows further apart than the picture is wide, with junk between them.
-    buffer = np.random.default_rng(3).integers(0, 256, (100, 80), dtype=np.uint8)
+    buffer = np.random.default_rng(3).integers(0, 256, (150, 80), dtype=np.uint8)
     luma = buffer[:, :72]
     rows = luma.astype(np.int64)
     expected = np.zeros(16)
-    bands = range(0, 100 - 16, 32)  # rows 0-16, 32-48, 64-80: every other 16-row band
+    bands = range(0, 150 - 16, 16 * band_step)  # e.g. rows 0-16, 64-80, 128-144 for every 4th
     for top in bands:
         expected += np.abs(rows[top + 1 : top + 17] - rows[top : top + 16]).sum(axis=1)
     expected /= 72 * len(bands)
-    assert edge_profile(luma)[1] == pytest.approx(expected)
+    assert edge_profile(luma, band_step=band_step)[1] == pytest.approx(expected)
 
 
 def test_natural_texture_scores_about_one() -> None:
