@@ -164,8 +164,15 @@ class DecodeErrorDetector(Detector):
             self._intervals.clear()  # a discontinuity: the rate is learnt afresh
             self._gap = None
             return []
-        findings: list[Finding] = []
         steady = len(self._intervals) == STEADY_FRAMES
+        if steady and self._gap is None:
+            lo, hi = min(self._intervals), max(self._intervals)
+            if hi - lo <= 0.1 * lo and dt <= GAP_FACTOR * lo:
+                # The median lies in [lo, hi]: steady, and no gap whatever its value (the common
+                # case, decided without sorting the intervals).
+                self._intervals.append(dt)
+                return []
+        findings: list[Finding] = []
         usual = statistics.median(self._intervals) if steady else 0.0
         if steady and max(self._intervals) - min(self._intervals) > 0.1 * usual:
             steady = False

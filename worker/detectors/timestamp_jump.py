@@ -111,23 +111,25 @@ class TimestampJumpDetector(Detector):
             self._timelines[packet.kind] = _Timeline(high=t)
             return []
         opts = self.options
-        step = expected_step(line.increments, packet.duration)
-        expected = line.high + step
+        high = line.high
+        # Within these bounds no expected step (it is >= 0) makes a jump: the common case is
+        # decided without the median of the increments, a sort per packet.
+        if line.stragglers > 0 or not high - opts.max_backward <= t <= high + opts.max_gap:
+            step = expected_step(line.increments, packet.duration)
+            expected = high + step
+            if line.stragglers > 0:
+                line.stragglers -= 1
+                assert line.old_high is not None
+                if line.old_high - max(opts.max_backward, REORDER_STEPS * step) <= t <= line.old_high + step:
+                    return []  # a picture of the old timeline, stored after the splice
+            if t > expected + opts.max_gap or t < high - max(opts.max_backward, REORDER_STEPS * step):
+                findings = self._jump(packet.kind, high, t, t - expected)
+                line.old_high, line.stragglers = high, STRAGGLERS
+                line.high = t
+                return findings
 
-        if line.stragglers > 0:
-            line.stragglers -= 1
-            assert line.old_high is not None
-            if line.old_high - max(opts.max_backward, REORDER_STEPS * step) <= t <= line.old_high + step:
-                return []  # a picture of the old timeline, stored after the splice
-
-        if t > expected + opts.max_gap or t < line.high - max(opts.max_backward, REORDER_STEPS * step):
-            findings = self._jump(packet.kind, line.high, t, t - expected)
-            line.old_high, line.stragglers = line.high, STRAGGLERS
-            line.high = t
-            return findings
-
-        if t > line.high:
-            line.increments.append(t - line.high)
+        if t > high:
+            line.increments.append(t - high)
             line.high = t
         return []
 
