@@ -113,6 +113,15 @@ def test_mafd_bounded_stops_above_its_bound_when_the_middle_rows_prove_it() -> N
     assert N_60DB < bounded < exact  # a lower bound, from the middle quarter of the rows
 
 
+def test_mafd_bounded_stops_above_its_bound_when_the_middle_and_top_rows_prove_it() -> None:
+    changed = BASE.copy()
+    changed[: 3 * H // 8] ^= 64  # the top 3/8 of the rows: far above the bound by themselves
+    changed[5 * H // 8 :] ^= 1  # the bottom ones, a little
+    exact = mafd(BASE, changed)
+    bounded = mafd_bounded(BASE, changed, N_60DB)
+    assert N_60DB < bounded < exact  # the bottom rows were not read
+
+
 def test_identical_block_fraction_counts_bit_identical_macroblocks() -> None:
     changed = BASE.copy()
     changed[20, 40] ^= 1  # one pixel in one of the 6 x 10 macroblocks

@@ -187,24 +187,26 @@ def mafd(a: Luma, b: Luma) -> float:
 
 
 def mafd_bounded(a: Luma, b: Luma, bound: float) -> float:
-    """:func:`mafd` of ``a`` and ``b``, or, once their middle quarter of rows alone proves it
-    above ``bound``, that lower bound of it (still above ``bound``).
+    """:func:`mafd` of ``a`` and ``b``, or, once their middle quarter of rows (or the middle and
+    the top 3/8) alone proves it above ``bound``, that lower bound of it (still above ``bound``).
 
     A sum of absolute differences over some rows never exceeds the sum over all of them, so the
     answer to "is the MAFD at most ``bound``?" is exact either way; a moving picture usually
-    fails it on the middle rows, for a quarter of the work.
+    fails it on the middle rows, for a quarter of the work, or on the middle and top ones, for
+    5/8 of it (moving texture at 2.4 times ``bound``).
     """
     h = a.shape[0]
     if h < 8:
         return mafd(a, b)
     lo, hi = 3 * h // 8, 5 * h // 8
     scale = a.size * CODES
-    middle = float(cv2.norm(_cv(a[lo:hi]), _cv(b[lo:hi]), cv2.NORM_L1))
-    if middle > bound * scale:
-        return middle / scale
-    top = float(cv2.norm(_cv(a[:lo]), _cv(b[:lo]), cv2.NORM_L1))
-    bottom = float(cv2.norm(_cv(a[hi:]), _cv(b[hi:]), cv2.NORM_L1))
-    return (top + middle + bottom) / scale
+    total = float(cv2.norm(_cv(a[lo:hi]), _cv(b[lo:hi]), cv2.NORM_L1))  # the middle
+    if total > bound * scale:
+        return total / scale
+    total += float(cv2.norm(_cv(a[:lo]), _cv(b[:lo]), cv2.NORM_L1))  # ... and the top
+    if total > bound * scale:
+        return total / scale
+    return (total + float(cv2.norm(_cv(a[hi:]), _cv(b[hi:]), cv2.NORM_L1))) / scale
 
 
 def identical_block_fraction(
