@@ -33,7 +33,7 @@ from worker.detectors import (
     StreamContext,
     VideoFrame,
     build_detectors,
-    wants_packets,
+    wants,
 )
 from worker.evidence import Evidence, EvidenceRecorder
 from worker.media import (
@@ -116,7 +116,9 @@ class StreamSession:
         self.figures = Figures()
         self.ctx = StreamContext()
         self.detectors: list[Detector] = build_detectors(self.ctx, set(config.detectors or []) or None)
-        self._packet_detectors = [d for d in self.detectors if wants_packets(d)]
+        self._video_detectors = [d for d in self.detectors if wants(d, "feed_video")]
+        self._audio_detectors = [d for d in self.detectors if wants(d, "feed_audio")]
+        self._packet_detectors = [d for d in self.detectors if wants(d, "feed_packet")]
         # Evidence (thumbnails and traces) only where someone stores it: the worker does.
         self.on_evidence = on_evidence
         self.recorder = EvidenceRecorder(stream_id) if on_evidence is not None else None
@@ -301,7 +303,7 @@ class StreamSession:
     def _feed_video(self, frame: VideoFrame) -> None:
         if self.recorder is not None:
             self.recorder.observe_video(frame)
-        for detector in self.detectors:
+        for detector in self._video_detectors:
             found = detector.feed_video(frame)
             if found:
                 self._record_all(found)
@@ -309,7 +311,7 @@ class StreamSession:
     def _feed_audio(self, block: AudioBlock) -> None:
         if self.recorder is not None:
             self.recorder.observe_audio(block)
-        for detector in self.detectors:
+        for detector in self._audio_detectors:
             found = detector.feed_audio(block)
             if found:
                 self._record_all(found)
@@ -354,21 +356,23 @@ class StreamSession:
         # Seconds per tick as floats, once per stream: `pts * time_base` builds two Fractions a
         # packet (PyAV makes a new one on every access), a few % of the pipeline's CPU.
         seconds = {s.index: float(s.time_base) for s in selected if s.time_base}
+        # Loop invariants as locals: this loop runs for every packet and picture.
+        stopped, realtime, ctx = self.stop.is_set, self.config.realtime, self.ctx
+        packet_detectors, feed_video = self._packet_detectors, self._feed_video
         for packet in container.demux(selected):
-            if self.stop.is_set():
+            if stopped():
                 return False
-            kind = "video" if packet.stream is video else "audio"
-            if packet.size:
+            is_video = packet.stream is video
+            kind = "video" if is_video else "audio"
+            size = packet.size
+            if size:
                 self._last_data_wall = time.time()
                 self._got_data = True
                 tb = seconds.get(packet.stream_index)
-                if origin is None and packet.pts is not None and tb:
-                    origin = self._settle_origin(packet.pts * tb, resume)
-                pt = (
-                    None
-                    if packet.pts is None or origin is None or not tb
-                    else packet.pts * tb - origin + self._offset
-                )
+                pts = packet.pts
+                if origin is None and pts is not None and tb:
+                    origin = self._settle_origin(pts * tb, resume)
+                pt = None if pts is None or origin is None or not tb else pts * tb - origin + self._offset
                 if seen_before is not None:
                     # After an outage: the tail of what was sent before it is not news, and the
                     # first fresh media ends the loss (timeline checks start afresh there).
@@ -376,19 +380,19 @@ class StreamSession:
                         continue
                     seen_before = None
                     self._close_loss(pt)
-                    self.ctx.connection += 1
+                    ctx.connection += 1
                 elif self._loss is not None:
                     self._close_loss(pt)
-                if self._packet_detectors:
+                if packet_detectors:
                     info = PacketInfo(
                         t=pt,
                         kind=kind,
-                        size=packet.size,
+                        size=size,
                         key=bool(packet.is_keyframe),
                         corrupt=bool(packet.is_corrupt),
                         duration=packet.duration * tb if packet.duration and tb else None,
                     )
-                    for detector in self._packet_detectors:
+                    for detector in packet_detectors:
                         found = detector.feed_packet(info)
                         if found:
                             self._record_all(found)
@@ -415,11 +419,11 @@ class StreamSession:
                 if first_t is None:
                     first_t = t
                     self._anchor = (open_wall, t)
-                if self.config.realtime:
+                if realtime:
                     ahead = (t - first_t) - (time.time() - open_wall)
                     if ahead > 0 and self.stop.wait(ahead):
                         return False
-                if packet.stream is video:
+                if is_video:
                     luma, full_range = luma_view(frame)
                     vf = VideoFrame(
                         t=t,
@@ -428,15 +432,15 @@ class StreamSession:
                         key_frame=bool(frame.key_frame),
                         corrupt=bool(frame.is_corrupt or packet.is_corrupt),
                     )
-                    self._feed_video(vf)
-                    self.ctx.last_video_t = t
+                    feed_video(vf)
+                    ctx.last_video_t = t
                     figures.frames_analysed += 1
                 elif converter is not None:
                     for samples in converter.convert(frame):
                         for block in batcher.add(t, samples):
                             self._feed_audio(block)
                         t += samples.shape[1] / ANALYSIS_RATE
-                    self.ctx.last_audio_t = t
+                    ctx.last_audio_t = t
                 if self._last_t is None or t > self._last_t:
                     self._last_t = t
             if pace and first_t is not None and self._last_t is not None:

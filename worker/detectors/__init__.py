@@ -27,7 +27,7 @@ __all__ = [
     "VideoFrame",
     "build_detectors",
     "registry",
-    "wants_packets",
+    "wants",
 ]
 
 
@@ -53,9 +53,10 @@ def registry() -> dict[str, type[Detector]]:
     return dict(sorted(found.items()))
 
 
-def wants_packets(detector: Detector) -> bool:
-    """Whether a detector looks at packets (most do not: the session skips the per-packet call)."""
-    return type(detector).feed_packet is not Detector.feed_packet
+def wants(detector: Detector, feed: str) -> bool:
+    """Whether ``detector`` overrides ``feed`` ("feed_video", "feed_audio" or "feed_packet"):
+    the session calls each feed only on the detectors that look at it, as every call costs."""
+    return getattr(type(detector), feed) is not getattr(Detector, feed)
 
 
 def build_detectors(ctx: StreamContext, enabled: set[str] | None = None) -> list[Detector]:
