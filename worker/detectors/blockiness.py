@@ -77,7 +77,7 @@ BLOCK_EDGES = (7, 15)  # difference positions mod 16 that cross an 8x8 block edg
 MACROBLOCK_EDGE = 15  # ... and the one that crosses a 16x16 macroblock edge
 EPS = 1.0  # luma codes added to both sides of the ratio: flat pictures score about 1, not noise
 SMOOTHING = 3  # evaluations in the running median that decides (rejects one-picture spikes)
-BASELINE_REFRESH_S = 0.25  # the baseline median is recomputed at most this often (cost)
+BASELINE_REFRESH_S = 1.0  # the baseline median (of up to 750 values) is recomputed at most this often
 DISCONTINUITY_S = 1.0  # time going back more than this is a new timeline: end and relearn
 
 Luma = npt.NDArray[np.uint8]
