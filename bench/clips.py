@@ -137,7 +137,7 @@ class Decoded:
 
 def decode_to_memory(url: str, seconds: float) -> Decoded:
     """The first ``seconds`` of the source as detector inputs: luma views of the decoder's own
-    buffers (strided, as in the session) and resampled audio in the session's 200 ms blocks,
+    buffers (strided, as in the session) and resampled audio in the session's 400 ms blocks,
     times from the origin."""
     result = Decoded([], [], [])
     batcher = AudioBatcher()

@@ -33,11 +33,13 @@ cv2.setNumThreads(1)
 threadpool_limits(1)
 
 ANALYSIS_RATE = 48_000  # Hz: every detector sees audio at this rate
-# Audio reaches the detectors in blocks of at least this many samples (200 ms), not in the codec's
-# frames (1024 samples for AAC, 21 ms): each detector pays its per-call cost 10x less often, for
-# at most 200 ms more latency. Measured (720p, 4 streams at once, pipeline ÷ decode only): 100 ms
-# blocks 0.75-0.77x wall, 200 ms 0.79-0.80x, 400 ms no better than 200.
-AUDIO_BATCH_SAMPLES = 9_600
+# Audio reaches the detectors in blocks of at least this many samples (400 ms), not in the codec's
+# frames (1024 samples for AAC, 21 ms): each detector pays its per-call cost 20x less often, for
+# at most 400 ms more latency (a defect is reported once it has lasted its minimum duration, 2 s
+# for silence). Measured (720p, 4 streams at once): 100 ms blocks 0.75-0.77x of decode-only
+# throughput, 200 ms 0.79-0.80x; from 200 to 400 ms the audio detectors' CPU fell from 102 to 85 us
+# per picture (their threads' CPU time in the pipeline, best of 6 rounds).
+AUDIO_BATCH_SAMPLES = 19_200
 # Two outputs this far apart from being contiguous start a new block: a gap or an overlap in the
 # source's timestamps is for the detectors to see (av_sync re-anchors beyond 2 ms).
 AUDIO_JOIN_TOLERANCE_S = 0.001
