@@ -228,23 +228,53 @@ def luma_view(frame: Any) -> tuple[npt.NDArray[np.uint8], bool]:
 
 
 class AudioConverter:
-    """One resampler per stream: any decoded audio → (channels, n) float32 at ``ANALYSIS_RATE``."""
+    """Any decoded audio → (channels, n) float32 at ``ANALYSIS_RATE``, one converter per stream.
+
+    Audio already in that form (planar float at 48 kHz with the wanted layout: what AAC and Opus
+    decoders output) is copied straight from the frame, without a resampler's own copy and
+    frame. Anything else goes through a resampler, set up for the input's format, layout and
+    rate. The input may change mid-stream (a stereo advert in a 5.1 programme, another sample rate
+    after a splice): PyAV's resampler refuses a frame unlike its first, so a new one is set up,
+    and the old one's last few held-back samples (well under a millisecond) are dropped.
+    """
 
     def __init__(self, channels: int) -> None:
-        layout = {1: "mono", 2: "stereo"}.get(channels)
+        self._layout = {1: "mono", 2: "stereo"}.get(channels)  # None: the input's own layout
         self.channels = channels
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=ANALYSIS_RATE)
+        self._input: tuple[str, str, int] | None = None  # format, layout and rate of the input
+        self._direct = False  # ... which is already the analysis format
+        self._resampler: av.AudioResampler | None = None
 
     def convert(self, frame: Any) -> Iterator[npt.NDArray[np.float32]]:
+        source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if source != self._input:
+            self._input = source
+            self._direct = (
+                frame.format.name == "fltp"
+                and frame.sample_rate == ANALYSIS_RATE
+                and len(frame.planes) == self.channels
+                and (self._layout is None or frame.layout.name == self._layout)
+            )
+            self._resampler = None
+        if self._direct:
+            yield _planar(frame)
+            return
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", layout=self._layout, rate=ANALYSIS_RATE)
         for out in self._resampler.resample(frame):
-            n = out.samples
-            # One plane per channel (planar float): copied straight into one array. PyAV's
-            # to_ndarray stacks them through numpy.vstack, twice the cost per AAC frame.
-            planes: list[Any] = list(out.planes)  # buffers (typed as PyAV's plane classes)
-            samples = np.empty((len(planes), n), np.float32)
-            for i, plane in enumerate(planes):
-                samples[i] = np.frombuffer(plane, np.float32, n)
-            yield samples
+            yield _planar(out)
+
+
+def _planar(frame: Any) -> npt.NDArray[np.float32]:
+    """A planar float frame's samples as one (channels, n) array (its planes are separate buffers)."""
+    n = frame.samples
+    # One plane per channel, copied straight into one array. PyAV's to_ndarray stacks them
+    # through numpy.vstack, twice the cost per AAC frame.
+    planes: list[Any] = list(frame.planes)  # buffers (typed as PyAV's plane classes)
+    samples = np.empty((len(planes), n), np.float32)
+    for i, plane in enumerate(planes):
+        samples[i] = np.frombuffer(plane, np.float32, n)
+    return samples
 
 
 class AudioBatcher:
