@@ -195,24 +195,62 @@ def open_source(
     return av.open(url, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
 
 
-def check_limits(container: Any, limits: Limits) -> None:
-    """Refuse a stream that asks for more than the deployment allows (memory, CPU)."""
-    for stream in container.streams.video:
-        cc = stream.codec_context
+def beyond_limits(stream: Any, limits: Limits) -> str | None:
+    """Why ``stream`` asks for more than the deployment allows (memory, CPU), or None."""
+    cc = stream.codec_context
+    if stream.type == "video":
         if (cc.width or 0) > limits.max_width or (cc.height or 0) > limits.max_height:
-            raise SourceRefused(
+            return (
                 f"video is {cc.width}x{cc.height}; this deployment monitors up to "
                 f"{limits.max_width}x{limits.max_height}"
             )
         rate = stream.average_rate or stream.guessed_rate
         if rate is not None and float(rate) > limits.max_fps:
-            raise SourceRefused(f"video is {float(rate):.1f} fps; the limit is {limits.max_fps:.0f}")
-    for stream in container.streams.audio:
-        cc = stream.codec_context
+            return f"video is {float(rate):.1f} fps; the limit is {limits.max_fps:.0f}"
+    elif stream.type == "audio":
         if (cc.channels or 0) > limits.max_channels:
-            raise SourceRefused(f"audio has {cc.channels} channels; the limit is {limits.max_channels}")
+            return f"audio has {cc.channels} channels; the limit is {limits.max_channels}"
         if (cc.sample_rate or 0) > limits.max_sample_rate:
-            raise SourceRefused(f"audio is {cc.sample_rate} Hz; the limit is {limits.max_sample_rate}")
+            return f"audio is {cc.sample_rate} Hz; the limit is {limits.max_sample_rate}"
+    return None
+
+
+def _bandwidth(stream: Any) -> int:
+    """The HLS variant's BANDWIDTH that ``stream`` belongs to (FFmpeg's ``variant_bitrate``), or 0."""
+    value = stream.metadata.get("variant_bitrate", "")
+    return int(value) if value.isdigit() else 0
+
+
+def select_streams(container: Any, limits: Limits) -> tuple[Any | None, Any | None]:
+    """The video and the audio stream a session monitors, within the deployment's limits; every
+    other stream is discarded, so that the demuxer neither parses nor downloads it.
+
+    An HLS master playlist offers the streams of every variant, and FFmpeg's demuxer fetches the
+    segments of each variant it is not told to discard: every rendition of the ladder, for one
+    monitored. The variant with the highest BANDWIDTH within the limits is monitored (the best
+    picture viewers get; point avmon at a variant's own playlist to monitor another), with its
+    own audio if it has some, else the first audio stream within the limits. Other sources: the
+    first video and the first audio stream. Raises :class:`SourceRefused` with the reason when
+    no stream of a kind the source has is within the limits.
+    """
+    chosen: dict[str, Any] = {}
+    for kind in ("video", "audio"):
+        streams = [stream for stream in container.streams if stream.type == kind]
+        allowed = [stream for stream in streams if beyond_limits(stream, limits) is None]
+        if streams and not allowed:
+            raise SourceRefused(beyond_limits(streams[0], limits) or f"no {kind} stream within the limits")
+        if not allowed:
+            continue
+        if kind == "audio" and "video" in chosen:
+            # max() keeps the first of equals: its own variant's audio, else the first one.
+            same = _bandwidth(chosen["video"])
+            chosen[kind] = max(allowed, key=lambda stream: _bandwidth(stream) == same)
+        else:
+            chosen[kind] = max(allowed, key=_bandwidth)
+    for stream in container.streams:
+        if stream not in chosen.values():
+            stream.discard = av.stream.Discard.all
+    return chosen.get("video"), chosen.get("audio")
 
 
 def luma_view(frame: Any) -> tuple[npt.NDArray[np.uint8], bool]:

@@ -42,9 +42,9 @@ from worker.media import (
     AudioConverter,
     Limits,
     SourceRefused,
-    check_limits,
     luma_view,
     open_source,
+    select_streams,
 )
 
 log = logging.getLogger("avmon.worker.session")
@@ -209,9 +209,9 @@ class StreamSession:
                         self.config.read_timeout_s,
                         allow_private=self.config.allow_private,
                     ) as container:
-                        check_limits(container, self.config.limits)
+                        video, audio = select_streams(container, self.config.limits)
                         self.ctx.connection += 1
-                        finished = self._read(container)
+                        finished = self._read(container, video, audio)
                         if finished and is_finite(self.config.url, container):
                             self._flush_detectors()
                             return Outcome.COMPLETED, None
@@ -321,17 +321,15 @@ class StreamSession:
         if pending is not None:
             self._feed_audio(pending)
 
-    def _read(self, container: Any) -> bool:
+    def _read(self, container: Any, video: Any | None, audio: Any | None) -> bool:
         """Demux and decode until the end (True) or a stop (False)."""
         batcher = AudioBatcher()
         try:
-            return self._decode(container, batcher)
+            return self._decode(container, video, audio, batcher)
         finally:
             self._drain_audio(batcher)  # the audio of the last 100 ms, even if the source broke
 
-    def _decode(self, container: Any, batcher: AudioBatcher) -> bool:
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
+    def _decode(self, container: Any, video: Any | None, audio: Any | None, batcher: AudioBatcher) -> bool:
         self.ctx.has_video, self.ctx.has_audio = video is not None, audio is not None
         if video is None and audio is None:
             raise SourceRefused("the source has neither video nor audio")
