@@ -138,6 +138,15 @@ def test_picture_with_small_logo_is_black() -> None:
     assert black.metrics["black_ratio"] == pytest.approx(1 - 100 / (H * W), abs=0.01)
 
 
+def test_black_at_the_highest_black_code_with_white_speckle_is_black() -> None:
+    # The early rejection bounds the share of non-black pixels from the mean: pixels at the
+    # threshold itself and 1.6 % of full white is the brightest a black picture can be.
+    luma = picture(black_luma_threshold(BlackOptions().pix_th, full_range=False))
+    luma[:, ::64] = 255
+    [black] = closed(run(sequence((luma, 3.0), (programme(), 0.5))))
+    assert span(black) == pytest.approx((0.0, 3.0))
+
+
 def test_dark_scene_with_lit_detail_above_pic_th_is_not_black() -> None:
     luma = picture(20)
     luma[: H // 10, :] = 80  # 10 % of the picture is visibly lit: a night scene, not black
