@@ -131,7 +131,7 @@ CONTENT_KEY = ""  # key of the sync-mark (content) measurement
 PTS_KEY = "pts"  # key of the timestamp drift
 
 # Flashes. Levels are fractions of the luma range from black (0) to white (1).
-FLASH_STEP = 8  # analyse every 8th row, whole: 1/8 of the picture, no copy (OpenCV reads row views)
+FLASH_STEP = 16  # analyse every 16th row, whole (the rows black rejects on: read once), no copy
 FLASH_LEVEL = 0.85  # mean level of a flash (the generator's is 1.0, an encoded one about 0.99)
 FLASH_PIXEL = 0.9  # level of a white sampled pixel
 # Share of white sampled pixels: the whole picture is white, not lit. A camera flash that pushes
