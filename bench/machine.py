@@ -76,7 +76,8 @@ def describe() -> Machine:
             versions[package] = "not installed"
     libs = {name: ".".join(str(v) for v in version) for name, version in av.library_versions.items()}
     commit = _git("rev-parse", "--short", "HEAD")
-    if commit and _git("status", "--porcelain", "--untracked-files=no"):
+    # BENCHMARKS.md is the bench's own output (and its notes): not a change to what it measures.
+    if commit and _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)BENCHMARKS.md"):
         commit += " (with uncommitted changes)"
     return Machine(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
