@@ -10,7 +10,7 @@ drift). Two independent measurements feed it.
 same instant, a short 1 kHz beep (``avmon.testsrc``: once a second, one white frame and a 40 ms
 -12 dBFS beep whose envelope crosses half amplitude at the frame's time).
 
-* A *flash* is a white picture: its mean luma (on every 8th row and column) is at least
+* A *flash* is a white picture: its mean luma (on every 16th row) is at least
   ``FLASH_LEVEL`` of the way from black to white, ``FLASH_COVER`` of the sampled pixels are at
   least ``FLASH_PIXEL`` of the way (a camera flash that lights a scene is not white), and it is
   ``FLASH_JUMP`` above the median of the preceding pictures; the bright run must end within
