@@ -327,7 +327,7 @@ class StreamSession:
         try:
             return self._decode(container, video, audio, batcher)
         finally:
-            self._drain_audio(batcher)  # the audio of the last 100 ms, even if the source broke
+            self._drain_audio(batcher)  # the audio still gathering into a block, even if the source broke
 
     def _decode(self, container: Any, video: Any | None, audio: Any | None, batcher: AudioBatcher) -> bool:
         self.ctx.has_video, self.ctx.has_audio = video is not None, audio is not None
