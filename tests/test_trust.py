@@ -71,6 +71,24 @@ def test_a_scheme_this_ffmpeg_lacks_is_refused_with_the_reason_not_retried() -> 
     assert records == []
 
 
+def test_a_dash_manifest_this_ffmpeg_cannot_read_is_refused_with_the_reason(
+    clip: Path, tmp_path: Path
+) -> None:
+    # PyAV's FFmpeg writes DASH but cannot read it (no libxml2): a retry would never help.
+    manifest = tmp_path / "manifest.mpd"
+    with av.open(str(clip)) as inp, av.open(str(manifest), "w", format="dash") as out:
+        targets = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = targets[packet.stream.index]
+                out.mux(packet)
+    records: list[Defect] = []
+    config = SessionConfig(url=manifest.as_uri(), open_timeout_s=2.0)
+    outcome, reason = StreamSession("s-dash", config, records.append).run()
+    assert outcome is Outcome.REFUSED and reason is not None and "DASH" in reason
+    assert records == []
+
+
 def test_truncated_file_is_analysed_up_to_the_cut(clip: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.ts"
     data = clip.read_bytes()

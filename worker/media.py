@@ -12,6 +12,7 @@ import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -193,6 +194,16 @@ def open_source(
     options = open_options(url, limits, proxy_url=proxy_url)
     read_timeout_s = read_timeout_for(url, read_timeout_s, proxy_url, open_timeout_s)
     return av.open(url, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
+
+
+@cache
+def has_demuxer(name: str) -> bool:
+    """Whether this build of FFmpeg can read the container format ``name`` (not only write it)."""
+    try:
+        av.format.ContainerFormat(name, "r")
+    except ValueError:
+        return False
+    return True
 
 
 def beyond_limits(stream: Any, limits: Limits) -> str | None:

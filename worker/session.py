@@ -42,6 +42,7 @@ from worker.media import (
     AudioConverter,
     Limits,
     SourceRefused,
+    has_demuxer,
     luma_view,
     open_source,
     select_streams,
@@ -222,11 +223,8 @@ class StreamSession:
                     self.figures.reason = str(exc)
                     return Outcome.REFUSED, str(exc)
                 except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
-                    if isinstance(exc, av.error.ProtocolNotFoundError) and exc.filename == self.config.url:
-                        # The URL's own scheme (not a nested one's): this build of FFmpeg lacks
-                        # it, which no retry changes.
-                        scheme = urlsplit(self.config.url).scheme or "file"
-                        refused = f"this worker's FFmpeg cannot read {scheme}:// sources (not built in)"
+                    refused = self._unreadable_kind(exc)
+                    if refused is not None:
                         self.figures.reason = refused
                         return Outcome.REFUSED, refused
                     # IndexError: PyAV's stream list can fall out of step when a damaged
@@ -249,6 +247,22 @@ class StreamSession:
                 self._flush_detectors()
                 self._close_loss()
         return Outcome.STOPPED, None
+
+    def _unreadable_kind(self, exc: Exception) -> str | None:
+        """Why no retry can read this source with this build of FFmpeg, if that is why it failed."""
+        url = self.config.url
+        if isinstance(exc, av.error.ProtocolNotFoundError) and exc.filename == url:
+            # The URL's own scheme (not a nested one's): this build lacks it.
+            scheme = urlsplit(url).scheme or "file"
+            return f"this worker's FFmpeg cannot read {scheme}:// sources (not built in)"
+        if (
+            isinstance(exc, av.error.InvalidDataError)
+            and urlsplit(url).path.lower().endswith(".mpd")
+            and not has_demuxer("dash")
+        ):
+            # PyAV's wheels build FFmpeg without libxml2, hence without its DASH demuxer.
+            return "this worker's FFmpeg cannot read DASH manifests (.mpd); give an HLS or MPEG-TS URL"
+        return None
 
     def _note_loss(self, reason: str) -> None:
         """No data: remember since when, and report it once it has lasted long enough."""
