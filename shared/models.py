@@ -39,6 +39,33 @@ class DefectType(StrEnum):
     SIGNAL_LOSS = "signal_loss"
     DECODE_ERROR = "decode_error"
     TIMESTAMP_JUMP = "timestamp_jump"
+    # Picture and sound beyond the first set (DESIGN.md §4 names them for outside checks).
+    STUTTER = "stutter"
+    PHASE_INVERSION = "phase_inversion"
+    STEREO_COLLAPSED = "stereo_collapsed"
+    # MPEG-TS transport: ETSI TR 101 290 priority 1 and 2 indicators.
+    TS_SYNC_LOSS = "ts_sync_loss"
+    SYNC_BYTE_ERROR = "sync_byte_error"
+    PAT_ERROR = "pat_error"
+    CONTINUITY_COUNT_ERROR = "continuity_count_error"
+    PMT_ERROR = "pmt_error"
+    PID_ERROR = "pid_error"
+    TRANSPORT_ERROR = "transport_error"
+    CRC_ERROR = "crc_error"
+    PCR_REPETITION_ERROR = "pcr_repetition_error"
+    PCR_DISCONTINUITY_ERROR = "pcr_discontinuity_error"
+    PTS_ERROR = "pts_error"
+    # Delivery (HLS and DASH).
+    MANIFEST_STALE = "manifest_stale"
+    MANIFEST_ERROR = "manifest_error"
+    SEGMENT_ERROR = "segment_error"
+    RENDITION_MISMATCH = "rendition_mismatch"
+    # Ad markers and captions.
+    SPLICE_MISALIGNED = "splice_misaligned"
+    SPLICE_PREROLL_SHORT = "splice_preroll_short"
+    CUE_IN_MISSING = "cue_in_missing"
+    CUES_LOST = "cues_lost"
+    CAPTIONS_LOST = "captions_lost"
 
 
 class Desired(StrEnum):
