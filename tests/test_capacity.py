@@ -1,0 +1,90 @@
+"""Admission by measured cost and one-at-a-time shedding (worker/capacity.py): pure rules."""
+
+from __future__ import annotations
+
+from worker.capacity import Admission, StreamLoad
+
+P720 = 1280 * 720 * 25.0
+
+
+def measured(cost: float, *, started: float = 0.0, at: float = 30.0, pixel_rate: float = P720) -> StreamLoad:
+    """A stream that has run since ``started`` and used ``cost`` cores all along."""
+    load = StreamLoad(started=started)
+    for t in range(int(started), int(at) + 1, 2):
+        load.observe(float(t), cost * (t - started), pixel_rate, 0.1)
+    return load
+
+
+def test_an_empty_worker_takes_one_stream_whatever_it_may_cost() -> None:
+    admission = Admission(cores=0.5, target=0.1)
+    assert admission.free_slots([]) == 1
+
+
+def test_streams_are_taken_while_their_measured_cost_stays_under_the_target() -> None:
+    admission = Admission(cores=2.0, target=0.75)
+    loads = [measured(0.1) for _ in range(10)]  # 1.0 of the 1.5 cores allowed
+    for _ in range(40):  # the load loop learns every 2 s
+        admission.learn(loads)
+    # The next one is expected to cost as a 1080p30 stream at the learned cores per pixel/s.
+    expected = admission.expected(None)
+    assert abs(expected - 0.1 * (1920 * 1080 * 30) / P720) < 0.01
+    assert admission.free_slots(loads) == int(0.5 // expected)
+
+
+def test_a_stream_not_yet_measured_counts_at_its_expected_cost() -> None:
+    admission = Admission(cores=2.0, target=0.75)
+    warming = StreamLoad(started=0.0)
+    warming.observe(1.0, 0.01, P720, None)
+    assert admission.cost(warming) == admission.expected(warming) == P720 * admission.cores_per_pixel_s
+
+
+def test_the_process_cpu_counts_when_it_is_more_than_its_streams() -> None:
+    admission = Admission(cores=2.0, target=0.75)
+    loads = [measured(0.1)]
+    assert admission.free_slots(loads, process_cores=1.5) == 0
+
+
+def test_the_configured_capacity_is_an_upper_bound() -> None:
+    admission = Admission(cores=8.0, target=0.75, max_streams=3)
+    loads = [measured(0.01) for _ in range(3)]
+    assert admission.free_slots(loads) == 0
+
+
+def test_learning_moves_the_expected_cost_towards_what_streams_measure() -> None:
+    admission = Admission(cores=2.0)
+    before = admission.cores_per_pixel_s
+    admission.learn([measured(0.5)])  # far costlier than the prior
+    assert before < admission.cores_per_pixel_s < 0.5 / P720
+
+
+def test_nothing_is_shed_while_streams_keep_up() -> None:
+    admission = Admission(cores=2.0)
+    loads = {f"s{i}": measured(0.1, started=float(i)) for i in range(4)}
+    assert admission.to_shed(loads, now=100.0) is None
+
+
+def lagging(load: StreamLoad, lags: list[float]) -> StreamLoad:
+    for lag in lags:
+        load.lags.append(lag)
+    return load
+
+
+def test_one_stream_is_shed_when_one_falls_behind_the_most_recently_taken() -> None:
+    admission = Admission(cores=2.0, shed_lag_s=3.0)
+    loads = {f"s{i}": lagging(measured(0.1, started=float(i)), [2.0, 3.5, 5.0]) for i in range(4)}
+    assert admission.to_shed(loads, now=100.0) == "s3"
+
+
+def test_after_a_shed_the_others_get_time_to_recover() -> None:
+    admission = Admission(cores=2.0, shed_lag_s=3.0, recover_s=20.0)
+    loads = {f"s{i}": lagging(measured(0.1, started=float(i)), [2.0, 3.5, 5.0]) for i in range(4)}
+    assert admission.to_shed(loads, now=100.0) == "s3"
+    del loads["s3"]
+    assert admission.to_shed(loads, now=110.0) is None
+    assert admission.to_shed(loads, now=121.0) == "s2"
+
+
+def test_a_lag_beyond_the_limit_that_is_shrinking_is_no_reason_to_shed() -> None:
+    admission = Admission(cores=2.0, shed_lag_s=3.0)
+    loads = {"s0": lagging(measured(0.1), [9.0, 7.0, 5.0])}  # catching up after a stall
+    assert admission.to_shed(loads, now=100.0) is None

@@ -1,0 +1,137 @@
+"""How many streams a worker takes, and which it hands back: by measured cost, not by count.
+
+As in KCL 3.x's lease assignment, the measured numbers decide. A worker takes another stream only
+while what its streams cost (each stream's own CPU, measured in its thread once it has run
+``warmup_s``; before that, expected from its pixel rate) plus the expected cost of the new one
+stays under ``target`` of the cores it may use. A stream's expected cost is its pixel rate
+(width x height x fps) times the cores per pixel/s learned from the streams measured so far; a
+stream not yet opened is expected to cost as much as a 1080p30 one, so that a burst of assignments
+cannot overcommit a worker before anything is measured. ``max_streams`` is an upper bound, not the
+density.
+
+When the worker cannot keep up (a stream's lag behind its live edge is beyond ``shed_lag_s`` and
+growing), it hands back one stream, the most recently taken, and waits ``recover_s`` before it
+judges again: overload sheds the excess, one stream at a time, never everything.
+
+Pure logic: the worker feeds it samples (monotonic seconds, CPU seconds) and asks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Cores per megapixel/s of decoded picture before any stream is measured: 720p25 H.264 at
+# 3-4 Mb/s costs ~0.05 cores on this project's bench machine (BENCHMARKS.md, live capacity);
+# the prior is set above that so that a first burst of assignments cannot overcommit a worker.
+PRIOR_CORES_PER_MPIX_S = 0.004
+UNOPENED_PIXEL_RATE = 1920 * 1080 * 30  # a stream not yet probed: expect a 1080p30 one
+AUDIO_ONLY_CORES = 0.01  # a stream without video (loudness, silence ... on 48 kHz audio)
+LEARNING_RATE = 0.2  # weight of a new measurement in the learned cores per pixel/s
+SAMPLE_WINDOW_S = 10.0
+
+
+def available_cores() -> float:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (ECS and Kubernetes limit a task's CPU that way; ``os.cpu_count`` sees the whole host)."""
+    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and float(period) > 0:
+            cores = min(cores, float(quota) / float(period))
+    except (OSError, ValueError):
+        pass
+    return max(0.1, cores)
+
+
+@dataclass
+class StreamLoad:
+    """What the worker knows of one stream's cost."""
+
+    started: float  # monotonic s when taken
+    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=64))  # (t, cpu s)
+    pixel_rate: float | None = None  # pixels per second, once the source is probed
+    has_video: bool = True
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=3))
+
+    def observe(self, now: float, cpu_s: float, pixel_rate: float | None, lag_s: float | None) -> None:
+        self.samples.append((now, cpu_s))
+        if pixel_rate:
+            self.pixel_rate = pixel_rate
+        self.lags.append(lag_s if lag_s is not None else 0.0)
+
+    def measured(self, warmup_s: float) -> float | None:
+        """Cores it used over the recent window, once it has run ``warmup_s`` (None before)."""
+        if not self.samples or self.samples[-1][0] - self.started < warmup_s:
+            return None
+        end_t, end_cpu = self.samples[-1]
+        start = next(((t, c) for t, c in self.samples if end_t - t <= SAMPLE_WINDOW_S), self.samples[0])
+        span = end_t - start[0]
+        return (end_cpu - start[1]) / span if span >= 2.0 else None
+
+    def falling_behind(self, limit_s: float) -> bool:
+        """Lag beyond ``limit_s`` and grown at each of the last samples."""
+        lags = list(self.lags)
+        return len(lags) >= 3 and lags[-1] > limit_s and all(a < b for a, b in itertools.pairwise(lags))
+
+
+@dataclass
+class Admission:
+    """The worker's capacity rules (see the module docstring)."""
+
+    cores: float
+    target: float = 0.75
+    max_streams: int = 64
+    warmup_s: float = 12.0
+    shed_lag_s: float = 10.0
+    recover_s: float = 20.0
+    cores_per_pixel_s: float = PRIOR_CORES_PER_MPIX_S / 1e6
+    last_shed: float = -math.inf
+
+    def expected(self, load: StreamLoad | None) -> float:
+        """Cores a stream is expected to cost before it is measured."""
+        if load is not None and not load.has_video:
+            return AUDIO_ONLY_CORES
+        rate = load.pixel_rate if load is not None and load.pixel_rate else UNOPENED_PIXEL_RATE
+        return rate * self.cores_per_pixel_s
+
+    def cost(self, load: StreamLoad) -> float:
+        measured = load.measured(self.warmup_s)
+        return measured if measured is not None else self.expected(load)
+
+    def learn(self, loads: list[StreamLoad]) -> None:
+        """Fold the measured streams into the cores per pixel/s that new streams are expected at."""
+        rates = [(m, ld.pixel_rate) for ld in loads if ld.pixel_rate and (m := ld.measured(self.warmup_s))]
+        if rates:
+            observed = sum(m for m, _ in rates) / sum(r for _, r in rates)
+            self.cores_per_pixel_s += LEARNING_RATE * (observed - self.cores_per_pixel_s)
+
+    def committed(self, loads: list[StreamLoad], process_cores: float | None = None) -> float:
+        """Cores the worker's streams take (measured or expected), or what the process as a whole
+        used recently if that is more (its own loops, the egress proxy, the sink)."""
+        total = sum(self.cost(ld) for ld in loads)
+        return max(total, process_cores or 0.0)
+
+    def free_slots(self, loads: list[StreamLoad], process_cores: float | None = None) -> int:
+        """How many more unopened streams fit under the target (0 at the upper bound)."""
+        room = self.target * self.cores - self.committed(loads, process_cores)
+        by_cpu = math.floor(room / self.expected(None)) if room > 0 else 0
+        # A worker with nothing at all takes one stream whatever it may cost: it is the only way
+        # to learn what this kind of stream costs here.
+        if not loads:
+            by_cpu = max(1, by_cpu)
+        return max(0, min(by_cpu, self.max_streams - len(loads)))
+
+    def to_shed(self, loads: dict[str, StreamLoad], now: float) -> str | None:
+        """The one stream to hand back now, or None: only when a stream is falling behind, and
+        not within ``recover_s`` of the last hand-back (the rest need time to catch up)."""
+        if now - self.last_shed < self.recover_s or len(loads) < 1:
+            return None
+        if not any(ld.falling_behind(self.shed_lag_s) for ld in loads.values()):
+            return None
+        self.last_shed = now
+        return max(loads, key=lambda sid: loads[sid].started)
