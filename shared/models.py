@@ -146,6 +146,9 @@ class Defect(BaseModel):
     severity: str
     metrics: dict[str, float] = Field(default_factory=dict)
     worker_id: str
+    # Found while the worker itself could not keep up (CPU, or datagrams it read too late): it
+    # may be the monitor's loss rather than the source's defect.
+    monitor_overloaded: bool = False
 
 
 class ErrorBody(BaseModel):

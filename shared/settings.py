@@ -65,10 +65,23 @@ class WorkerSettings(CommonSettings):
         description="Names the worker in leases and defects (default: host name and pid).",
     )
     worker_capacity: int = Field(
-        default_factory=lambda: max(1, (os.cpu_count() or 1)),
+        default_factory=lambda: max(1, 16 * (os.cpu_count() or 1)),
         ge=1,
-        le=256,
-        description="Streams this worker monitors at once (default: one per CPU core).",
+        le=1024,
+        description=(
+            "Upper bound of the streams this worker monitors at once (default: 16 per CPU core). "
+            "How many it takes is decided by their measured cost against `cpu_target`."
+        ),
+    )
+    cpu_target: float = Field(
+        0.75,
+        gt=0.05,
+        le=1.0,
+        description="Take another stream only while the streams' measured CPU plus its expected cost "
+        "stays under this share of the cores the worker may use.",
+    )
+    decode_threads: int = Field(
+        1, ge=1, le=16, description="Video decoder threads per stream (1: cheapest, streams outnumber cores)."
     )
     poll_wait_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
     takeover_scan_s: float = Field(
@@ -88,10 +101,16 @@ class WorkerSettings(CommonSettings):
     )
     health_max_age_s: float = Field(30.0, gt=0, description="A heartbeat older than this is unhealthy.")
     shed_lag_s: float = Field(
-        10.0, gt=0, description="A stream this far behind real time, and falling further, is handed back."
+        10.0,
+        gt=0,
+        description="A stream this far behind its live edge, and falling further, makes the worker hand "
+        "one stream back (the most recently taken).",
+    )
+    shed_recover_s: float = Field(
+        20.0, gt=0, description="After handing a stream back, time the others get to catch up first."
     )
     shed_cooldown_s: float = Field(
-        120.0, gt=0, description="After shedding, capacity is one less and the stream is left to others."
+        300.0, gt=0, description="A stream this worker handed back is left to other workers this long."
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Serve Prometheus /metrics and /healthz on this port (0: off)."

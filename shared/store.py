@@ -461,7 +461,7 @@ def defect_item(
 
 DEFECT_FIELDS = (
     "stream_id, defect_id, #type, start_s, end_s, start_at, end_at, severity, #metrics, worker_id, "
-    "expires_at, has_evidence"
+    "expires_at, has_evidence, monitor_overloaded"
 )
 
 

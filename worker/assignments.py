@@ -57,10 +57,13 @@ class AssignmentQueue:
             VisibilityTimeout=0,
         )
 
-    async def leave(self, receipt: str) -> None:
-        """Not for this worker: visible again at once for the others."""
+    async def leave(self, receipt: str, delay_s: int = 0) -> None:
+        """Not for this worker: visible again for the others after ``delay_s`` (at once by default)."""
         await call(
-            self.sqs.change_message_visibility, QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=0
+            self.sqs.change_message_visibility,
+            QueueUrl=self.url,
+            ReceiptHandle=receipt,
+            VisibilityTimeout=delay_s,
         )
 
     async def send(self, stream_id: str, generation: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from shared import aws, store
 from shared.models import Desired, StreamStatus
+from worker.timeline import Timeline
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Lease:
     realtime: bool
     expires_at: float
     webhook_url: str | None = None
+    timeline: Timeline | None = None  # where its last owner left the stream's timeline
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class LeaseTable:
             realtime=bool(item.get("realtime", False)),
             expires_at=now + self.period_s,
             webhook_url=item.get("webhook_url"),
+            timeline=Timeline.from_item(item),
         )
 
     async def claim(self, stream_id: str, generation: int) -> Lease | None:

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -26,12 +27,16 @@ from shared.settings import WorkerSettings
 from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
+from worker.capacity import Admission, StreamLoad, available_cores
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.sink import DefectWriter
 
 log = logging.getLogger("avmon.worker")
+
+LOAD_SAMPLE_S = 2.0  # CPU and lag sampling period of the admission and shedding rules
+LEAVE_SHED_S = 20  # an assignment for a stream this worker shed is hidden this long (s) for others
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Running:
     stop: threading.Event
     done: asyncio.Future[tuple[Outcome, str | None]] = field(repr=False)
     handed_back: bool = False
-    lags: list[float] = field(default_factory=list)  # lag at the last renewals, for shedding
+    load: StreamLoad = field(default_factory=lambda: StreamLoad(started=time.monotonic()))
 
 
 class Worker:
@@ -59,17 +64,33 @@ class Worker:
         self._claiming: set[str] = set()
         self._beat = time.monotonic()
         self._shed: dict[str, float] = {}  # stream id → monotonic time until which we leave it alone
+        s = self.settings
+        self.admission = Admission(
+            cores=available_cores(),
+            target=s.cpu_target,
+            max_streams=s.worker_capacity,
+            shed_lag_s=s.shed_lag_s,
+            recover_s=s.shed_recover_s,
+        )
+        self._cpu: deque[tuple[float, float]] = deque(maxlen=16)  # (monotonic, process CPU s)
 
-    @property
-    def capacity(self) -> int:
-        """Declared capacity, less one for each stream shed recently (it could not keep up)."""
-        now = time.monotonic()
-        self._shed = {sid: until for sid, until in self._shed.items() if until > now}
-        return max(1, self.settings.worker_capacity - len(self._shed))
+    def _process_cores(self) -> float | None:
+        """Cores the whole process used over the last ~10 s (None until it has 2 s of samples)."""
+        if len(self._cpu) < 2 or self._cpu[-1][0] - self._cpu[0][0] < 2.0:
+            return None
+        (t0, c0), (t1, c1) = self._cpu[0], self._cpu[-1]
+        return (c1 - c0) / (t1 - t0)
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.running)
+        """Streams this worker can take now: by their measured cost (worker.capacity)."""
+        loads = [r.load for r in self.running.values()]
+        return self.admission.free_slots(loads, self._process_cores())
+
+    @property
+    def capacity(self) -> int:
+        """What it holds plus what it can take now (published in the registry and metrics)."""
+        return len(self.running) + self.free
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -104,12 +125,19 @@ class Worker:
                 ttl_days=self.settings.defect_ttl_days,
                 on_written=self._notify,
             )
-            log.info("worker %s up, capacity %d", self.settings.worker_id, self.settings.worker_capacity)
+            log.info(
+                "worker %s up: %.1f cores, streams taken up to %.0f%% of them (at most %d)",
+                self.settings.worker_id,
+                self.admission.cores,
+                100 * self.admission.target,
+                self.settings.worker_capacity,
+            )
             tasks = [
                 asyncio.create_task(self._poll_loop(), name="poll"),
                 asyncio.create_task(self._renew_loop(), name="renew"),
                 asyncio.create_task(self._balance_loop(), name="balance"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._load_loop(), name="load"),
                 asyncio.create_task(self._metrics(), name="metrics"),
                 asyncio.create_task(self.notifier.run(self.stopping), name="notifier"),
                 asyncio.create_task(
@@ -119,7 +147,7 @@ class Worker:
             try:
                 await self.stopping.wait()
             finally:
-                for task in tasks[:5]:
+                for task in tasks[:6]:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self._shutdown()
@@ -172,7 +200,9 @@ class Worker:
                 await self.queue.reject(message)
                 return
             if self._shed_recently(assignment.stream_id):
-                await self.queue.leave(message.receipt)  # for a worker that can keep up with it
+                # For a worker that can keep up with it; hidden a while, or this one would
+                # receive it again at once, and again.
+                await self.queue.leave(message.receipt, delay_s=LEAVE_SHED_S)
                 return
             if assignment.stream_id not in self.running and self.free > 0:
                 await self._take(assignment.stream_id, assignment.generation)
@@ -288,6 +318,8 @@ class Worker:
             signal_loss_after_s=s.signal_loss_after_s,
             schemes=s.schemes,
             allow_private=s.allow_private_hosts,
+            decode_threads=s.decode_threads,
+            resume=lease.timeline,
         )
 
         def emit(defect: Defect) -> None:
@@ -380,7 +412,17 @@ class Worker:
         """The live figures published with each renewal (and the release)."""
         f = running.session.figures
         media_time = None if f.media_time_s is None else round(f.media_time_s, 3)
-        return {"frames_analysed": f.frames_analysed, "lag_s": f.lag_s, "media_time_s": media_time}
+        figures: dict[str, float | int | None] = {
+            "frames_analysed": f.frames_analysed,
+            "lag_s": f.lag_s,
+            "media_time_s": media_time,
+        }
+        if f.dropped_datagrams:
+            figures["dropped_datagrams"] = f.dropped_datagrams
+        timeline = running.session.timeline()
+        if timeline is not None:
+            figures.update(timeline.figures())  # a worker that takes it over continues it
+        return figures
 
     async def _renew(self, stream_id: str, running: Running) -> None:
         figures = running.session.figures
@@ -402,25 +444,35 @@ class Worker:
         elif result is Renewal.STOPPED:
             log.info("%s stopped by request", stream_id)
             running.stop.set()
-        elif self._falling_behind(running):
-            log.warning(
-                "%s is %.1f s behind real time and falling further: shedding it", stream_id, figures.lag_s
-            )
-            self._shed[stream_id] = time.monotonic() + self.settings.shed_cooldown_s
-            running.handed_back = True
-            running.stop.set()
 
-    def _falling_behind(self, running: Running) -> bool:
-        """Lag beyond the limit and still growing over the last three renewals."""
-        lag = running.session.figures.lag_s
-        history = running.lags
-        history.append(lag if lag is not None else 0.0)
-        del history[:-3]
-        return (
-            len(history) == 3
-            and history[-1] > self.settings.shed_lag_s
-            and history[0] < history[1] < history[2]
-        )
+    async def _load_loop(self) -> None:
+        """Every LOAD_SAMPLE_S: sample the process's and each stream's CPU and lag, learn what a
+        stream costs, mark overload, and hand back one stream when one falls behind."""
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            self._cpu.append((now, time.process_time()))
+            for running in list(self.running.values()):
+                f = running.session.figures
+                running.load.has_video = running.session.ctx.has_video
+                running.load.observe(now, f.cpu_s, f.pixel_rate, f.lag_s)
+            loads = {sid: r.load for sid, r in self.running.items() if not r.stop.is_set()}
+            self.admission.learn(list(loads.values()))
+            behind = any(ld.falling_behind(self.admission.shed_lag_s) for ld in loads.values())
+            for running in self.running.values():
+                running.session.figures.overloaded = behind
+            victim = self.admission.to_shed(loads, now)
+            if victim is not None:
+                running = self.running[victim]
+                log.warning(
+                    "streams are falling behind real time (worst %.1f s): handing back %s, the most "
+                    "recently taken",
+                    max((ld.lags[-1] for ld in loads.values() if ld.lags), default=0.0),
+                    victim,
+                )
+                self._shed[victim] = now + self.settings.shed_cooldown_s
+                running.handed_back = True
+                running.stop.set()
+            await asyncio.sleep(LOAD_SAMPLE_S)
 
     async def _metrics(self) -> None:
         if self.settings.metrics_port:

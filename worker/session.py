@@ -9,6 +9,7 @@ deployment's limits ends the session as refused, with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -47,8 +48,16 @@ from worker.media import (
     open_source,
     select_streams,
 )
+from worker.timeline import LiveEdge, Timeline
+from worker.udp import UdpInput
 
 log = logging.getLogger("avmon.worker.session")
+
+UDP_READ_BYTES = 64 * 1316  # what the demuxer asks of a UDP source at once: 64 datagrams
+# A live stream this far behind its live edge (s) is analysed by an overloaded monitor: what it
+# finds until OVERLOAD_HOLD_S after that (s) carries `monitor_overloaded`.
+OVERLOAD_LAG_S = 2.0
+OVERLOAD_HOLD_S = 10.0
 
 
 class UnreadableSource(OSError):
@@ -74,6 +83,12 @@ class SessionConfig:
     limits: Limits = field(default_factory=Limits)
     detectors: frozenset[str] | None = None  # None: every registered detector
     reconnect: bool = True  # False (`avmon analyze`): an unreadable source is an error, not a retry
+    # Decoder threads per stream. A worker runs more streams than cores: one thread each is
+    # cheapest (frame threading costs synchronisation and a frame of latency per thread) and keeps
+    # a stream's whole cost in its own thread, where it is measured. `avmon analyze`, one stream
+    # on an idle machine, uses the deployment limit's threads instead.
+    decode_threads: int | None = None
+    resume: Timeline | None = None  # where the stream's timeline stood (a taken-over stream)
 
 
 @dataclass
@@ -85,6 +100,11 @@ class Figures:
     lag_s: float | None = None
     status: StreamStatus = StreamStatus.MONITORING
     reason: str | None = None
+    cpu_s: float = 0.0  # CPU time of the stream's thread (demux, decode, detect)
+    pixel_rate: float | None = None  # decoded pixels per second (width x height x fps), once known
+    dropped_datagrams: int = 0  # UDP datagrams the kernel dropped before we read them (our loss)
+    overloaded: bool = False  # the monitor itself is not keeping up: what it finds now is marked
+    timeline: Timeline | None = None
 
 
 def is_finite(url: str, container: Any) -> bool:
@@ -133,6 +153,21 @@ class StreamSession:
         self._got_data = False
         self._origin: float | None = None  # source seconds at media time ``_offset``
         self._connected_before = False
+        self._edge = LiveEdge()
+        self._udp: UdpInput | None = None  # a UDP source's socket, kept across reconnects
+        self._overloaded_until = 0.0  # monotonic time until which findings are marked
+        if urlsplit(config.url).scheme.lower() == "udp":
+            # Bind now, before the thread starts: a sender that starts as soon as the stream is
+            # taken loses nothing to the thread's start-up (the socket queues for it).
+            with contextlib.suppress(UrlRefused, OSError):
+                check_url(config.url, schemes=config.schemes, allow_private=config.allow_private)
+                self._udp = UdpInput(config.url, read_timeout_s=config.read_timeout_s, stop=self.stop)
+        if config.resume is not None:
+            # Taken over from another worker: its timeline goes on here. The gap since it last
+            # published is bridged as after an outage (media time kept wall pace meanwhile).
+            r = config.resume
+            self._origin, self._last_t, self._connected_before = r.origin_s, r.media_time_s, True
+            self._loss = (r.media_time_s, r.wall, False)
 
     # ------------------------------------------------------------ records
 
@@ -158,6 +193,7 @@ class StreamSession:
             severity=finding.severity.value,
             metrics={k: round(float(v), 4) for k, v in finding.metrics.items()},
             worker_id=self.worker_id,
+            monitor_overloaded=self.overloaded,
         )
         if self.recorder is not None and self.on_evidence is not None:
             self.on_evidence(defect, self._evidence(defect).to_item())
@@ -177,6 +213,18 @@ class StreamSession:
             if start is not None:
                 evidence = replace(evidence, thumbnails=(start, *evidence.thumbnails))
         return evidence
+
+    @property
+    def overloaded(self) -> bool:
+        """The monitor itself is not keeping up (its worker said so, or this stream lags or lost
+        datagrams lately): what is found now may be our fault, not the source's."""
+        return self.figures.overloaded or time.monotonic() < self._overloaded_until
+
+    def timeline(self) -> Timeline | None:
+        """Where this stream's timeline stands now, for whoever takes it over."""
+        if self._origin is None or self._last_t is None or self._edge.value == float("inf"):
+            return None
+        return Timeline(self._origin - self._offset, self._last_t, self._last_t + self._edge.value)
 
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
@@ -203,13 +251,7 @@ class StreamSession:
                     open_timeout = self.config.open_timeout_s
                     if self._loss is not None:
                         open_timeout = min(open_timeout, self.config.read_timeout_s)
-                    with open_source(
-                        self.config.url,
-                        self.config.limits,
-                        open_timeout,
-                        self.config.read_timeout_s,
-                        allow_private=self.config.allow_private,
-                    ) as container:
+                    with self._open(open_timeout) as container:
                         video, audio = select_streams(container, self.config.limits)
                         self.ctx.connection += 1
                         finished = self._read(container, video, audio)
@@ -246,7 +288,37 @@ class StreamSession:
             if self.stop.is_set():
                 self._flush_detectors()
                 self._close_loss()
+            if self._udp is not None:
+                self._udp.close()
+                self._udp = None
         return Outcome.STOPPED, None
+
+    def _open(self, open_timeout: float) -> Any:
+        """The source, opened for demuxing. UDP is read by this thread itself (worker.udp: a
+        large receive buffer, arrival times, the kernel's drop count); the socket stays bound
+        across reconnects, so nothing sent meanwhile is refused."""
+        limits = self.config.limits
+        if urlsplit(self.config.url).scheme.lower() != "udp":
+            return open_source(
+                self.config.url,
+                limits,
+                open_timeout,
+                self.config.read_timeout_s,
+                allow_private=self.config.allow_private,
+            )
+        if self._udp is None:
+            self._udp = UdpInput(self.config.url, read_timeout_s=self.config.read_timeout_s, stop=self.stop)
+        options = {
+            "probesize": str(limits.probe_size),
+            "analyzeduration": str(int(limits.analyze_duration_s * 1e6)),
+        }
+        # The first datagram may take the open timeout to come; then the stream's read timeout
+        # holds. No FFmpeg interrupt timeout: one that fired mid-probe would throw away the
+        # stream's first packets with the attempt (and shift its timeline's origin).
+        udp = self._udp
+        if not udp.wait(open_timeout):
+            raise TimeoutError(f"no datagram in {open_timeout:.0f} s")
+        return av.open(udp, mode="r", format="mpegts", options=options, buffer_size=UDP_READ_BYTES)
 
     def _unreadable_kind(self, exc: Exception) -> str | None:
         """Why no retry can read this source with this build of FFmpeg, if that is why it failed."""
@@ -348,8 +420,13 @@ class StreamSession:
         if video is None and audio is None:
             raise SourceRefused("the source has neither video nor audio")
         if video is not None:
-            video.thread_type = "AUTO"
-            video.codec_context.thread_count = self.config.limits.decode_threads
+            threads = self.config.decode_threads or self.config.limits.decode_threads
+            video.thread_type = "AUTO" if threads > 1 else "SLICE"
+            video.codec_context.thread_count = threads
+            cc = video.codec_context
+            rate = video.average_rate or video.guessed_rate
+            if cc.width and cc.height and rate:
+                self.figures.pixel_rate = float(cc.width * cc.height * rate)
         converter = AudioConverter(min(audio.codec_context.channels or 2, 16)) if audio is not None else None
         selected = [s for s in (video, audio) if s is not None]
         starts = [
@@ -358,6 +435,14 @@ class StreamSession:
         # After an outage the media timeline goes on: media time at least kept wall pace.
         resume = None if self._loss is None else self._loss[0] + (time.time() - self._loss[1])
         seen_before = self._last_t if self._connected_before else None
+        udp = self._udp
+        udp_base = udp.position if udp is not None else 0  # stream offset of this container's byte 0
+        udp_drops = udp.drops if udp is not None else 0
+        # Kernel arrival times do not depend on our reading: a recent window keeps the edge true
+        # against a source clock that drifts. Read times do: every packet since opening counts.
+        edge = self._edge = LiveEdge(window_s=60.0 if udp is not None else None)
+        thread_time, wall = time.thread_time, time.time
+        lag_limit = OVERLOAD_LAG_S
         origin: float | None = self._settle_origin(min(starts), resume) if starts else None
         self._connected_before = True
         self._got_data = False
@@ -377,14 +462,26 @@ class StreamSession:
             is_video = packet.stream is video
             kind = "video" if is_video else "audio"
             size = packet.size
+            dt = None
+            arrival: float | None = None
             if size:
-                self._last_data_wall = time.time()
+                now = self._last_data_wall = wall()
                 self._got_data = True
                 tb = seconds.get(packet.stream_index)
                 pts = packet.pts
                 if origin is None and pts is not None and tb:
                     origin = self._settle_origin(pts * tb, resume)
                 pt = None if pts is None or origin is None or not tb else pts * tb - origin + self._offset
+                dts = packet.dts
+                if dts is not None and origin is not None and tb:
+                    dt = dts * tb - origin + self._offset
+                    arrival = now
+                    if udp is not None:
+                        pos = packet.pos
+                        ok = pos is not None and pos >= 0
+                        arrival = udp.arrival_at(udp_base + pos + size) if ok else None
+                    if arrival is not None:
+                        edge.observe(arrival, dt)
                 if seen_before is not None:
                     # After an outage: the tail of what was sent before it is not news, and the
                     # first fresh media ends the loss (timeline checks start afresh there).
@@ -445,7 +542,8 @@ class StreamSession:
                         corrupt=bool(frame.is_corrupt or packet.is_corrupt),
                     )
                     feed_video(vf)
-                    ctx.last_video_t = t
+                    if figures.frames_analysed % 50 == 0:
+                                    ctx.last_video_t = t
                     figures.frames_analysed += 1
                 elif converter is not None:
                     for samples in converter.convert(frame):
@@ -455,8 +553,21 @@ class StreamSession:
                     ctx.last_audio_t = t
                 if self._last_t is None or t > self._last_t:
                     self._last_t = t
-            if pace and first_t is not None and self._last_t is not None:
-                figures.lag_s = round(max(0.0, (time.time() - open_wall) - (self._last_t - first_t)), 3)
+            figures.cpu_s = thread_time()
+            if dt is not None and pace:
+                # UDP: how long ago the kernel received what is analysed now (our own backlog:
+                # a source that itself falls behind real time is not our lag). Else: against
+                # the live edge the packets' timestamps and read times give.
+                lag = wall() - arrival if udp is not None and arrival is not None else edge.lag(wall(), dt)
+                if lag is not None:
+                    figures.lag_s = round(lag, 3)
+                    if lag > lag_limit:
+                        self._overloaded_until = time.monotonic() + OVERLOAD_HOLD_S
+            if udp is not None and udp.drops != udp_drops:
+                # The kernel dropped datagrams we read too late: our loss, not the source's.
+                figures.dropped_datagrams += (udp.drops - udp_drops) % (1 << 32)
+                udp_drops = udp.drops
+                self._overloaded_until = time.monotonic() + OVERLOAD_HOLD_S
             figures.media_time_s = self._last_t
         return True
 
