@@ -1,0 +1,340 @@
+"""Live capacity through the real worker: ``avmon up`` on this machine, MPEG-TS over loopback UDP.
+
+    python -m bench.live                   # search the largest N held at real time (default settings)
+    python -m bench.live --streams 12      # one run with 12 streams
+    python -m bench.live --overload 2      # offer 2x what one worker held: what does it keep?
+
+What runs is what a user runs: ``avmon up --workers 1`` (the AWS emulator, the router, one
+``avmon worker`` process, every setting at its default: no capacity set), and N streams submitted
+through the router's HTTP API as ``udp://@:PORT``. The sources are one clip encoded by the ffmpeg
+CLI (libx264 + AAC in a CBR MPEG-TS, 1280x720 at 25 fps, moving pictures and sound, no defect),
+replayed by one small sender process that paces every stream's datagrams (7 TS packets each) by
+the clip's own PCR, as a broadcast encoder sends them. The sender's CPU is measured and reported
+apart from the worker's.
+
+A stream is *held* when, over the measurement window (after the warm-up), it is owned by the
+worker at every sample, its lag behind the live edge (the worker's own figure, published with
+every lease renewal) stays within ``MAX_LAG_S``, and the run reports no defect on it. The worker's
+cost per stream is its process CPU time over the window divided by the streams it held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infra import local
+
+OUT = Path(__file__).resolve().parent / "out"
+MAX_LAG_S = 1.0
+TS = 188
+DATAGRAM = 7 * TS
+SAMPLE_S = 2.0
+
+
+# ---------------------------------------------------------------- media
+
+
+def ensure_clip(seconds: float = 150.0, width: int = 1280, height: int = 720, fps: int = 25) -> Path:
+    """A clean CBR MPEG-TS made by the ffmpeg CLI (cached): moving test pattern under film grain,
+    a tone over pink noise at about -23 LUFS, keyframes every 2 s, 4 Mb/s with null stuffing."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"live-{width}x{height}p{fps}-{seconds:.0f}s.ts"
+    if path.exists():
+        return path
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("the live benchmark needs the ffmpeg CLI (apt-get install ffmpeg)")
+    tmp = path.with_suffix(".part.ts")
+    cmd = [
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps},noise=alls=12:allf=t",
+        "-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000,volume=0.8",
+        "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.05:sample_rate=48000",
+        "-filter_complex", "[1:a][2:a]amix=inputs=2:normalize=0,aformat=channel_layouts=stereo[a]",
+        "-map", "0:v", "-map", "[a]", "-t", str(seconds),
+        "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-pix_fmt", "yuv420p",
+        "-g", str(2 * fps), "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "1500k",
+        "-x264-params", "nal-hrd=cbr",
+        "-c:a", "aac", "-b:a", "128k",
+        "-f", "mpegts", "-muxrate", "4000k", "-pcr_period", "20", str(tmp),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    tmp.rename(path)
+    return path
+
+
+def datagram_schedule(data: bytes) -> np.ndarray:
+    """Send time (s from the first) of each 1316-byte datagram of a TS, from its PCRs: a PCR
+    packet is due at its PCR, the packets between two PCRs at evenly spaced times."""
+    packets = np.frombuffer(data[: len(data) // TS * TS], np.uint8).reshape(-1, TS)
+    has_af = (packets[:, 3] & 0x20) != 0
+    has_pcr = has_af & (packets[:, 4] >= 7) & ((packets[:, 5] & 0x10) != 0)
+    idx = np.flatnonzero(has_pcr)
+    p = packets[idx].astype(np.int64)
+    base = (p[:, 6] << 25) | (p[:, 7] << 17) | (p[:, 8] << 9) | (p[:, 9] << 1) | (p[:, 10] >> 7)
+    ext = ((p[:, 10] & 1) << 8) | p[:, 11]
+    pcr_s = (base * 300 + ext) / 27e6
+    pid = ((packets[idx, 1].astype(np.int32) & 0x1F) << 8) | packets[idx, 2]
+    first_pid = pid[0]
+    idx, pcr_s = idx[pid == first_pid], pcr_s[pid == first_pid]  # one PCR PID
+    times = np.interp(np.arange(len(packets)), idx, pcr_s - pcr_s[0])
+    sent: np.ndarray = times[::7]
+    return sent
+
+
+# ---------------------------------------------------------------- the sender
+
+
+def send(ports: list[int], clip: Path, seconds: float, stagger_s: float = 0.25) -> None:
+    """Send ``clip`` to every port on 127.0.0.1, paced by its PCR, for ``seconds`` (the sender's
+    own process: ``python -m bench.live --send``)."""
+    data = clip.read_bytes()
+    schedule = datagram_schedule(data)
+    count = len(schedule)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    view = memoryview(data)
+    start = time.monotonic() + 0.5
+    nxt = [0] * len(ports)
+    offsets = [start + i * stagger_s for i in range(len(ports))]
+    end = start + seconds
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        soonest = end
+        for i, port in enumerate(ports):
+            k = nxt[i]
+            base = offsets[i]
+            while k < count and base + schedule[k] <= now:
+                sock.sendto(view[k * DATAGRAM : (k + 1) * DATAGRAM], ("127.0.0.1", port))
+                k += 1
+            nxt[i] = k
+            if k < count:
+                soonest = min(soonest, base + schedule[k])
+        time.sleep(max(0.0, min(soonest - time.monotonic(), 0.005)))
+    sock.close()
+
+
+# ---------------------------------------------------------------- the system
+
+
+def _api(base: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its threads (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _busy_s() -> float:
+    with open("/proc/stat") as stat:
+        v = [int(x) for x in stat.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class LiveRun:
+    offered: int
+    seconds: float
+    warmup_s: float
+    held: int = 0
+    owned_end: int = 0
+    worst_lag_s: float = 0.0
+    defects: int = 0
+    defects_marked: int = 0  # of those, carrying monitor_overloaded
+    worker_cores: float = 0.0
+    sender_cores: float = 0.0
+    machine_cores: float = 0.0
+    handed_back: int = 0
+    owners: dict[str, str] = field(default_factory=dict)
+    per_stream: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cores_per_stream(self) -> float:
+        return self.worker_cores / self.held if self.held else float("nan")
+
+
+def run_live(
+    streams: int,
+    *,
+    seconds: float = 70.0,
+    warmup_s: float = 25.0,
+    clip: Path | None = None,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> LiveRun:
+    """One run: ``avmon up --workers 1`` with ``streams`` live UDP sources for ``seconds``."""
+    clip = clip or ensure_clip()
+    router_port, aws_port = local.free_port(), local.free_port()
+    udp_ports = [local.free_port() for _ in range(streams)]
+    child_env = {**os.environ, **(env or {})}
+    log = (log_path or OUT / "live-up.log").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "avmon", "up", "--workers", "1", "--port", str(router_port),
+         "--aws-port", str(aws_port)],
+        env=child_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{router_port}"
+    sender: subprocess.Popen[bytes] | None = None
+    result = LiveRun(offered=streams, seconds=seconds, warmup_s=warmup_s)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _api(base, "GET", "/streams")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if up.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"avmon up did not come up (see {log.name})") from None
+                time.sleep(0.3)
+        worker_pid = next((c for c in _children(up.pid) if "worker" in _cmdline(c)), None)
+        sender = subprocess.Popen(
+            [sys.executable, "-m", "bench.live", "--send", str(clip), "--seconds", str(seconds + 10),
+             "--ports", ",".join(map(str, udp_ports))],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        ids = []
+        for i, port in enumerate(udp_ports):
+            made = _api(base, "POST", "/streams", {"url": f"udp://@:{port}", "name": f"live-{i}"})
+            ids.append(made["stream_id"])
+        t0 = time.monotonic()
+        samples: list[dict[str, dict[str, Any]]] = []
+        cpu0 = busy0 = snd0 = 0.0
+        measuring = False
+        while time.monotonic() - t0 < seconds:
+            time.sleep(SAMPLE_S)
+            if worker_pid is None:
+                worker_pid = next((c for c in _children(up.pid) if "worker" in _cmdline(c)), None)
+            if not measuring and time.monotonic() - t0 >= warmup_s:
+                measuring, tm = True, time.monotonic()
+                cpu0 = _cpu_s(worker_pid) if worker_pid else 0.0
+                snd0, busy0 = _cpu_s(sender.pid), _busy_s()
+            if measuring:
+                listed = {s["stream_id"]: s for s in _api(base, "GET", "/streams?limit=100")["streams"]}
+                samples.append(listed)
+        elapsed = time.monotonic() - tm
+        result.worker_cores = ((_cpu_s(worker_pid) if worker_pid else 0.0) - cpu0) / elapsed
+        result.sender_cores = (_cpu_s(sender.pid) - snd0) / elapsed
+        result.machine_cores = (_busy_s() - busy0) / elapsed
+        for sid in ids:
+            trace = [s.get(sid, {}) for s in samples]
+            owned = all(t.get("owner") for t in trace)
+            lags = [float(t.get("lag_s") or 0.0) for t in trace if t.get("owner")]
+            defects = _api(base, "GET", f"/streams/{sid}/defects?limit=100")["defects"]
+            worst = max(lags, default=0.0)
+            held = owned and worst <= MAX_LAG_S and not defects
+            result.held += held
+            result.owned_end += bool(trace and trace[-1].get("owner"))
+            if owned:
+                result.worst_lag_s = max(result.worst_lag_s, worst)
+            result.defects += len(defects)
+            result.defects_marked += sum(bool(d.get("monitor_overloaded")) for d in defects)
+            status = trace[-1].get("status") if trace else None
+            kinds = sorted({d["type"] for d in defects})
+            result.per_stream.append(
+                {"stream_id": sid, "owned": owned, "worst_lag_s": worst, "defects": kinds, "status": status}
+            )
+    finally:
+        if sender is not None and sender.poll() is None:
+            sender.terminate()
+            sender.wait(timeout=10)
+        up.terminate()
+        try:
+            up.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+        log.close()
+    return result
+
+
+def describe(run: LiveRun) -> str:
+    return (
+        f"offered {run.offered:2d}: held {run.held:2d}, owned at the end {run.owned_end:2d}, worst lag "
+        f"{run.worst_lag_s:.2f} s, defects {run.defects} ({run.defects_marked} marked overloaded); worker "
+        f"{run.worker_cores:.2f} cores ({run.cores_per_stream:.3f} per held stream), sender "
+        f"{run.sender_cores:.2f}, machine {run.machine_cores:.2f}"
+    )
+
+
+def search(start: int, seconds: float, warmup_s: float, step: int = 2) -> tuple[int, list[LiveRun]]:
+    """The largest N held entirely (every stream held), raising N by ``step`` from ``start``."""
+    runs: list[LiveRun] = []
+    best = 0
+    n = start
+    while True:
+        run = run_live(n, seconds=seconds, warmup_s=warmup_s)
+        runs.append(run)
+        print(describe(run), flush=True)
+        if run.held < n:
+            break
+        best = n
+        n += step
+    return best, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.live", description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, help="one run with this many streams")
+    parser.add_argument("--start", type=int, default=8, help="search from this N (default 8)")
+    parser.add_argument("--seconds", type=float, default=70.0)
+    parser.add_argument("--warmup", type=float, default=25.0)
+    parser.add_argument("--json", action="store_true", help="print the runs as JSON")
+    parser.add_argument("--send", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.send is not None:
+        send([int(p) for p in args.ports.split(",")], args.send, args.seconds)
+        return 0
+    if args.streams:
+        run = run_live(args.streams, seconds=args.seconds, warmup_s=args.warmup)
+        print(describe(run))
+        if args.json:
+            print(json.dumps(run.__dict__, indent=1, default=str))
+        return 0
+    best, _ = search(args.start, args.seconds, args.warmup)
+    print(f"largest N held: {best}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
