@@ -1,0 +1,626 @@
+"""ETSI TR 101 290 priority 1 and 2 on MPEG-TS bytes as they arrive: pure, bytes in, findings out.
+
+Modelled on TSDuck's ``TR101290Analyzer`` and ``ContinuityAnalyzer`` (one context per PID, the
+indicators named as the standard names them, its thresholds as named constants) with
+ltntstools' habit of writing raise and clear rules side by side (``indicators.RULES``).
+
+Time: with ``arrival_s`` (live input) every packet carries its datagram's arrival time. Without
+it (a file) the clock is the PCR of the PCR PID, interpolated between PCRs by packet position
+(ISO/IEC 13818-1 §2.4.2.2) and extrapolated after the last one at the rate measured between
+PCRs; a PCR that jumps (a discontinuity) does not move the clock by its jump.
+
+Cost: bytes are analysed in batches (``TransportOptions.batch_bytes`` / ``batch_s``); each batch
+is one ``(n, 188)`` array whose header fields are parsed as arrays. Python runs per batch, per PID
+present in it and per PSI packet (a few dozen a second), never per elementary-stream packet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.models import DefectType as D
+from worker.detectors.base import Finding
+from worker.transport.indicators import GapWatch, Indicators
+from worker.transport.mdi import MDI_INTERVAL_S, MdiMeter
+from worker.transport.packets import (
+    NULL_PID,
+    PACKET,
+    PAT_PID,
+    SYNC_ACQUIRE_COUNT,
+    Framer,
+    Frames,
+    Headers,
+    parse_headers,
+    pts_present,
+    rtp_payload_offset,
+)
+from worker.transport.psi import (
+    AV_STREAM_TYPES,
+    PAT_TABLE,
+    PMT_TABLE,
+    SI_PIDS,
+    Pmt,
+    SectionAssembler,
+    parse_pat,
+    parse_pmt,
+)
+
+# ETSI TR 101 290 V1.4.1 §5.2 thresholds, each with the standard's value.
+PAT_MAX_INTERVAL_S = 0.5  # 1.3: "PID 0x0000 does not occur at least every 0,5 s"
+PMT_MAX_INTERVAL_S = 0.5  # 1.5: "... table_id 0x02 ... do not occur at least every 0,5 s"
+PID_TIMEOUT_DEFAULT_S = 5.0  # 1.6: "for a user specified period" (TSDuck's default: 5 s)
+PCR_MAX_INTERVAL_S = 0.1  # 2.3a: "time interval between two consecutive PCR values more than 100 ms"
+# Not the standard's: live PCRs absent this long (arrival time) are reported before the next one.
+PCR_STALL_S = 1.0
+PCR_MAX_JUMP_S = 0.1  # 2.3b: "PCRi+1 - PCRi is outside the range of 0...100 ms"
+PTS_MAX_INTERVAL_S = 0.7  # 2.5: "PTS repetition period more than 700 ms"
+# Not the standard's: bytes without ever finding sync before the input is called "not TS".
+NO_SYNC_REPORT_BYTES = 2 * SYNC_ACQUIRE_COUNT * PACKET
+
+PCR_HZ = 27_000_000
+PCR_WRAP = (1 << 33) * 300  # 27 MHz ticks in the 33-bit base's cycle (26.5 h)
+RATE_TAU_S = 1.0  # time constant of the packet rate the file clock extrapolates with
+MAX_DEFER_BYTES = 4 << 20  # a file's packets wait this long for a first PCR to give them a time
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Settings, each with its default and range."""
+
+    pid_timeout_s: float = PID_TIMEOUT_DEFAULT_S  # PID_error's user-set period, 0.1-3600 s
+    clear_hold_s: float = 1.0  # an indicator clear this long closes its finding, 0-60 s
+    batch_bytes: int = 256 * 1024  # bytes analysed together (one numpy batch), 4 KiB-16 MiB
+    batch_s: float = 0.2  # live: analyse at least this often (seconds of arrival time), 0.01-1
+    mdi_interval_s: float = MDI_INTERVAL_S  # RFC 4445 measurement interval, 0.1-60 s
+
+
+@dataclass
+class TransportCounters:
+    """Totals since the start, for Prometheus (all ints except the MDI figures)."""
+
+    packets: int
+    bytes_discarded: int  # bytes thrown away while out of sync
+    indicators: dict[str, int]  # defect type -> errors counted (TSDuck's counting)
+    per_pid: dict[int, dict[str, int]]  # PID -> {"packets": n, defect type: errors}
+    mdi_delay_factor_ms: float | None = None  # last interval's (live input only)
+    mdi_media_loss_rate: float | None = None  # last interval's, TS packets/s
+    mdi_max_delay_factor_ms: float | None = None
+
+
+@dataclass
+class _Pid:
+    packets: int = 0
+    last_cc: int = -1
+    last_packet: bytes = b""
+    dup_run: int = 0  # consecutive duplicates so far
+    last_seen: float | None = None
+    last_pts: float | None = None
+    pts_watch: GapWatch | None = None
+    gaps: list[tuple[float, float | None]] = field(default_factory=list)  # recent PID_error gaps
+
+
+class _PcrClock:
+    """File time from the PCR PID's PCRs; also judges PCR discontinuities (2.3b)."""
+
+    def __init__(self) -> None:
+        self.anchor_g: int | None = None  # global packet index of the last PCR
+        self.anchor_t = 0.0  # its time on the analyser clock
+        self.last_raw = 0
+        self.last_arrival: float | None = None
+        self.rate_pps: float | None = None  # packets per second between PCRs
+
+    def step(
+        self, raw: int, g: int, flagged: bool, arrival: float | None
+    ) -> tuple[float, float | None, float | None]:
+        """One PCR (27 MHz ticks) at global packet ``g``. Returns its file-clock time; for an
+        unannounced discontinuity, the jump (seconds) it made beyond the time that passed; and
+        otherwise the interval since the previous PCR by the PCR values (seconds)."""
+        if self.anchor_g is None:
+            self.anchor_g, self.anchor_t, self.last_raw = g, raw / PCR_HZ, raw
+            self.last_arrival = arrival
+            return self.anchor_t, None, None
+        dt = ((raw - self.last_raw + PCR_WRAP // 2) % PCR_WRAP - PCR_WRAP // 2) / PCR_HZ
+        n = g - self.anchor_g
+        if arrival is not None and self.last_arrival is not None:
+            elapsed = arrival - self.last_arrival
+        elif self.rate_pps:
+            elapsed = n / self.rate_pps
+        else:
+            elapsed = max(dt, 0.0)
+        jump: float | None = None
+        interval: float | None = None
+        if flagged:
+            advance = elapsed
+        elif dt < 0 or (dt > PCR_MAX_JUMP_S and abs(dt - elapsed) > max(PCR_MAX_JUMP_S, elapsed)):
+            jump = dt - elapsed
+            advance = elapsed
+        else:
+            advance = interval = dt
+            if dt > 0 and n > 0:
+                inst = n / dt
+                a = 1.0 - math.exp(-dt / RATE_TAU_S)
+                self.rate_pps = inst if self.rate_pps is None else self.rate_pps + a * (inst - self.rate_pps)
+        self.anchor_g, self.anchor_t, self.last_raw = g, self.anchor_t + advance, raw
+        self.last_arrival = arrival
+        return self.anchor_t, jump, interval
+
+
+class TransportAnalyzer:
+    """TR 101 290 priority 1 and 2 for one MPEG-TS stream (one instance per stream)."""
+
+    def __init__(self, options: TransportOptions | None = None) -> None:
+        self.options = options or TransportOptions()
+        self._ind = Indicators(self.options.clear_hold_s)
+        self._framer = Framer()
+        self._chunks: list[bytes] = []
+        self._arrivals: list[float] = []
+        self._buffered = 0
+        self._live: bool | None = None
+        self._rest_arrival = 0.0
+        self._stash: Frames | None = None  # file packets waiting for a first PCR
+        self._g0 = 0  # global index of the next packet
+        self._pids: dict[int, _Pid] = {}
+        self._asm: dict[int, SectionAssembler] = {}
+        self._pat_seen = False
+        self._pat_watch: GapWatch | None = None
+        self._pmt_pids: set[int] = set()
+        self._pmt_watch: dict[int, GapWatch] = {}
+        self._pmts: dict[int, Pmt] = {}
+        self._pid_watch: dict[int, GapWatch] = {}
+        self._pcr_pid: int | None = None
+        self._pcr_last_t: float | None = None  # analyser time of the last PCR
+        self._pcr_stalled = False  # live: PCRs absent for PCR_STALL_S, already reported
+        self._clock = _PcrClock()
+        self._mdi = MdiMeter(self.options.mdi_interval_s)
+        self._now: float | None = None
+        self._first_byte_t: float | None = None
+        self._discarded = 0
+        self._pmt_times: dict[int, F64] = {}
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview, arrival_s: float | None = None) -> list[Finding]:
+        """Bytes as they arrived, in any chunking (a 7x188 datagram, a 64 KiB read; a partial
+        packet waits for the next call). A datagram that starts with an RTP header (RFC 3550,
+        carrying whole TS packets) has it skipped. ``arrival_s``: when the chunk arrived
+        (seconds, any origin, monotonic) or None for a file, whose time then comes from the PCR.
+        The bytes are copied: the caller may reuse its buffer."""
+        if self._live is None:
+            self._live = arrival_s is not None
+        skip = rtp_payload_offset(data) if self._framer.rest_len == 0 and not self._chunks else 0
+        chunk = bytes(data[skip:]) if skip else bytes(data)
+        if not chunk:
+            return []
+        t = arrival_s if arrival_s is not None else 0.0
+        if self._first_byte_t is None:
+            self._first_byte_t = t if self._live else None
+        self._chunks.append(chunk)
+        self._arrivals.append(t)
+        self._buffered += len(chunk)
+        if self._buffered >= self.options.batch_bytes or (
+            self._live and t - self._arrivals[0] >= self.options.batch_s
+        ):
+            return self._process(final=False)
+        return []
+
+    def poll(self, now_s: float) -> list[Finding]:
+        """Live input that went quiet: analyse what is buffered and judge timeouts at ``now_s``
+        (same clock as ``arrival_s``)."""
+        out = self._process(final=False) if self._chunks else []
+        if self._live and self._now is not None and now_s > self._now:
+            self._now = now_s
+            self._ind.begin_batch()
+            self._timeouts(np.empty(0), None, None, {})
+            out += self._ind.tick(now_s)
+        return out
+
+    def flush(self, t_end: float) -> list[Finding]:
+        """End of input: analyse the rest and close every open finding at ``t_end`` at the
+        latest (an ongoing condition ends there)."""
+        out = self._process(final=True)
+        # A file's ongoing conditions end with its last packet, on its own (PCR) clock.
+        end = t_end if self._now is None else max(t_end, self._now) if self._live else self._now
+        return out + self._ind.close_all(end)
+
+    @property
+    def counters(self) -> TransportCounters:
+        per_pid = {
+            pid: {"packets": st.packets, **dict(self._ind.per_pid.get(pid, {}))}
+            for pid, st in sorted(self._pids.items())
+        }
+        mdi = self._mdi.last
+        return TransportCounters(
+            packets=self._g0,
+            bytes_discarded=self._discarded,
+            indicators=dict(self._ind.counts),
+            per_pid=per_pid,
+            mdi_delay_factor_ms=None if mdi is None else mdi.delay_factor_ms,
+            mdi_media_loss_rate=None if mdi is None else mdi.media_loss_rate,
+            mdi_max_delay_factor_ms=None if mdi is None else self._mdi.max_delay_factor_ms,
+        )
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _process(self, *, final: bool) -> list[Finding]:
+        data = b"".join(self._chunks)
+        arrivals = np.array(self._arrivals)
+        sizes = np.fromiter((len(c) for c in self._chunks), np.int64, len(self._chunks))
+        self._chunks, self._arrivals, self._buffered = [], [], 0
+        frames, head = self._framer.push(data, final=final)
+        self._discarded += frames.discarded
+        n = frames.packets.shape[0]
+        t_arr: F64 | None = None
+        if self._live:
+            if n and arrivals.size:
+                # A packet arrived with the chunk that holds its last byte.
+                last_byte = frames.ends - 1
+                ends = head + np.cumsum(sizes)
+                k = np.minimum(np.searchsorted(ends, last_byte, side="right"), ends.size - 1)
+                t_arr = np.where(last_byte < head, self._rest_arrival, arrivals[k])
+            elif n:
+                t_arr = np.full(n, self._rest_arrival)
+            if arrivals.size:
+                self._rest_arrival = float(arrivals[-1])
+        self._ind.begin_batch()
+        if n == 0:
+            now = float(arrivals[-1]) if self._live and arrivals.size else (self._now or 0.0)
+            self._now = max(now, self._now or now)
+            self._sync_state(np.empty(0), frames)
+            return self._ind.tick(self._now)
+        if not self._live:
+            if self._stash is not None:
+                frames = _concat(self._stash, frames)
+                self._stash = None
+            if self._clock.anchor_g is None and not final and frames.packets.nbytes < MAX_DEFER_BYTES:
+                h = parse_headers(frames.packets)
+                if h.pcr_index.size == 0:
+                    self._stash = Frames(frames.packets.copy(), frames.ends, frames.bad_sync,
+                                         frames.lost_at, frames.acquired_at)
+                    return self._ind.tick(self._now) if self._now is not None else []
+        p = frames.packets
+        n = p.shape[0]
+        h = parse_headers(p)
+        groups = _by_pid(h.pid)
+        cc_bad, dup, lost = self._continuity(p, h, groups)
+        events = self._psi(p, h, groups, cc_bad | dup)
+        t = t_arr if t_arr is not None else self._file_times(h, n)
+        if self._live:
+            self._pcr_live(h, t)
+        self._now = max(float(t[-1]), self._now if self._now is not None else float(t[-1]))
+        if self._first_byte_t is None:
+            self._first_byte_t = float(t[0])
+        if self._pat_watch is None:
+            self._pat_watch = GapWatch(PAT_MAX_INTERVAL_S, last=self._first_byte_t)
+        self._sync_state(t, frames)
+        self._ind.hits(D.TRANSPORT_ERROR.value, t[h.tei])
+        for pid, idx in groups.items():
+            st = self._pids[pid]
+            st.last_seen = float(t[idx[-1]])
+        self._cc_findings(t, cc_bad, lost, h)
+        self._psi_events(events, t)
+        self._timeouts(t, p, h, groups)
+        if self._live and arrivals.size:
+            self._mdi.add(arrivals, sizes.astype(np.float64), int(lost.sum()))
+        self._g0 += n
+        return self._ind.tick(self._now)
+
+    # -- continuity (1.4) ----------------------------------------------------------------------
+
+    def _continuity(
+        self, p: npt.NDArray[np.uint8], h: Headers, groups: dict[int, I64]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], I64]:
+        """Per packet: a continuity error, a tolerated duplicate, and packets lost before it.
+        Skipped as TSDuck skips them: the null PID, packets without payload (their CC does not
+        advance) and packets with the discontinuity_indicator (which restart the count)."""
+        n = h.pid.size
+        bad_out = np.zeros(n, bool)
+        dup_out = np.zeros(n, bool)
+        lost = np.zeros(n, np.int64)
+        for pid, idx in groups.items():
+            st = self._pids.get(pid)
+            if st is None:
+                st = self._pids[pid] = _Pid()
+            st.packets += idx.size
+            if pid == NULL_PID:
+                continue
+            pay = idx[h.has_payload[idx]]
+            if pay.size == 0:
+                continue
+            cc = h.cc[pay].astype(np.int16)
+            prev = np.empty_like(cc)
+            prev[0] = st.last_cc
+            prev[1:] = cc[:-1]
+            disc = h.discontinuity[pay]
+            same = (cc == prev) & ~disc
+            dup = np.zeros(pay.size, bool)
+            cand = np.flatnonzero(same)
+            if cand.size:
+                inner = cand[cand > 0]
+                dup[inner] = (p[pay[inner]] == p[pay[inner - 1]]).all(axis=1)
+                if cand[0] == 0 and st.last_packet:
+                    dup[0] = p[pay[0]].tobytes() == st.last_packet
+            bad = (cc != ((prev + 1) & 0x0F)) & ~disc & ~dup
+            if st.last_cc < 0:
+                bad[0] = dup[0] = False
+            # "A packet occurs more than twice": the second duplicate in a row is the error.
+            i = np.arange(pay.size)
+            last_other = np.maximum.accumulate(np.where(dup, -1, i))
+            run = np.where(dup, i - last_other + np.where(last_other < 0, st.dup_run, 0), 0)
+            dup_err = run >= 2
+            bad_out[pay] = bad | dup_err
+            dup_out[pay] = dup & ~dup_err
+            lost[pay] = np.where(bad & (cc != prev), (cc - prev - 1) & 0x0F, 0)
+            st.last_cc = int(cc[-1])
+            st.last_packet = p[pay[-1]].tobytes()
+            st.dup_run = int(run[-1])
+        return bad_out, dup_out, lost
+
+    def _cc_findings(self, t: F64, bad: npt.NDArray[np.bool_], lost: I64, h: Headers) -> None:
+        idx = np.flatnonzero(bad)
+        if idx.size == 0:
+            return
+        pids = h.pid[idx]
+        for pid in np.unique(pids).tolist():
+            sel = idx[pids == pid]
+            self._ind.hits(D.CONTINUITY_COUNT_ERROR.value, t[sel], pid=pid,
+                           add={"missing_packets": lost[sel].astype(np.float64)})
+
+    # -- PSI (1.3, 1.5, 2.2) -------------------------------------------------------------------
+
+    def _psi(
+        self, p: npt.NDArray[np.uint8], h: Headers, groups: dict[int, I64], skip: npt.NDArray[np.bool_]
+    ) -> list[tuple[str, int, int, object]]:
+        """Sections of the PAT, the PMTs and the CRC-protected SI, in packet order per PID.
+        Returns events (kind, pid, packet index, payload) to be timed once the clock is known."""
+        events: list[tuple[str, int, int, object]] = []
+        order = [PAT_PID] if PAT_PID in groups else []
+        for pid in order:
+            self._sections(pid, groups[pid], p, h, skip, events)
+        for pid in sorted(self._pmt_pids | set(SI_PIDS)):
+            if pid in groups and pid != PAT_PID:
+                self._sections(pid, groups[pid], p, h, skip, events)
+        return events
+
+    def _sections(
+        self,
+        pid: int,
+        idx: I64,
+        p: npt.NDArray[np.uint8],
+        h: Headers,
+        skip: npt.NDArray[np.bool_],
+        events: list[tuple[str, int, int, object]],
+    ) -> None:
+        asm = self._asm.setdefault(pid, SectionAssembler())
+        for i in idx[h.has_payload[idx]].tolist():
+            if skip[i]:
+                asm.reset()  # a lost or repeated packet breaks the section it is part of
+                if not h.pusi[i]:
+                    continue
+            for s in asm.push(p[i, h.payload_start[i] :].tobytes(), bool(h.pusi[i])):
+                if not s.crc_ok:
+                    events.append(("crc", pid, i, s.table_id))
+                elif pid == PAT_PID:
+                    pat = parse_pat(s.data) if s.table_id == PAT_TABLE else None
+                    events.append(("pat", pid, i, pat))
+                    if pat is not None:
+                        self._pmt_pids = set(pat.pmt_pids.values())
+                elif s.table_id == PMT_TABLE and pid in self._pmt_pids:
+                    pmt = parse_pmt(s.data)
+                    if pmt is not None:
+                        events.append(("pmt", pid, i, pmt))
+                        if self._pcr_pid is None or self._pcr_pid != pmt.pcr_pid:
+                            self._pcr_pid = pmt.pcr_pid if pmt.pcr_pid != NULL_PID else self._pcr_pid
+
+    def _psi_events(self, events: list[tuple[str, int, int, object]], t: F64) -> None:
+        pmt_times: dict[int, list[float]] = {}
+        for kind, pid, i, what in events:
+            ti = float(t[i])
+            if kind == "crc":
+                table = float(what) if isinstance(what, int) else -1.0
+                self._ind.hit(D.CRC_ERROR.value, ti, ti, pid=pid, set_={"table_id": table})
+            elif kind == "pat":
+                if what is None:  # 1.3/2: a section on PID 0 that is not a PAT
+                    self._ind.hit(D.PAT_ERROR.value, ti, ti, set_={"wrong_table": 1.0})
+                    continue
+                self._pat_seen = True
+                for gone in set(self._pmt_watch) - self._pmt_pids:
+                    del self._pmt_watch[gone]
+                for new in self._pmt_pids - set(self._pmt_watch):
+                    self._pmt_watch[new] = GapWatch(PMT_MAX_INTERVAL_S, last=ti)
+            elif kind == "pmt" and isinstance(what, Pmt):
+                pmt_times.setdefault(pid, []).append(ti)
+                old = self._pmts.get(pid)
+                self._pmts[pid] = what
+                watched = {es for es, st in what.streams.items() if st in AV_STREAM_TYPES}
+                before = set() if old is None else {
+                    es for es, st in old.streams.items() if st in AV_STREAM_TYPES
+                }
+                for gone in before - watched:
+                    self._pid_watch.pop(gone, None)
+                for new in watched - set(self._pid_watch):
+                    self._pid_watch[new] = GapWatch(self.options.pid_timeout_s, last=ti)
+        self._pmt_times = {k: np.array(v) for k, v in pmt_times.items()}
+
+    # -- clocks and PCR (2.3) ------------------------------------------------------------------
+
+    def _pcr_on_pid(self, h: Headers) -> tuple[I64, I64]:
+        if h.pcr_index.size == 0:
+            return h.pcr_index, h.pcr
+        if self._pcr_pid is None:
+            self._pcr_pid = int(h.pid[h.pcr_index[0]])
+        on = h.pid[h.pcr_index] == self._pcr_pid
+        return h.pcr_index[on], h.pcr[on]
+
+    def _file_times(self, h: Headers, n: int) -> F64:
+        """Packet times from the PCR clock: interpolated between PCRs, extrapolated after."""
+        idx, raw = self._pcr_on_pid(h)
+        g = self._g0 + np.arange(n, dtype=np.int64)
+        anchors_g: list[int] = [] if self._clock.anchor_g is None else [self._clock.anchor_g]
+        anchors_t: list[float] = [] if self._clock.anchor_g is None else [self._clock.anchor_t]
+        for i, r in zip(idx.tolist(), raw.tolist(), strict=True):
+            ti, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), None)
+            anchors_g.append(self._g0 + i)
+            anchors_t.append(ti)
+            self._pcr_seen(ti, jump, interval)
+        if not anchors_g:
+            t = np.full(n, self._now if self._now is not None else 0.0)
+        else:
+            t = np.interp(g, anchors_g, anchors_t)
+            after = g > anchors_g[-1]
+            if after.any() and self._clock.rate_pps:
+                # Capped at the PCR interval limit: beyond it the clock would be a guess (the
+                # tail of a file after its last PCR, or PCRs withheld), and a PCR gap is judged
+                # by the next PCR's value instead.
+                ahead = (g[after] - anchors_g[-1]) / self._clock.rate_pps
+                t[after] = anchors_t[-1] + np.minimum(ahead, PCR_MAX_INTERVAL_S)
+        if self._now is not None:
+            np.maximum(t, self._now, out=t)
+        return np.maximum.accumulate(t)
+
+    def _pcr_live(self, h: Headers, t: F64) -> None:
+        idx, raw = self._pcr_on_pid(h)
+        for i, r in zip(idx.tolist(), raw.tolist(), strict=True):
+            ti = float(t[i])
+            _, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), ti)
+            self._pcr_seen(ti, jump, interval)
+        now = float(t[-1])
+        if self._pcr_last_t is not None and now - self._pcr_last_t > PCR_STALL_S:
+            start = self._pcr_last_t + PCR_MAX_INTERVAL_S
+            self._ind.hit(D.PCR_REPETITION_ERROR.value, start, now, count=int(not self._pcr_stalled),
+                          pid=self._pcr_pid, ongoing=True)
+            self._pcr_stalled = True
+
+    def _pcr_seen(self, t: float, jump: float | None, interval: float | None) -> None:
+        """One PCR at analyser time ``t``. Repetition (2.3a) is judged on the PCR values, which
+        network jitter cannot move; the analyser clock only places the gap."""
+        last, self._pcr_last_t = self._pcr_last_t, t
+        stalled, self._pcr_stalled = self._pcr_stalled, False
+        if jump is not None:
+            self._ind.hit(D.PCR_DISCONTINUITY_ERROR.value, t, t, pid=self._pcr_pid,
+                          set_={"jump_ms": round(1000.0 * jump, 3)})
+        elif last is not None and interval is not None and interval > PCR_MAX_INTERVAL_S:
+            start = min(last + PCR_MAX_INTERVAL_S, t)
+            self._ind.hit(D.PCR_REPETITION_ERROR.value, start, t, count=int(not stalled),
+                          pid=self._pcr_pid, set_={"interval_ms": round(1000.0 * interval, 3)})
+
+    # -- sync (1.1, 1.2) -----------------------------------------------------------------------
+
+    def _sync_state(self, t: F64, frames: Frames) -> None:
+        now = self._now if self._now is not None else 0.0
+        loss = D.TS_SYNC_LOSS.value
+
+        def at(k: int) -> float:
+            return float(t[k]) if k < t.size else now
+
+        if t.size and frames.bad_sync.any():
+            self._ind.hits(D.SYNC_BYTE_ERROR.value, t[frames.bad_sync])
+        for k in frames.lost_at:
+            self._ind.hit(loss, at(k), at(k), set_={"sync_found": 1.0})
+        for k in frames.acquired_at:
+            if self._ind.is_open(loss):  # the loss lasted until here
+                self._ind.hit(loss, at(k), at(k), count=0)
+        fr = self._framer
+        if fr.synced:
+            return
+        if self._ind.is_open(loss):
+            self._ind.hit(loss, now, now, count=0, ongoing=True,
+                          set_={"bytes_discarded": float(fr.unsynced_bytes)})
+        elif not fr.ever_synced and fr.unsynced_bytes >= NO_SYNC_REPORT_BYTES:
+            # Not MPEG-TS at all (or not yet): say so, from the first byte.
+            start = now if self._first_byte_t is None else self._first_byte_t
+            self._ind.hit(loss, start, now, ongoing=True,
+                          set_={"sync_found": 0.0, "bytes_discarded": float(fr.unsynced_bytes)})
+
+    # -- timeouts: PAT, PMT, PID, PTS (1.3, 1.5, 1.6, 2.5) -------------------------------------
+
+    def _timeouts(
+        self, t: F64, p: npt.NDArray[np.uint8] | None, h: Headers | None, groups: dict[int, I64]
+    ) -> None:
+        now = self._now if self._now is not None else 0.0
+        empty = np.empty(0)
+        if self._pat_watch is not None:
+            seen = t[groups[PAT_PID]] if PAT_PID in groups else empty
+            for start, end, new in self._pat_watch.observe(seen, now):
+                self._ind.hit(D.PAT_ERROR.value, start, now if end is None else end, count=int(new),
+                              ongoing=end is None, set_={"pat_seen": float(self._pat_seen)})
+        pmt_times, self._pmt_times = self._pmt_times, {}
+        for pid, watch in self._pmt_watch.items():
+            for start, end, new in watch.observe(pmt_times.get(pid, empty), now):
+                self._ind.hit(D.PMT_ERROR.value, start, now if end is None else end, count=int(new),
+                              pid=pid, ongoing=end is None)
+        for pid, watch in self._pid_watch.items():
+            st = self._pids.setdefault(pid, _Pid())
+            spans = watch.observe(t[groups[pid]] if pid in groups else empty, now)
+            st.gaps = [g for g in st.gaps if g[1] is None or now - g[1] < 60.0]
+            for start, end, new in spans:
+                st.gaps = [g for g in st.gaps if g[1] is not None]
+                st.gaps.append((start - self.options.pid_timeout_s, end))
+                self._ind.hit(D.PID_ERROR.value, start, now if end is None else end, count=int(new),
+                              pid=pid, ongoing=end is None)
+        if p is not None and h is not None:
+            self._pts(t, p, h, now)
+        else:
+            for pid, st in self._pids.items():
+                self._pts_pid(pid, st, empty, now)
+
+    def _pts(self, t: F64, p: npt.NDArray[np.uint8], h: Headers, now: float) -> None:
+        psi = self._pmt_pids | {PAT_PID, NULL_PID, *SI_PIDS}
+        starts = np.flatnonzero(h.pusi & h.has_payload)
+        starts = starts[~np.isin(h.pid[starts], np.fromiter(psi, np.int32))]
+        has = pts_present(p, h, starts) if starts.size else np.zeros(0, bool)
+        with_pts = starts[has]
+        pids_pts = h.pid[with_pts]
+        for pid, st in self._pids.items():
+            if pid in psi:
+                continue
+            sel = with_pts[pids_pts == pid]
+            self._pts_pid(pid, st, t[sel], now)
+
+    def _pts_pid(self, pid: int, st: _Pid, times: F64, now: float) -> None:
+        if st.pts_watch is None:
+            if times.size == 0:
+                return
+            st.pts_watch = GapWatch(PTS_MAX_INTERVAL_S)
+        watch = st.pts_watch
+        for start, end, new in watch.observe(times, now):
+            # A PID that stopped altogether is PID_error, not a PTS one; and while it is absent
+            # there is nothing to judge its PTS by.
+            last_pts = start - PTS_MAX_INTERVAL_S
+            if any(a >= last_pts - 1e-9 and (b is None or end is None or b <= end + 1e-9)
+                   for a, b in st.gaps):
+                continue
+            if end is None and (st.last_seen is None or st.last_seen <= start):
+                watch.in_gap = False  # not yet judged: re-examined with the next batch
+                continue
+            self._ind.hit(D.PTS_ERROR.value, start, now if end is None else end, count=int(new),
+                          pid=pid, ongoing=end is None)
+
+
+def _by_pid(pid: npt.NDArray[np.int32]) -> dict[int, I64]:
+    """Packet indices per PID (ascending within each), from one stable sort."""
+    order = np.argsort(pid, kind="stable")
+    sp = pid[order]
+    cut = np.flatnonzero(np.diff(sp)) + 1
+    bounds = [0, *cut.tolist(), sp.size]
+    return {int(sp[a]): order[a:b] for a, b in itertools.pairwise(bounds)}
+
+
+def _concat(a: Frames, b: Frames) -> Frames:
+    na = a.packets.shape[0]
+    return Frames(
+        np.concatenate([a.packets, b.packets]),
+        np.concatenate([a.ends, b.ends]),
+        np.concatenate([a.bad_sync, b.bad_sync]),
+        a.lost_at + [k + na for k in b.lost_at],
+        a.acquired_at + [k + na for k in b.acquired_at],
+        a.discarded + b.discarded,
+    )
+
