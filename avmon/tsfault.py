@@ -187,7 +187,7 @@ def inject(data: bytes, faults: list[Fault]) -> Injected:
     h = parse_headers(p)
     t, pcr_pid = packet_times(p, h)
     t0 = float(t[h.pcr_index[0]])
-    lay = layout(p, h)
+    lay = layout(p, h) if faults else StreamLayout(-1, pcr_pid, -1, -1)
     extra: dict[int, list[bytes]] = {}  # packet index -> bytes inserted before it
     drop: set[int] = set()
     truth: list[FaultTruth] = []

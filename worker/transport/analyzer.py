@@ -26,7 +26,7 @@ import numpy.typing as npt
 from shared.models import DefectType as D
 from worker.detectors.base import Finding
 from worker.transport.indicators import GapWatch, Indicators
-from worker.transport.mdi import MDI_INTERVAL_S, MdiMeter
+from worker.transport.mdi import MDI_INTERVAL_S, MdiMeter, MdiSample
 from worker.transport.packets import (
     NULL_PID,
     PACKET,
@@ -195,7 +195,7 @@ class TransportAnalyzer:
         The bytes are copied: the caller may reuse its buffer."""
         if self._live is None:
             self._live = arrival_s is not None
-        skip = rtp_payload_offset(data) if self._framer.rest_len == 0 and not self._chunks else 0
+        skip = rtp_payload_offset(data) if arrival_s is not None else 0
         chunk = bytes(data[skip:]) if skip else bytes(data)
         if not chunk:
             return []
@@ -246,6 +246,11 @@ class TransportAnalyzer:
             mdi_media_loss_rate=None if mdi is None else mdi.media_loss_rate,
             mdi_max_delay_factor_ms=None if mdi is None else self._mdi.max_delay_factor_ms,
         )
+
+    @property
+    def mdi(self) -> list[MdiSample]:
+        """RFC 4445 figures of the latest measurement intervals (live input only), oldest first."""
+        return list(self._mdi.history)
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -522,10 +527,11 @@ class TransportAnalyzer:
 
         if t.size and frames.bad_sync.any():
             self._ind.hits(D.SYNC_BYTE_ERROR.value, t[frames.bad_sync])
-        for k in frames.lost_at:
-            self._ind.hit(loss, at(k), at(k), set_={"sync_found": 1.0})
-        for k in frames.acquired_at:
-            if self._ind.is_open(loss):  # the loss lasted until here
+        events = sorted([(k, 0) for k in frames.lost_at] + [(k, 1) for k in frames.acquired_at])
+        for k, regained in events:
+            if not regained:
+                self._ind.hit(loss, at(k), at(k), set_={"sync_found": 1.0})
+            elif self._ind.is_open(loss):  # the loss lasted until here
                 self._ind.hit(loss, at(k), at(k), count=0)
         fr = self._framer
         if fr.synced:

@@ -14,6 +14,7 @@ Per measurement interval (RFC 4445 §3: typically 1 s):
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,13 +55,14 @@ def delay_factor_s(arrival_s: F64, nbytes: F64) -> tuple[float, float]:
 class MdiMeter:
     """Accumulates datagrams and lost packets; closes an MdiSample every ``interval_s``."""
 
-    def __init__(self, interval_s: float = MDI_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = MDI_INTERVAL_S, history: int = 60) -> None:
         self.interval_s = interval_s
         self._t: list[F64] = []
         self._n: list[F64] = []
         self._lost = 0
         self._t0: float | None = None
         self.last: MdiSample | None = None
+        self.history: deque[MdiSample] = deque(maxlen=history)  # the latest intervals
         self.max_delay_factor_ms = 0.0
 
     def add(self, arrival_s: F64, nbytes: F64, lost_packets: int) -> None:
@@ -78,5 +80,6 @@ class MdiMeter:
             df, rate = delay_factor_s(t, n)
             span = max(float(t[-1]) - self._t0, 1e-9)
             self.last = MdiSample(self._t0, float(t[-1]), 1000.0 * df, self._lost / span, 8.0 * rate)
+            self.history.append(self.last)
             self.max_delay_factor_ms = max(self.max_delay_factor_ms, self.last.delay_factor_ms)
             self._t, self._n, self._lost, self._t0 = [], [], 0, None

@@ -1,0 +1,178 @@
+"""The transport analyser's input and rules beyond one fault each: any chunking, RTP, input that
+is not TS or has no PAT, what continuity skips, hysteresis, the PID timeout, the counters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avmon.tsfault import inject, parse_faults
+from tests.transport_media import DATAGRAM, analyse, make_sources, needs_ffmpeg
+from worker.detectors.base import Finding
+from worker.transport import TransportAnalyzer, TransportOptions
+from worker.transport.packets import PACKET, Framer, parse_headers
+from worker.transport.psi import SectionAssembler, crc32_mpeg2
+
+pytestmark = needs_ffmpeg
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return make_sources(tmp_path_factory)
+
+
+def summary(found: list[Finding]) -> list[tuple[str, float, float, str]]:
+    """Sorted: within one batch, findings come out in the order the checks run."""
+    return sorted((f.type, round(f.start_s, 6), round(f.end_s or -1, 6), f.key) for f in found)
+
+
+def feed_in(data: bytes, size: int, a: TransportAnalyzer | None = None) -> list[Finding]:
+    a = a or TransportAnalyzer()
+    out: list[Finding] = []
+    for i in range(0, len(data), size):
+        out += a.feed(data[i : i + size])
+    return out + a.flush(1e9)
+
+
+def test_crc32_mpeg2_matches_the_standard_check_value() -> None:
+    # CRC-32/MPEG-2's catalogued check value (the CRC of the ASCII digits 1 to 9).
+    assert crc32_mpeg2(b"123456789") == 0x0376E6E7
+
+
+def test_every_pat_section_of_a_real_stream_checks_to_zero(sources: dict[str, bytes]) -> None:
+    p = np.frombuffer(sources["vbr"], np.uint8).reshape(-1, PACKET)
+    h = parse_headers(p)
+    asm = SectionAssembler()
+    sections = [
+        s for i in np.flatnonzero(h.pid == 0).tolist()
+        for s in asm.push(p[i, h.payload_start[i] :].tobytes(), bool(h.pusi[i]))
+    ]
+    assert len(sections) > 50
+    assert all(s.crc_ok and crc32_mpeg2(s.data) == 0 for s in sections)
+
+
+@pytest.mark.parametrize("size", [1000, 4099, 65536])
+def test_findings_do_not_depend_on_how_the_bytes_are_chunked(sources: dict[str, bytes], size: int) -> None:
+    data = inject(sources["cbr"], parse_faults("drop@2,tei@4,pat@6+1")).data
+    whole = TransportAnalyzer()
+    expected = whole.feed(data) + whole.flush(1e9)
+    assert len(expected) == 6
+    assert summary(feed_in(data, size)) == summary(expected)
+
+
+def test_framer_keeps_a_partial_packet_for_the_next_call(sources: dict[str, bytes]) -> None:
+    data = sources["vbr"][: 20 * PACKET]
+    fr = Framer()
+    first, _ = fr.push(data[:1000])
+    second, _ = fr.push(data[1000:], final=True)
+    got = np.concatenate([first.packets, second.packets]).tobytes()
+    assert got == data
+
+
+def test_rtp_wrapped_datagrams_give_the_same_findings(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["cbr"], parse_faults("drop@3"))
+    plain = analyse(inj, "datagrams")
+    a = TransportAnalyzer()
+    out: list[Finding] = []
+    for seq, i in enumerate(range(0, len(inj.data), DATAGRAM)):
+        end = min(i + DATAGRAM, len(inj.data))
+        # RFC 3550 header: V=2, one CSRC (16 bytes in all), PT 33 (MP2T, RFC 3551).
+        header = bytes([0x81, 33]) + (seq & 0xFFFF).to_bytes(2, "big") + bytes(12)
+        out += a.feed(header + inj.data[i:end], inj.arrival(end))
+    out += a.flush(1e9)
+    assert summary(out) == summary(plain)
+    assert [f.type for f in plain] == ["continuity_count_error"] * 2
+
+
+@pytest.mark.parametrize("mode", ["file", "datagrams"])
+def test_bytes_that_are_not_ts_are_a_sync_loss_where_no_sync_was_ever_found(mode: str) -> None:
+    junk = np.random.default_rng(1).integers(0, 256, 600_000, dtype=np.uint8)
+    junk[junk == 0x47] = 0
+    a = TransportAnalyzer()
+    out: list[Finding] = []
+    for i in range(0, junk.size, DATAGRAM):
+        out += a.feed(junk[i : i + DATAGRAM].tobytes(), i / 1e6 if mode == "datagrams" else None)
+    (opened,) = out
+    assert opened.type == "ts_sync_loss"
+    assert opened.end_s is None
+    assert opened.metrics["sync_found"] == 0
+    (closed,) = a.flush(1e9)
+    assert closed.type == "ts_sync_loss"
+    assert a.counters.bytes_discarded == junk.size
+
+
+@pytest.mark.parametrize("mode", ["file", "datagrams"])
+def test_a_ts_that_never_shows_a_pat_is_a_pat_error(sources: dict[str, bytes], mode: str) -> None:
+    p = np.frombuffer(sources["cbr"], np.uint8).reshape(-1, PACKET)
+    no_pat = p[parse_headers(p).pid != 0]
+    inj = inject(no_pat.tobytes(), [])
+    found = analyse(inj, mode)
+    assert [f.type for f in found] == ["pat_error", "pat_error"]
+    assert found[0].metrics["pat_seen"] == 0
+    assert found[1].end_s is not None  # ends with the stream
+
+
+def test_a_cc_jump_announced_by_the_discontinuity_indicator_is_no_error(sources: dict[str, bytes]) -> None:
+    p = np.frombuffer(sources["cbr"], np.uint8).reshape(-1, PACKET).copy()
+    h = parse_headers(p)
+    # The first video packet with an adaptation field after 3 s (one that carries a PCR); drop
+    # the video packet before it and let it announce the discontinuity.
+    video = h.pid == 0x100
+    pcr = h.pcr_index[(h.pid[h.pcr_index] == 0x100) & (h.pcr_index > p.shape[0] // 4)]
+    pcr = pcr[h.has_payload[pcr]]  # not a PCR-only packet: its CC is the one that would jump
+    i = int(pcr[0])
+    before = int(np.flatnonzero(video[:i])[-1])
+    assert h.has_payload[before]
+    p[i, 5] |= 0x80  # discontinuity_indicator (ISO/IEC 13818-1 §2.4.3.5)
+    stream = np.delete(p, before, axis=0).tobytes()
+    assert feed_in(stream, 65536) == []
+    p[i, 5] &= 0x7F  # without it, the same loss is an error
+    assert [f.type for f in feed_in(np.delete(p, before, axis=0).tobytes(), 65536)] == [
+        "continuity_count_error"
+    ] * 2
+
+
+def test_errors_closer_than_the_hold_time_are_one_finding(sources: dict[str, bytes]) -> None:
+    found = analyse(inject(sources["cbr"], parse_faults("drop@3,drop@3.5")), "file")
+    assert [f.type for f in found] == ["continuity_count_error"] * 2
+    assert found[1].metrics["count"] == 2
+    assert found[1].metrics["missing_packets"] == 2
+
+
+def test_errors_further_apart_than_the_hold_time_are_two_findings(sources: dict[str, bytes]) -> None:
+    found = analyse(inject(sources["cbr"], parse_faults("drop@3,drop@6")), "file")
+    closed = [f for f in found if f.end_s is not None]
+    assert [f.metrics["count"] for f in closed] == [1, 1]
+    assert closed[1].start_s - closed[0].start_s == pytest.approx(3.0, abs=0.1)
+
+
+def test_a_pid_gone_less_than_the_pid_timeout_is_a_pts_error(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["cbr"], parse_faults("pid@3+2"))
+    assert {f.type for f in analyse(inj, "file")} == {"pts_error"}
+
+
+def test_the_pid_timeout_is_the_users(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["cbr"], parse_faults("pid@3+2"))
+    found = analyse(inj, "file", TransportOptions(pid_timeout_s=1.0))
+    assert {f.type for f in found} == {"pid_error"}
+    assert found[-1].start_s == pytest.approx(inj.truth[0].pcr_start_s + 1.0, abs=0.2)
+
+
+def test_counters_count_each_indicator_and_pid(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["vbr"], parse_faults("drop@3,tei@5,duplicate2@7"))
+    a = TransportAnalyzer()
+    analyse(inj, "file", analyzer=a)
+    c = a.counters
+    assert c.indicators["continuity_count_error"] == 2
+    assert c.indicators["transport_error"] == 1
+    assert c.indicators["pat_error"] == 0
+    assert c.per_pid[0x100]["continuity_count_error"] == 2
+    assert sum(v["packets"] for v in c.per_pid.values()) == c.packets == len(inj.data) // PACKET
+
+
+def test_a_flush_closes_a_condition_still_going_on(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["cbr"], parse_faults("pmt@10+5"))  # withheld to the end of the stream
+    opened, closed = analyse(inj, "file")
+    assert (opened.type, opened.end_s) == ("pmt_error", None)
+    assert closed.type == "pmt_error"
+    assert closed.end_s == pytest.approx(inj.truth[0].pcr_start_s + 2.0, abs=0.1)  # the last packet
