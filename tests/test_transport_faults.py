@@ -8,8 +8,12 @@ packets and PCR-only packets; libx264 + MP2 without, VBR) and ``avmon testsrc`` 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from avmon import tsfault
 from avmon.tsfault import FAULTS, inject, parse_faults
 from tests.transport_media import analyse, make_sources, needs_ffmpeg
 from worker.detectors.base import Severity
@@ -79,3 +83,20 @@ def test_fault_raises_exactly_its_indicator_once(
     if truth.pid is not None and kind != "pat":
         assert f.metrics["pid"] == truth.pid
         assert f.key == f"pid{truth.pid}"
+
+
+def test_tsfault_writes_the_stream_and_its_ground_truth(sources: dict[str, bytes], tmp_path: Path) -> None:
+    src = tmp_path / "in.ts"
+    src.write_bytes(sources["vbr"])
+    assert tsfault.main([str(src), str(tmp_path / "out.ts"), "--faults", "drop@2, pid@3+6"]) == 0
+    truth = json.loads((tmp_path / "out.ts.truth.json").read_text())
+    assert [(f["kind"], f["type"]) for f in truth["faults"]] == [
+        ("drop", "continuity_count_error"), ("pid", "pid_error")
+    ]
+    assert (tmp_path / "out.ts").stat().st_size == len(sources["vbr"]) - 188
+
+
+@pytest.mark.parametrize("script", ["drop", "pat@3", "drop@3+1", "nosuch@3", "pid@3+6:bytes=5"])
+def test_tsfault_refuses_a_bad_script_with_the_reason(script: str) -> None:
+    with pytest.raises(ValueError, match="fault"):
+        parse_faults(script)

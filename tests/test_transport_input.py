@@ -176,3 +176,26 @@ def test_a_flush_closes_a_condition_still_going_on(sources: dict[str, bytes]) ->
     assert (opened.type, opened.end_s) == ("pmt_error", None)
     assert closed.type == "pmt_error"
     assert closed.end_s == pytest.approx(inj.truth[0].pcr_start_s + 2.0, abs=0.1)  # the last packet
+
+
+def test_poll_judges_timeouts_when_datagrams_stop(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["cbr"], [])
+    cut = len(inj.data) // 2 // DATAGRAM * DATAGRAM
+    a = TransportAnalyzer()
+    out: list[Finding] = []
+    for i in range(0, cut, DATAGRAM):
+        out += a.feed(inj.data[i : i + DATAGRAM], inj.arrival(i + DATAGRAM))
+    last = inj.arrival(cut)
+    assert out + a.poll(last + 0.3) == []  # within every limit
+    raised = {f.type for f in a.poll(last + 1.5)}
+    assert raised == {"pat_error", "pmt_error", "pcr_repetition_error"}
+    assert {f.type for f in a.poll(last + 6.0)} == {"pid_error"}  # video and audio, 5 s
+
+
+def test_a_scrambled_pat_is_a_pat_error(sources: dict[str, bytes]) -> None:
+    p = np.frombuffer(sources["vbr"], np.uint8).reshape(-1, PACKET).copy()
+    pat = np.flatnonzero(parse_headers(p).pid == 0)
+    p[pat[30], 3] |= 0x80  # transport_scrambling_control '10'
+    found = feed_in(p.tobytes(), 65536)
+    assert [f.type for f in found] == ["pat_error"] * 2
+    assert found[1].metrics["scrambled"] == 1

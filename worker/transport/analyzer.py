@@ -212,13 +212,18 @@ class TransportAnalyzer:
         return []
 
     def poll(self, now_s: float) -> list[Finding]:
-        """Live input that went quiet: analyse what is buffered and judge timeouts at ``now_s``
-        (same clock as ``arrival_s``)."""
+        """Live input that went quiet: analyse what is buffered and judge the timeouts (PAT, PMT,
+        PID, PCR) at ``now_s`` (same clock as ``arrival_s``). Silence then reads as missing
+        tables and PIDs; a caller that reports a total outage itself (signal_loss) need not poll."""
         out = self._process(final=False) if self._chunks else []
         if self._live and self._now is not None and now_s > self._now:
             self._now = now_s
             self._ind.begin_batch()
-            self._timeouts(np.empty(0), None, None, {})
+            empty = np.empty(0)
+            self._sync_state(empty, Frames(np.empty((0, PACKET), np.uint8), empty.astype(np.int64),
+                                           empty.astype(bool)))
+            self._pcr_stall(now_s)
+            self._timeouts(empty, None, None, {})
             out += self._ind.tick(now_s)
         return out
 
@@ -311,6 +316,7 @@ class TransportAnalyzer:
             st.last_seen = float(t[idx[-1]])
         self._cc_findings(t, cc_bad, lost, h)
         self._psi_events(events, t)
+        self._scrambled_psi(h, t)
         self._timeouts(t, p, h, groups)
         if self._live and arrivals.size:
             self._mdi.add(arrivals, sizes.astype(np.float64), int(lost.sum()))
@@ -454,6 +460,15 @@ class TransportAnalyzer:
                     self._pid_watch[new] = GapWatch(self.options.pid_timeout_s, last=ti)
         self._pmt_times = {k: np.array(v) for k, v in pmt_times.items()}
 
+    def _scrambled_psi(self, h: Headers, t: F64) -> None:
+        """1.3/3 and 1.5/2: PSI must never be scrambled (transport_scrambling_control 00)."""
+        if not h.scrambled.any():
+            return
+        self._ind.hits(D.PAT_ERROR.value, t[h.scrambled & (h.pid == PAT_PID)], set_={"scrambled": 1.0})
+        for pid in self._pmt_pids:
+            self._ind.hits(D.PMT_ERROR.value, t[h.scrambled & (h.pid == pid)], pid=pid,
+                           set_={"scrambled": 1.0})
+
     # -- clocks and PCR (2.3) ------------------------------------------------------------------
 
     def _pcr_on_pid(self, h: Headers) -> tuple[I64, I64]:
@@ -496,7 +511,9 @@ class TransportAnalyzer:
             ti = float(t[i])
             _, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), ti)
             self._pcr_seen(ti, jump, interval)
-        now = float(t[-1])
+        self._pcr_stall(float(t[-1]))
+
+    def _pcr_stall(self, now: float) -> None:
         if self._pcr_last_t is not None and now - self._pcr_last_t > PCR_STALL_S:
             start = self._pcr_last_t + PCR_MAX_INTERVAL_S
             self._ind.hit(D.PCR_REPETITION_ERROR.value, start, now, count=int(not self._pcr_stalled),
