@@ -199,3 +199,22 @@ def test_a_scrambled_pat_is_a_pat_error(sources: dict[str, bytes]) -> None:
     found = feed_in(p.tobytes(), 65536)
     assert [f.type for f in found] == ["pat_error"] * 2
     assert found[1].metrics["scrambled"] == 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_damage_never_raises_and_every_finding_closes(sources: dict[str, bytes], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    data = np.frombuffer(sources["testsrc"], np.uint8).copy()
+    hits = rng.integers(0, data.size, 2000)
+    data[hits] = rng.integers(0, 256, hits.size)  # bytes anywhere: headers, PSI, PES, sync
+    cut = np.sort(rng.integers(0, data.size, 300))
+    pieces = np.split(data, cut)
+    a = TransportAnalyzer()
+    out: list[Finding] = []
+    for k, piece in enumerate(pieces):
+        out += a.feed(piece.tobytes(), k * 0.04 if seed % 2 else None)
+    out += a.flush(1e9)
+    opened = sorted((f.type, f.key, f.start_s) for f in out if f.end_s is None)
+    closed = sorted((f.type, f.key, f.start_s) for f in out if f.end_s is not None)
+    assert opened == closed
+    assert a.counters.indicators["continuity_count_error"] > 0
