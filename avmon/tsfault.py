@@ -22,11 +22,14 @@ tei             transport_error_indicator set once   transport_error
 pat             PAT packets withheld for DURATION    pat_error
 pmt             PMT packets withheld for DURATION    pmt_error
 pmt_crc         one PMT's CRC_32 broken              crc_error
-pid             ``pid`` (audio) withheld             pid_error
+pid             ``pid`` (audio) withheld             pid_error (pts_error if ≤ 5 s)
 pcr             PCRs withheld for DURATION           pcr_repetition_error
 pcr_jump        PCRs from START on moved ``jump_s``  pcr_discontinuity_error
 pts             ``pid``'s (audio) PTS removed        pts_error
 =============== ==================================== ==========================================
+
+A span fault raises its indicator when DURATION exceeds the indicator's limit (pat, pmt 0.5 s;
+pid 5 s; pcr 0.1 s; pts 0.7 s): the truth's ``type`` says what a default analyser must report.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ FAULTS: dict[str, str | None] = {
     "pts": "pts_error",
 }
 SPAN_FAULTS = frozenset({"pat", "pmt", "pid", "pcr", "pts"})
+# The gap a span fault must exceed to raise its indicator, at the analyser's default settings
+# (TR 101 290: PAT and PMT 0.5 s, PCR 100 ms, PTS 700 ms; the PID timeout is user-set, 5 s).
+SPAN_LIMIT_S = {"pat": 0.5, "pmt": 0.5, "pid": 5.0, "pcr": 0.1, "pts": 0.7}
 _PARAMS = {"garbage": {"bytes"}, "pid": {"pid"}, "pts": {"pid"}, "pcr_jump": {"jump_s"}}
 PCR_HZ = 27_000_000
 _NULL = bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * (PACKET - 4)
@@ -120,6 +126,18 @@ def parse_faults(script: str) -> list[Fault]:
             params[k] = float(v)
         faults.append(Fault(m["kind"], float(m["start"]), float(m["dur"] or 0.0), params))
     return faults
+
+
+def expected_type(f: Fault) -> str | None:
+    """The defect type ``f`` must raise at default settings. A span no longer than its limit
+    raises nothing, except a PID withheld for less than the PID timeout: its PTS stop for that
+    long, a pts_error once that exceeds 700 ms."""
+    limit = SPAN_LIMIT_S.get(f.kind)
+    if limit is None or f.duration_s > limit:
+        return FAULTS[f.kind]
+    if f.kind == "pid" and f.duration_s > SPAN_LIMIT_S["pts"]:
+        return "pts_error"
+    return None
 
 
 def packet_times(p: U8, h: Headers) -> tuple[F64, int]:
@@ -283,7 +301,7 @@ def inject(data: bytes, faults: list[Fault]) -> Injected:
             start = f.start_s
         else:  # pragma: no cover - parse_faults refuses it
             raise ValueError(f.kind)
-        truth.append(FaultTruth(f.kind, FAULTS[f.kind], round(start, 6), round(end, 6),
+        truth.append(FaultTruth(f.kind, expected_type(f), round(start, 6), round(end, 6),
                                 round(start + t0, 6), round(end + t0, 6), pid, count))
     out = bytearray()
     offsets: list[npt.NDArray[np.int64]] = []

@@ -148,6 +148,7 @@ def test_errors_further_apart_than_the_hold_time_are_two_findings(sources: dict[
 
 def test_a_pid_gone_less_than_the_pid_timeout_is_a_pts_error(sources: dict[str, bytes]) -> None:
     inj = inject(sources["cbr"], parse_faults("pid@3+2"))
+    assert inj.truth[0].type == "pts_error"
     assert {f.type for f in analyse(inj, "file")} == {"pts_error"}
 
 
