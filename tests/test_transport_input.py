@@ -9,7 +9,7 @@ import pytest
 from avmon.tsfault import inject, parse_faults
 from tests.transport_media import DATAGRAM, analyse, make_sources, needs_ffmpeg
 from worker.detectors.base import Finding
-from worker.transport import TransportAnalyzer, TransportOptions
+from worker.transport import TransportAnalyzer, TransportOptions, metrics
 from worker.transport.packets import PACKET, Framer, parse_headers
 from worker.transport.psi import SectionAssembler, crc32_mpeg2
 
@@ -219,3 +219,18 @@ def test_random_damage_never_raises_and_every_finding_closes(sources: dict[str, 
     closed = sorted((f.type, f.key, f.start_s) for f in out if f.end_s is not None)
     assert opened == closed
     assert a.counters.indicators["continuity_count_error"] > 0
+
+
+def test_counters_render_as_prometheus_families(sources: dict[str, bytes]) -> None:
+    inj = inject(sources["cbr"], parse_faults("drop@3"))
+    a = TransportAnalyzer()
+    analyse(inj, "datagrams", analyzer=a)
+    text = metrics.render({"s-1": a.counters})
+    lines = text.splitlines()
+    cc = 'indicator="continuity_count_error"'
+    assert f'avmon_ts_errors_total{{stream_id="s-1",{cc},tr101290="1.4"}} 1' in lines
+    assert f'avmon_ts_pid_errors_total{{stream_id="s-1",pid="256",{cc}}} 1' in lines
+    assert f'avmon_ts_packets_total{{stream_id="s-1"}} {len(inj.data) // PACKET}' in lines
+    samples = [x for x in lines if not x.startswith("#")]
+    assert all(x.rsplit(" ", 1)[1].replace(".", "", 1).isdigit() for x in samples)
+    assert any(x.startswith('avmon_mdi_delay_factor_ms{stream_id="s-1"}') for x in samples)
