@@ -281,8 +281,8 @@ def inject(data: bytes, faults: list[Fault]) -> Injected:
                 sel = on[t[on] >= t0 + f.start_s]
                 jump = round(f.params.get("jump_s", 1.0) * 90_000)
                 for i in sel.tolist():
-                    base, ext = divmod(_read_pcr(p[i]), 300)
-                    _write_pcr(p[i], (base + jump) % (1 << 33) * 300 + ext)
+                    base, ext = divmod(read_pcr(p[i]), 300)
+                    write_pcr(p[i], (base + jump) % (1 << 33) * 300 + ext)
                 end = f.start_s
             count = int(sel.size)
             start = f.start_s
@@ -319,13 +319,13 @@ def inject(data: bytes, faults: list[Fault]) -> Injected:
     return Injected(bytes(out), truth, np.concatenate(offsets), np.concatenate(times))
 
 
-def _read_pcr(pkt: U8) -> int:
+def read_pcr(pkt: U8) -> int:
     q = [int(x) for x in pkt[6:12]]
     base = (q[0] << 25) | (q[1] << 17) | (q[2] << 9) | (q[3] << 1) | (q[4] >> 7)
     return base * 300 + (((q[4] & 1) << 8) | q[5])
 
 
-def _write_pcr(pkt: U8, pcr: int) -> None:
+def write_pcr(pkt: U8, pcr: int) -> None:
     base, ext = divmod(pcr, 300)
     pkt[6:12] = [
         (base >> 25) & 0xFF, (base >> 17) & 0xFF, (base >> 9) & 0xFF, (base >> 1) & 0xFF,

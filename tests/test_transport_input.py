@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avmon.tsfault import inject, parse_faults
+from avmon.tsfault import inject, parse_faults, read_pcr, write_pcr
 from tests.transport_media import DATAGRAM, analyse, make_sources, needs_ffmpeg
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer, TransportOptions, metrics
@@ -234,3 +234,17 @@ def test_counters_render_as_prometheus_families(sources: dict[str, bytes]) -> No
     samples = [x for x in lines if not x.startswith("#")]
     assert all(x.rsplit(" ", 1)[1].replace(".", "", 1).isdigit() for x in samples)
     assert any(x.startswith('avmon_mdi_delay_factor_ms{stream_id="s-1"}') for x in samples)
+
+
+def test_pcr_accuracy_is_information_that_sees_a_2_us_error_on_cbr(sources: dict[str, bytes]) -> None:
+    clean = TransportAnalyzer()
+    feed_in(sources["cbr"], 65536, clean)
+    assert clean.counters.pcr_accuracy_max_ns is not None
+    assert clean.counters.pcr_accuracy_max_ns < 500  # TR 101 290 2.4: ±500 ns
+    p = np.frombuffer(sources["cbr"], np.uint8).reshape(-1, PACKET).copy()
+    h = parse_headers(p)
+    i = int(h.pcr_index[h.pcr_index.size // 2])
+    write_pcr(p[i], read_pcr(p[i]) + 54)  # 54 ticks of 27 MHz: 2 µs late
+    late = TransportAnalyzer()
+    assert feed_in(p.tobytes(), 65536, late) == []  # information, not a defect
+    assert late.counters.pcr_accuracy_max_ns == pytest.approx(2000, rel=0.2)

@@ -93,6 +93,11 @@ class TransportCounters:
     mdi_delay_factor_ms: float | None = None  # last interval's (live input only)
     mdi_media_loss_rate: float | None = None  # last interval's, TS packets/s
     mdi_max_delay_factor_ms: float | None = None
+    # TR 101 290 2.4 as information only: the largest PCR deviation from a constant-rate line
+    # through the PCRs of each batch, ns. Meaningful on CBR streams (the standard's ±500 ns);
+    # on VBR it measures the rate's variation, not the clock.
+    pcr_accuracy_ns: float | None = None  # the last batch's
+    pcr_accuracy_max_ns: float | None = None
 
 
 @dataclass
@@ -178,6 +183,8 @@ class TransportAnalyzer:
         self._pcr_pid: int | None = None
         self._pcr_last_t: float | None = None  # analyser time of the last PCR
         self._pcr_stalled = False  # live: PCRs absent for PCR_STALL_S, already reported
+        self._pcr_acc: float | None = None
+        self._pcr_acc_max: float | None = None
         self._clock = _PcrClock()
         self._mdi = MdiMeter(self.options.mdi_interval_s)
         self._now: float | None = None
@@ -250,6 +257,8 @@ class TransportAnalyzer:
             mdi_delay_factor_ms=None if mdi is None else mdi.delay_factor_ms,
             mdi_media_loss_rate=None if mdi is None else mdi.media_loss_rate,
             mdi_max_delay_factor_ms=None if mdi is None else self._mdi.max_delay_factor_ms,
+            pcr_accuracy_ns=self._pcr_acc,
+            pcr_accuracy_max_ns=self._pcr_acc_max,
         )
 
     @property
@@ -479,9 +488,26 @@ class TransportAnalyzer:
         on = h.pid[h.pcr_index] == self._pcr_pid
         return h.pcr_index[on], h.pcr[on]
 
+    def _pcr_accuracy(self, idx: I64, raw: I64, h: Headers) -> None:
+        """2.4 as information: residuals of a least-squares line PCR = a + b * packet index over
+        the batch's PCRs (at least 3, none announcing or making a discontinuity)."""
+        if idx.size < 3 or h.discontinuity[idx].any():
+            return
+        ticks = ((raw - raw[0]) % PCR_WRAP).astype(np.float64)
+        if np.any(np.diff(ticks) > PCR_MAX_JUMP_S * PCR_HZ) or np.any(np.diff(ticks) < 0):
+            return
+        x = (self._g0 + idx).astype(np.float64)
+        x -= x.mean()
+        slope = float(x @ (ticks - ticks.mean())) / float(x @ x)
+        resid = ticks - ticks.mean() - slope * x
+        acc = float(np.abs(resid).max()) * 1e9 / PCR_HZ
+        self._pcr_acc = round(acc, 1)
+        self._pcr_acc_max = round(max(acc, self._pcr_acc_max or 0.0), 1)
+
     def _file_times(self, h: Headers, n: int) -> F64:
         """Packet times from the PCR clock: interpolated between PCRs, extrapolated after."""
         idx, raw = self._pcr_on_pid(h)
+        self._pcr_accuracy(idx, raw, h)
         g = self._g0 + np.arange(n, dtype=np.int64)
         anchors_g: list[int] = [] if self._clock.anchor_g is None else [self._clock.anchor_g]
         anchors_t: list[float] = [] if self._clock.anchor_g is None else [self._clock.anchor_t]
@@ -507,6 +533,7 @@ class TransportAnalyzer:
 
     def _pcr_live(self, h: Headers, t: F64) -> None:
         idx, raw = self._pcr_on_pid(h)
+        self._pcr_accuracy(idx, raw, h)
         for i, r in zip(idx.tolist(), raw.tolist(), strict=True):
             ti = float(t[i])
             _, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), ti)

@@ -50,4 +50,9 @@ def render(streams: Mapping[str, TransportCounters]) -> str:
     family("avmon_mdi_media_loss_rate", "gauge",
            "RFC 4445 media loss rate of the last measurement interval, TS packets per second.",
            [(sid(s), round(c.mdi_media_loss_rate or 0.0, 3)) for s, c in mdi.items()])
+    acc = {s: c for s, c in streams.items() if c.pcr_accuracy_ns is not None}
+    family("avmon_ts_pcr_accuracy_ns", "gauge",
+           "TR 101 290 2.4 as information: largest PCR deviation from constant rate, last batch, ns "
+           "(meaningful on CBR streams).",
+           [(sid(s), c.pcr_accuracy_ns or 0.0) for s, c in acc.items()])
     return "\n".join(lines) + "\n"
