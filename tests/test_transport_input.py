@@ -248,3 +248,11 @@ def test_pcr_accuracy_is_information_that_sees_a_2_us_error_on_cbr(sources: dict
     late = TransportAnalyzer()
     assert feed_in(p.tobytes(), 65536, late) == []  # information, not a defect
     assert late.counters.pcr_accuracy_max_ns == pytest.approx(2000, rel=0.2)
+
+
+@pytest.mark.parametrize("pid", [0x0000, 0x1000])  # the PAT and the PMT
+def test_a_psi_packet_repeated_once_is_no_error(sources: dict[str, bytes], pid: int) -> None:
+    p = np.frombuffer(sources["vbr"], np.uint8).reshape(-1, PACKET)
+    i = int(np.flatnonzero(parse_headers(p).pid == pid)[20])
+    stream = np.insert(p, i + 1, p[i], axis=0).tobytes()
+    assert feed_in(stream, 65536) == []

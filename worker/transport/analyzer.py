@@ -293,6 +293,9 @@ class TransportAnalyzer:
             now = float(arrivals[-1]) if self._live and arrivals.size else (self._now or 0.0)
             self._now = max(now, self._now or now)
             self._sync_state(np.empty(0), frames)
+            if self._live:
+                self._pcr_stall(self._now)
+            self._timeouts(np.empty(0), None, None, {})
             return self._ind.tick(self._now)
         if not self._live:
             if self._stash is not None:
@@ -309,7 +312,7 @@ class TransportAnalyzer:
         h = parse_headers(p)
         groups = _by_pid(h.pid)
         cc_bad, dup, lost = self._continuity(p, h, groups)
-        events = self._psi(p, h, groups, cc_bad | dup)
+        events = self._psi(p, h, groups, cc_bad.astype(np.int8) + 2 * dup.astype(np.int8))
         t = t_arr if t_arr is not None else self._file_times(h, n)
         if self._live:
             self._pcr_live(h, t)
@@ -396,7 +399,7 @@ class TransportAnalyzer:
     # -- PSI (1.3, 1.5, 2.2) -------------------------------------------------------------------
 
     def _psi(
-        self, p: npt.NDArray[np.uint8], h: Headers, groups: dict[int, I64], skip: npt.NDArray[np.bool_]
+        self, p: npt.NDArray[np.uint8], h: Headers, groups: dict[int, I64], skip: npt.NDArray[np.int8]
     ) -> list[tuple[str, int, int, object]]:
         """Sections of the PAT, the PMTs and the CRC-protected SI, in packet order per PID.
         Returns events (kind, pid, packet index, payload) to be timed once the clock is known."""
@@ -415,13 +418,15 @@ class TransportAnalyzer:
         idx: I64,
         p: npt.NDArray[np.uint8],
         h: Headers,
-        skip: npt.NDArray[np.bool_],
+        skip: npt.NDArray[np.int8],
         events: list[tuple[str, int, int, object]],
     ) -> None:
         asm = self._asm.setdefault(pid, SectionAssembler())
         for i in idx[h.has_payload[idx]].tolist():
-            if skip[i]:
-                asm.reset()  # a lost or repeated packet breaks the section it is part of
+            if skip[i] == 2:  # a tolerated repeat: its payload is already in
+                continue
+            if skip[i] == 1:
+                asm.reset()  # a lost packet breaks the section it was part of
                 if not h.pusi[i]:
                     continue
             for s in asm.push(p[i, h.payload_start[i] :].tobytes(), bool(h.pusi[i])):
