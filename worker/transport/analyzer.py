@@ -121,6 +121,7 @@ class _PcrClock:
         self.last_raw = 0
         self.last_arrival: float | None = None
         self.rate_pps: float | None = None  # packets per second between PCRs
+        self.rebase = False  # the next PCR comes from another PID: nothing to compare it with
 
     def step(
         self, raw: int, g: int, flagged: bool, arrival: float | None
@@ -142,7 +143,8 @@ class _PcrClock:
             elapsed = max(dt, 0.0)
         jump: float | None = None
         interval: float | None = None
-        if flagged:
+        if flagged or self.rebase:
+            self.rebase = False
             advance = elapsed
         elif dt < 0 or (dt > PCR_MAX_JUMP_S and abs(dt - elapsed) > max(PCR_MAX_JUMP_S, elapsed)):
             jump = dt - elapsed
@@ -441,8 +443,10 @@ class TransportAnalyzer:
                     pmt = parse_pmt(s.data)
                     if pmt is not None:
                         events.append(("pmt", pid, i, pmt))
-                        if self._pcr_pid is None or self._pcr_pid != pmt.pcr_pid:
-                            self._pcr_pid = pmt.pcr_pid if pmt.pcr_pid != NULL_PID else self._pcr_pid
+                        if pmt.pcr_pid not in (NULL_PID, self._pcr_pid):
+                            if self._pcr_pid is not None:  # the PMT names another PCR PID
+                                self._clock.rebase = True
+                            self._pcr_pid = pmt.pcr_pid
 
     def _psi_events(self, events: list[tuple[str, int, int, object]], t: F64) -> None:
         pmt_times: dict[int, list[float]] = {}
