@@ -256,3 +256,28 @@ def test_a_psi_packet_repeated_once_is_no_error(sources: dict[str, bytes], pid: 
     i = int(np.flatnonzero(parse_headers(p).pid == pid)[20])
     stream = np.insert(p, i + 1, p[i], axis=0).tobytes()
     assert feed_in(stream, 65536) == []
+
+
+@pytest.mark.parametrize("mode", ["file", "datagrams"])
+def test_a_declared_discontinuity_starts_continuity_and_timing_afresh(
+    sources: dict[str, bytes], mode: str
+) -> None:
+    # The head of one encode, then (after a reconnect) the tail of another with the same PIDs:
+    # other continuity counters, another PCR base and, live, 20 s without a packet between.
+    head = inject(sources["cbr"][: 1000 * DATAGRAM], [])
+    tail = inject(sources["vbr"][len(sources["vbr"]) // 2 // DATAGRAM * DATAGRAM :], [])
+
+    def run(declare: bool) -> set[str]:
+        a = TransportAnalyzer()
+        out: list[Finding] = []
+        for part, shift in ((head, 0.0), (tail, 100.0)):
+            if part is tail and declare:
+                out += a.discontinuity()
+            for i in range(0, len(part.data), DATAGRAM):
+                end = min(i + DATAGRAM, len(part.data))
+                t = part.arrival(end) + shift if mode == "datagrams" else None
+                out += a.feed(part.data[i:end], t)
+        return {f.type for f in out + a.flush(1e9)}
+
+    assert run(declare=True) == set()
+    assert "continuity_count_error" in run(declare=False)

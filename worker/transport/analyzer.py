@@ -193,6 +193,7 @@ class TransportAnalyzer:
         self._first_byte_t: float | None = None
         self._discarded = 0
         self._pmt_times: dict[int, F64] = {}
+        self._restart = False  # after discontinuity(): gap watches restart at the next packet
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -243,6 +244,26 @@ class TransportAnalyzer:
         # A file's ongoing conditions end with its last packet, on its own (PCR) clock.
         end = t_end if self._now is None else max(t_end, self._now) if self._live else self._now
         return out + self._ind.close_all(end)
+
+    def discontinuity(self) -> list[Finding]:
+        """The input restarts (a reconnect, an HLS ``EXT-X-DISCONTINUITY``): what is buffered is
+        analysed, a partial packet dropped, and continuity counters, sections and the PCR start
+        afresh; the time between is not judged as missing tables or PIDs (a total outage is the
+        session's signal_loss). Open findings close by their own hold."""
+        out = self._process(final=True) if self._chunks or self._framer.rest_len else []
+        self._framer = Framer()
+        for st in self._pids.values():
+            st.last_cc, st.last_packet, st.dup_run = -1, b"", 0
+            st.pts_watch = None
+            st.gaps = []
+        for asm in self._asm.values():
+            asm.reset()
+        self._clock.rebase = True
+        self._clock.last_arrival = None
+        self._pcr_last_t = None
+        self._pcr_stalled = False
+        self._restart = True
+        return out
 
     @property
     def counters(self) -> TransportCounters:
@@ -323,6 +344,11 @@ class TransportAnalyzer:
             self._first_byte_t = float(t[0])
         if self._pat_watch is None:
             self._pat_watch = GapWatch(PAT_MAX_INTERVAL_S, last=self._first_byte_t)
+        if self._restart:
+            self._restart = False
+            t0 = float(t[0])
+            for watch in (self._pat_watch, *self._pmt_watch.values(), *self._pid_watch.values()):
+                watch.last, watch.in_gap = t0, False
         self._sync_state(t, frames)
         self._ind.hits(D.TRANSPORT_ERROR.value, t[h.tei])
         for pid, idx in groups.items():
