@@ -23,8 +23,8 @@ pat             PAT packets withheld for DURATION    pat_error
 pmt             PMT packets withheld for DURATION    pmt_error
 pmt_crc         one PMT's CRC_32 broken              crc_error
 pid             ``pid`` (audio) withheld             pid_error (pts_error if ≤ 5 s)
-pcr             PCRs withheld for DURATION           pcr_repetition_error
-pcr_jump        PCRs from START on moved ``jump_s``  pcr_discontinuity_error
+pcr             ``pid``'s PCRs withheld for DURATION pcr_repetition_error
+pcr_jump        PCRs from START on moved ``jump_s``  pcr_discontinuity_error (``pid``: as pcr)
 pts             ``pid``'s (audio) PTS removed        pts_error
 =============== ==================================== ==========================================
 
@@ -67,7 +67,9 @@ SPAN_FAULTS = frozenset({"pat", "pmt", "pid", "pcr", "pts"})
 # The gap a span fault must exceed to raise its indicator, at the analyser's default settings
 # (TR 101 290: PAT and PMT 0.5 s, PCR 100 ms, PTS 700 ms; the PID timeout is user-set, 5 s).
 SPAN_LIMIT_S = {"pat": 0.5, "pmt": 0.5, "pid": 5.0, "pcr": 0.1, "pts": 0.7}
-_PARAMS = {"garbage": {"bytes"}, "pid": {"pid"}, "pts": {"pid"}, "pcr_jump": {"jump_s"}}
+_PARAMS = {
+    "garbage": {"bytes"}, "pid": {"pid"}, "pts": {"pid"}, "pcr": {"pid"}, "pcr_jump": {"jump_s", "pid"},
+}
 PCR_HZ = 27_000_000
 _NULL = bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * (PACKET - 4)
 
@@ -271,8 +273,8 @@ def inject(data: bytes, faults: list[Fault]) -> Injected:
             pid = lay.pmt_pid
             start = end = float(t[i]) - t0
         elif f.kind in {"pcr", "pcr_jump"}:
-            pid = pcr_pid
-            on = h.pcr_index[pid_arr[h.pcr_index] == pcr_pid]
+            pid = int(f.params.get("pid", pcr_pid))
+            on = h.pcr_index[pid_arr[h.pcr_index] == pid]
             if f.kind == "pcr":
                 sel = on[(t[on] >= t0 + f.start_s) & (t[on] < t0 + end)]
                 p[sel, 5] &= 0xEF

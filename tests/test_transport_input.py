@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from avmon.tsfault import inject, parse_faults, read_pcr, write_pcr
-from tests.transport_media import DATAGRAM, analyse, make_sources, needs_ffmpeg
+from tests.transport_media import DATAGRAM, analyse, make_mpts, make_sources, needs_ffmpeg
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer, TransportOptions, metrics
 from worker.transport.packets import PACKET, Framer, parse_headers
@@ -281,3 +281,26 @@ def test_a_declared_discontinuity_starts_continuity_and_timing_afresh(
 
     assert run(declare=True) == set()
     assert "continuity_count_error" in run(declare=False)
+
+
+@pytest.fixture(scope="session")
+def mpts(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_mpts(tmp_path_factory)
+
+
+@pytest.mark.parametrize("mode", ["file", "datagrams"])
+def test_a_clean_two_program_stream_raises_nothing(mpts: bytes, mode: str) -> None:
+    a = TransportAnalyzer()
+    assert analyse(inject(mpts, []), mode, analyzer=a) == []
+    assert set(a.counters.per_pid) == {0, 0x11, 0x100, 0x101, 0x102, 0x103, 0x1000, 0x1001, 0x1FFF}
+
+
+@pytest.mark.parametrize(
+    ("script", "expected", "pid"),
+    [("pcr@3+0.15:pid=258", "pcr_repetition_error", 0x102), ("pid@2+5.5:pid=259", "pid_error", 0x103)],
+)
+def test_the_second_programs_pcr_and_pids_are_judged_too(
+    mpts: bytes, script: str, expected: str, pid: int
+) -> None:
+    found = analyse(inject(mpts, parse_faults(script)), "datagrams")
+    assert [(f.type, f.key) for f in found] == [(expected, f"pid{pid}")] * 2

@@ -38,7 +38,7 @@ def make_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Made once per session, whichever test module asks first. ``cbr``: FFmpeg, libx264 + AAC
     at a constant -muxrate (null packets, PCR-only packets); ``vbr``: FFmpeg, libx264 + MP2
     without; ``testsrc``: ``avmon testsrc`` (PyAV's muxer)."""
-    if _made:
+    if "cbr" in _made:
         return _made
     d = tmp_path_factory.mktemp("transport")
     cbr = _ffmpeg(d / "cbr.ts", "-b:v", "800k", "-c:a", "aac", "-b:a", "96k", "-muxrate", "1500k")
@@ -46,6 +46,27 @@ def make_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     generate(d / "testsrc.ts", duration_s=SECONDS, width=320, height=180)
     _made.update({p.stem: p.read_bytes() for p in (cbr, vbr, d / "testsrc.ts")})
     return _made
+
+
+def make_mpts(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Two programs in one TS (FFmpeg, constant 3 Mb/s): PMTs 0x1000 and 0x1001, PIDs 0x100 and
+    0x101 (video, audio, PCR on video) and 0x102 and 0x103."""
+    if "mpts" not in _made:
+        path = tmp_path_factory.mktemp("mpts") / "mpts.ts"
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+             "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
+             "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000",
+             "-t", "9", "-map", "0", "-map", "1", "-map", "2", "-map", "3",
+             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "mp2",
+             "-program", "title=one:st=0:st=1", "-program", "title=two:st=2:st=3",
+             "-muxrate", "3M", "-f", "mpegts", str(path)],
+            check=True,
+        )
+        _made["mpts"] = path.read_bytes()
+    return _made["mpts"]
 
 
 def analyse(

@@ -160,6 +160,15 @@ class _PcrClock:
         return self.anchor_t, jump, interval
 
 
+@dataclass
+class _PcrPid:
+    """Repetition and discontinuity state of one PCR PID, judged on the analyser clock."""
+
+    clock: _PcrClock = field(default_factory=_PcrClock)
+    last_t: float | None = None  # analyser time of its last PCR
+    stalled: bool = False  # live: its PCRs absent for PCR_STALL_S, already reported
+
+
 class TransportAnalyzer:
     """TR 101 290 priority 1 and 2 for one MPEG-TS stream (one instance per stream)."""
 
@@ -182,9 +191,10 @@ class TransportAnalyzer:
         self._pmt_watch: dict[int, GapWatch] = {}
         self._pmts: dict[int, Pmt] = {}
         self._pid_watch: dict[int, GapWatch] = {}
-        self._pcr_pid: int | None = None
-        self._pcr_last_t: float | None = None  # analyser time of the last PCR
-        self._pcr_stalled = False  # live: PCRs absent for PCR_STALL_S, already reported
+        self._pcr_pid: int | None = None  # the clock's: the first program's PCR PID
+        self._main_pmt_pid: int | None = None  # the PMT PID of the PAT's first program
+        self._pmt_pcr: dict[int, int] = {}  # PMT PID -> its PCR PID (every program is judged)
+        self._pcr: dict[int, _PcrPid] = {}
         self._pcr_acc: float | None = None
         self._pcr_acc_max: float | None = None
         self._clock = _PcrClock()
@@ -259,9 +269,9 @@ class TransportAnalyzer:
         for asm in self._asm.values():
             asm.reset()
         self._clock.rebase = True
-        self._clock.last_arrival = None
-        self._pcr_last_t = None
-        self._pcr_stalled = False
+        for pcr in self._pcr.values():
+            pcr.clock.rebase, pcr.clock.last_arrival = True, None
+            pcr.last_t, pcr.stalled = None, False
         self._restart = True
         return out
 
@@ -336,9 +346,10 @@ class TransportAnalyzer:
         groups = _by_pid(h.pid)
         cc_bad, dup, lost = self._continuity(p, h, groups)
         events = self._psi(p, h, groups, cc_bad.astype(np.int8) + 2 * dup.astype(np.int8))
-        t = t_arr if t_arr is not None else self._file_times(h, n)
-        if self._live:
-            self._pcr_live(h, t)
+        idx, raw = self._pcr_on_pid(h)
+        self._pcr_accuracy(idx, raw, h)
+        t = t_arr if t_arr is not None else self._file_times(h, n, idx, raw)
+        self._pcr_judge(h, t, skip_clock_pid=not self._live)
         self._now = max(float(t[-1]), self._now if self._now is not None else float(t[-1]))
         if self._first_byte_t is None:
             self._first_byte_t = float(t[0])
@@ -465,12 +476,16 @@ class TransportAnalyzer:
                     events.append(("pat", pid, i, pat))
                     if pat is not None:
                         self._pmt_pids = set(pat.pmt_pids.values())
+                        self._main_pmt_pid = min(pat.pmt_pids.items())[1] if pat.pmt_pids else None
+                        self._pmt_pcr = {k: v for k, v in self._pmt_pcr.items() if k in self._pmt_pids}
                 elif s.table_id == PMT_TABLE and pid in self._pmt_pids:
                     pmt = parse_pmt(s.data)
                     if pmt is not None:
                         events.append(("pmt", pid, i, pmt))
-                        if pmt.pcr_pid not in (NULL_PID, self._pcr_pid):
-                            if self._pcr_pid is not None:  # the PMT names another PCR PID
+                        self._pmt_pcr[pid] = pmt.pcr_pid
+                        main = pid == self._main_pmt_pid
+                        if main and pmt.pcr_pid not in (NULL_PID, self._pcr_pid):
+                            if self._pcr_pid is not None:  # the clock moves to another PID
                                 self._clock.rebase = True
                             self._pcr_pid = pmt.pcr_pid
 
@@ -539,10 +554,9 @@ class TransportAnalyzer:
         self._pcr_acc = round(acc, 1)
         self._pcr_acc_max = round(max(acc, self._pcr_acc_max or 0.0), 1)
 
-    def _file_times(self, h: Headers, n: int) -> F64:
-        """Packet times from the PCR clock: interpolated between PCRs, extrapolated after."""
-        idx, raw = self._pcr_on_pid(h)
-        self._pcr_accuracy(idx, raw, h)
+    def _file_times(self, h: Headers, n: int, idx: I64, raw: I64) -> F64:
+        """Packet times from the PCR clock (the PCRs ``raw`` of packets ``idx`` of the clock's
+        PID): interpolated between PCRs, extrapolated after."""
         g = self._g0 + np.arange(n, dtype=np.int64)
         anchors_g: list[int] = [] if self._clock.anchor_g is None else [self._clock.anchor_g]
         anchors_t: list[float] = [] if self._clock.anchor_g is None else [self._clock.anchor_t]
@@ -550,7 +564,8 @@ class TransportAnalyzer:
             ti, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), None)
             anchors_g.append(self._g0 + i)
             anchors_t.append(ti)
-            self._pcr_seen(ti, jump, interval)
+            if self._pcr_pid is not None:
+                self._pcr_seen(self._pcr_pid, ti, jump, interval)
         if not anchors_g:
             t = np.full(n, self._now if self._now is not None else 0.0)
         else:
@@ -566,34 +581,44 @@ class TransportAnalyzer:
             np.maximum(t, self._now, out=t)
         return np.maximum.accumulate(t)
 
-    def _pcr_live(self, h: Headers, t: F64) -> None:
-        idx, raw = self._pcr_on_pid(h)
-        self._pcr_accuracy(idx, raw, h)
-        for i, r in zip(idx.tolist(), raw.tolist(), strict=True):
-            ti = float(t[i])
-            _, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), ti)
-            self._pcr_seen(ti, jump, interval)
-        self._pcr_stall(float(t[-1]))
+    def _pcr_judge(self, h: Headers, t: F64, *, skip_clock_pid: bool) -> None:
+        """Repetition and discontinuity on every program's PCR PID, on the analyser clock (a
+        file's own clock PID is judged as it makes the clock)."""
+        pids = {*self._pmt_pcr.values(), *([self._pcr_pid] if self._pcr_pid is not None else [])}
+        pids.discard(NULL_PID)
+        if skip_clock_pid and self._pcr_pid is not None:
+            pids.discard(self._pcr_pid)
+        on = h.pid[h.pcr_index]
+        for pid in pids:
+            st = self._pcr.setdefault(pid, _PcrPid())
+            sel = on == pid
+            for i, r in zip(h.pcr_index[sel].tolist(), h.pcr[sel].tolist(), strict=True):
+                ti = float(t[i])
+                _, jump, interval = st.clock.step(r, self._g0 + i, bool(h.discontinuity[i]), ti)
+                self._pcr_seen(pid, ti, jump, interval)
+        if self._live:
+            self._pcr_stall(float(t[-1]))
 
     def _pcr_stall(self, now: float) -> None:
-        if self._pcr_last_t is not None and now - self._pcr_last_t > PCR_STALL_S:
-            start = self._pcr_last_t + PCR_MAX_INTERVAL_S
-            self._ind.hit(D.PCR_REPETITION_ERROR.value, start, now, count=int(not self._pcr_stalled),
-                          pid=self._pcr_pid, ongoing=True)
-            self._pcr_stalled = True
+        for pid, st in self._pcr.items():
+            if st.last_t is not None and now - st.last_t > PCR_STALL_S:
+                self._ind.hit(D.PCR_REPETITION_ERROR.value, st.last_t + PCR_MAX_INTERVAL_S, now,
+                              count=int(not st.stalled), pid=pid, ongoing=True)
+                st.stalled = True
 
-    def _pcr_seen(self, t: float, jump: float | None, interval: float | None) -> None:
-        """One PCR at analyser time ``t``. Repetition (2.3a) is judged on the PCR values, which
-        network jitter cannot move; the analyser clock only places the gap."""
-        last, self._pcr_last_t = self._pcr_last_t, t
-        stalled, self._pcr_stalled = self._pcr_stalled, False
+    def _pcr_seen(self, pid: int, t: float, jump: float | None, interval: float | None) -> None:
+        """One PCR of ``pid`` at analyser time ``t``. Repetition (2.3a) is judged on the PCR
+        values, which network jitter cannot move; the analyser clock only places the gap."""
+        st = self._pcr.setdefault(pid, _PcrPid())
+        last, st.last_t = st.last_t, t
+        stalled, st.stalled = st.stalled, False
         if jump is not None:
-            self._ind.hit(D.PCR_DISCONTINUITY_ERROR.value, t, t, pid=self._pcr_pid,
+            self._ind.hit(D.PCR_DISCONTINUITY_ERROR.value, t, t, pid=pid,
                           set_={"jump_ms": round(1000.0 * jump, 3)})
         elif last is not None and interval is not None and interval > PCR_MAX_INTERVAL_S:
             start = min(last + PCR_MAX_INTERVAL_S, t)
             self._ind.hit(D.PCR_REPETITION_ERROR.value, start, t, count=int(not stalled),
-                          pid=self._pcr_pid, set_={"interval_ms": round(1000.0 * interval, 3)})
+                          pid=pid, set_={"interval_ms": round(1000.0 * interval, 3)})
 
     # -- sync (1.1, 1.2) -----------------------------------------------------------------------
 
