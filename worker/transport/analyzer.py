@@ -1,8 +1,10 @@
 """ETSI TR 101 290 priority 1 and 2 on MPEG-TS bytes as they arrive: pure, bytes in, findings out.
 
 Modelled on TSDuck's ``TR101290Analyzer`` and ``ContinuityAnalyzer`` (one context per PID, the
-indicators named as the standard names them, its thresholds as named constants) with
-ltntstools' habit of writing raise and clear rules side by side (``indicators.RULES``).
+indicators named as the standard names them) with ltntstools' habit of writing raise and clear
+rules side by side: ``indicators.py`` holds the rules, the standard's thresholds as named
+constants and the hysteresis; ``continuity.py``, ``pcr.py``, ``psi.py`` and ``packets.py`` the
+numpy and section work; this module the per-stream state that ties them together.
 
 Time: with ``arrival_s`` (live input) every packet carries its datagram's arrival time. Without
 it (a file) the clock is the PCR of the PCR PID, interpolated between PCRs by packet position
@@ -17,7 +19,6 @@ present in it and per PSI packet (a few dozen a second), never per elementary-st
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,13 +26,23 @@ import numpy.typing as npt
 
 from shared.models import DefectType as D
 from worker.detectors.base import Finding
-from worker.transport.indicators import GapWatch, Indicators
+from worker.transport.continuity import CcState, check_continuity
+from worker.transport.indicators import (
+    NO_SYNC_REPORT_BYTES,
+    PAT_MAX_INTERVAL_S,
+    PCR_MAX_INTERVAL_S,
+    PCR_STALL_S,
+    PID_TIMEOUT_DEFAULT_S,
+    PMT_MAX_INTERVAL_S,
+    PTS_MAX_INTERVAL_S,
+    GapWatch,
+    Indicators,
+)
 from worker.transport.mdi import MDI_INTERVAL_S, MdiMeter, MdiSample
 from worker.transport.packets import (
     NULL_PID,
     PACKET,
     PAT_PID,
-    SYNC_ACQUIRE_COUNT,
     Framer,
     Frames,
     Headers,
@@ -39,6 +50,7 @@ from worker.transport.packets import (
     pts_present,
     rtp_payload_offset,
 )
+from worker.transport.pcr import PcrClock, PcrPid, pcr_accuracy_ns
 from worker.transport.psi import (
     AV_STREAM_TYPES,
     PAT_TABLE,
@@ -50,21 +62,6 @@ from worker.transport.psi import (
     parse_pmt,
 )
 
-# ETSI TR 101 290 V1.4.1 §5.2 thresholds, each with the standard's value.
-PAT_MAX_INTERVAL_S = 0.5  # 1.3: "PID 0x0000 does not occur at least every 0,5 s"
-PMT_MAX_INTERVAL_S = 0.5  # 1.5: "... table_id 0x02 ... do not occur at least every 0,5 s"
-PID_TIMEOUT_DEFAULT_S = 5.0  # 1.6: "for a user specified period" (TSDuck's default: 5 s)
-PCR_MAX_INTERVAL_S = 0.1  # 2.3a: "time interval between two consecutive PCR values more than 100 ms"
-# Not the standard's: live PCRs absent this long (arrival time) are reported before the next one.
-PCR_STALL_S = 1.0
-PCR_MAX_JUMP_S = 0.1  # 2.3b: "PCRi+1 - PCRi is outside the range of 0...100 ms"
-PTS_MAX_INTERVAL_S = 0.7  # 2.5: "PTS repetition period more than 700 ms"
-# Not the standard's: bytes without ever finding sync before the input is called "not TS".
-NO_SYNC_REPORT_BYTES = 2 * SYNC_ACQUIRE_COUNT * PACKET
-
-PCR_HZ = 27_000_000
-PCR_WRAP = (1 << 33) * 300  # 27 MHz ticks in the 33-bit base's cycle (26.5 h)
-RATE_TAU_S = 1.0  # time constant of the packet rate the file clock extrapolates with
 MAX_DEFER_BYTES = 4 << 20  # a file's packets wait this long for a first PCR to give them a time
 
 F64 = npt.NDArray[np.float64]
@@ -103,70 +100,11 @@ class TransportCounters:
 @dataclass
 class _Pid:
     packets: int = 0
-    last_cc: int = -1
-    last_packet: bytes = b""
-    dup_run: int = 0  # consecutive duplicates so far
+    cc: CcState = field(default_factory=CcState)
     last_seen: float | None = None
     last_pts: float | None = None
     pts_watch: GapWatch | None = None
     gaps: list[tuple[float, float | None]] = field(default_factory=list)  # recent PID_error gaps
-
-
-class _PcrClock:
-    """File time from the PCR PID's PCRs; also judges PCR discontinuities (2.3b)."""
-
-    def __init__(self) -> None:
-        self.anchor_g: int | None = None  # global packet index of the last PCR
-        self.anchor_t = 0.0  # its time on the analyser clock
-        self.last_raw = 0
-        self.last_arrival: float | None = None
-        self.rate_pps: float | None = None  # packets per second between PCRs
-        self.rebase = False  # the next PCR comes from another PID: nothing to compare it with
-
-    def step(
-        self, raw: int, g: int, flagged: bool, arrival: float | None
-    ) -> tuple[float, float | None, float | None]:
-        """One PCR (27 MHz ticks) at global packet ``g``. Returns its file-clock time; for an
-        unannounced discontinuity, the jump (seconds) it made beyond the time that passed; and
-        otherwise the interval since the previous PCR by the PCR values (seconds)."""
-        if self.anchor_g is None:
-            self.anchor_g, self.anchor_t, self.last_raw = g, raw / PCR_HZ, raw
-            self.last_arrival = arrival
-            return self.anchor_t, None, None
-        dt = ((raw - self.last_raw + PCR_WRAP // 2) % PCR_WRAP - PCR_WRAP // 2) / PCR_HZ
-        n = g - self.anchor_g
-        if arrival is not None and self.last_arrival is not None:
-            elapsed = arrival - self.last_arrival
-        elif self.rate_pps:
-            elapsed = n / self.rate_pps
-        else:
-            elapsed = max(dt, 0.0)
-        jump: float | None = None
-        interval: float | None = None
-        if flagged or self.rebase:
-            self.rebase = False
-            advance = elapsed
-        elif dt < 0 or (dt > PCR_MAX_JUMP_S and abs(dt - elapsed) > max(PCR_MAX_JUMP_S, elapsed)):
-            jump = dt - elapsed
-            advance = elapsed
-        else:
-            advance = interval = dt
-            if dt > 0 and n > 0:
-                inst = n / dt
-                a = 1.0 - math.exp(-dt / RATE_TAU_S)
-                self.rate_pps = inst if self.rate_pps is None else self.rate_pps + a * (inst - self.rate_pps)
-        self.anchor_g, self.anchor_t, self.last_raw = g, self.anchor_t + advance, raw
-        self.last_arrival = arrival
-        return self.anchor_t, jump, interval
-
-
-@dataclass
-class _PcrPid:
-    """Repetition and discontinuity state of one PCR PID, judged on the analyser clock."""
-
-    clock: _PcrClock = field(default_factory=_PcrClock)
-    last_t: float | None = None  # analyser time of its last PCR
-    stalled: bool = False  # live: its PCRs absent for PCR_STALL_S, already reported
 
 
 class TransportAnalyzer:
@@ -194,10 +132,10 @@ class TransportAnalyzer:
         self._pcr_pid: int | None = None  # the clock's: the first program's PCR PID
         self._main_pmt_pid: int | None = None  # the PMT PID of the PAT's first program
         self._pmt_pcr: dict[int, int] = {}  # PMT PID -> its PCR PID (every program is judged)
-        self._pcr: dict[int, _PcrPid] = {}
+        self._pcr: dict[int, PcrPid] = {}
         self._pcr_acc: float | None = None
         self._pcr_acc_max: float | None = None
-        self._clock = _PcrClock()
+        self._clock = PcrClock()
         self._mdi = MdiMeter(self.options.mdi_interval_s)
         self._now: float | None = None
         self._first_byte_t: float | None = None
@@ -263,7 +201,7 @@ class TransportAnalyzer:
         out = self._process(final=True) if self._chunks or self._framer.rest_len else []
         self._framer = Framer()
         for st in self._pids.values():
-            st.last_cc, st.last_packet, st.dup_run = -1, b"", 0
+            st.cc = CcState()
             st.pts_watch = None
             st.gaps = []
         for asm in self._asm.values():
@@ -393,36 +331,10 @@ class TransportAnalyzer:
             st.packets += idx.size
             if pid == NULL_PID:
                 continue
-            pay = idx[h.has_payload[idx]]
-            if pay.size == 0:
-                continue
-            cc = h.cc[pay].astype(np.int16)
-            prev = np.empty_like(cc)
-            prev[0] = st.last_cc
-            prev[1:] = cc[:-1]
-            disc = h.discontinuity[pay]
-            same = (cc == prev) & ~disc
-            dup = np.zeros(pay.size, bool)
-            cand = np.flatnonzero(same)
-            if cand.size:
-                inner = cand[cand > 0]
-                dup[inner] = (p[pay[inner]] == p[pay[inner - 1]]).all(axis=1)
-                if cand[0] == 0 and st.last_packet:
-                    dup[0] = p[pay[0]].tobytes() == st.last_packet
-            bad = (cc != ((prev + 1) & 0x0F)) & ~disc & ~dup
-            if st.last_cc < 0:
-                bad[0] = dup[0] = False
-            # "A packet occurs more than twice": the second duplicate in a row is the error.
-            i = np.arange(pay.size)
-            last_other = np.maximum.accumulate(np.where(dup, -1, i))
-            run = np.where(dup, i - last_other + np.where(last_other < 0, st.dup_run, 0), 0)
-            dup_err = run >= 2
-            bad_out[pay] = bad | dup_err
-            dup_out[pay] = dup & ~dup_err
-            lost[pay] = np.where(bad & (cc != prev), (cc - prev - 1) & 0x0F, 0)
-            st.last_cc = int(cc[-1])
-            st.last_packet = p[pay[-1]].tobytes()
-            st.dup_run = int(run[-1])
+            pay, bad, dup, missing = check_continuity(p, h, idx, st.cc)
+            bad_out[pay] = bad
+            dup_out[pay] = dup
+            lost[pay] = missing
         return bad_out, dup_out, lost
 
     def _cc_findings(self, t: F64, bad: npt.NDArray[np.bool_], lost: I64, h: Headers) -> None:
@@ -539,20 +451,12 @@ class TransportAnalyzer:
         return h.pcr_index[on], h.pcr[on]
 
     def _pcr_accuracy(self, idx: I64, raw: I64, h: Headers) -> None:
-        """2.4 as information: residuals of a least-squares line PCR = a + b * packet index over
-        the batch's PCRs (at least 3, none announcing or making a discontinuity)."""
-        if idx.size < 3 or h.discontinuity[idx].any():
+        if h.discontinuity[idx].any():
             return
-        ticks = ((raw - raw[0]) % PCR_WRAP).astype(np.float64)
-        if np.any(np.diff(ticks) > PCR_MAX_JUMP_S * PCR_HZ) or np.any(np.diff(ticks) < 0):
-            return
-        x = (self._g0 + idx).astype(np.float64)
-        x -= x.mean()
-        slope = float(x @ (ticks - ticks.mean())) / float(x @ x)
-        resid = ticks - ticks.mean() - slope * x
-        acc = float(np.abs(resid).max()) * 1e9 / PCR_HZ
-        self._pcr_acc = round(acc, 1)
-        self._pcr_acc_max = round(max(acc, self._pcr_acc_max or 0.0), 1)
+        acc = pcr_accuracy_ns(self._g0 + idx, raw)
+        if acc is not None:
+            self._pcr_acc = round(acc, 1)
+            self._pcr_acc_max = round(max(acc, self._pcr_acc_max or 0.0), 1)
 
     def _file_times(self, h: Headers, n: int, idx: I64, raw: I64) -> F64:
         """Packet times from the PCR clock (the PCRs ``raw`` of packets ``idx`` of the clock's
@@ -590,7 +494,7 @@ class TransportAnalyzer:
             pids.discard(self._pcr_pid)
         on = h.pid[h.pcr_index]
         for pid in pids:
-            st = self._pcr.setdefault(pid, _PcrPid())
+            st = self._pcr.setdefault(pid, PcrPid())
             sel = on == pid
             for i, r in zip(h.pcr_index[sel].tolist(), h.pcr[sel].tolist(), strict=True):
                 ti = float(t[i])
@@ -609,7 +513,7 @@ class TransportAnalyzer:
     def _pcr_seen(self, pid: int, t: float, jump: float | None, interval: float | None) -> None:
         """One PCR of ``pid`` at analyser time ``t``. Repetition (2.3a) is judged on the PCR
         values, which network jitter cannot move; the analyser clock only places the gap."""
-        st = self._pcr.setdefault(pid, _PcrPid())
+        st = self._pcr.setdefault(pid, PcrPid())
         last, st.last_t = st.last_t, t
         stalled, st.stalled = st.stalled, False
         if jump is not None:

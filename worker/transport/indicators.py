@@ -19,6 +19,19 @@ import numpy.typing as npt
 
 from shared.models import DefectType
 from worker.detectors.base import Finding, Severity
+from worker.transport.packets import PACKET, SYNC_ACQUIRE_COUNT
+
+# ETSI TR 101 290 V1.4.1 §5.2 thresholds, each with the standard's value.
+PAT_MAX_INTERVAL_S = 0.5  # 1.3: "PID 0x0000 does not occur at least every 0,5 s"
+PMT_MAX_INTERVAL_S = 0.5  # 1.5: "... table_id 0x02 ... do not occur at least every 0,5 s"
+PID_TIMEOUT_DEFAULT_S = 5.0  # 1.6: "for a user specified period" (TSDuck's default: 5 s)
+PCR_MAX_INTERVAL_S = 0.1  # 2.3a: "time interval between two consecutive PCR values more than 100 ms"
+# Not the standard's: live PCRs absent this long (arrival time) are reported before the next one.
+PCR_STALL_S = 1.0
+PCR_MAX_JUMP_S = 0.1  # 2.3b: "PCRi+1 - PCRi is outside the range of 0...100 ms"
+PTS_MAX_INTERVAL_S = 0.7  # 2.5: "PTS repetition period more than 700 ms"
+# Not the standard's: bytes without ever finding sync before the input is called "not TS".
+NO_SYNC_REPORT_BYTES = 2 * SYNC_ACQUIRE_COUNT * PACKET  # 1,880
 
 
 @dataclass(frozen=True, slots=True)
