@@ -304,3 +304,9 @@ def test_the_second_programs_pcr_and_pids_are_judged_too(
 ) -> None:
     found = analyse(inject(mpts, parse_faults(script)), "datagrams")
     assert [(f.type, f.key) for f in found] == [(expected, f"pid{pid}")] * 2
+
+
+@pytest.mark.parametrize("bad", [{"pid_timeout_s": 0.0}, {"batch_bytes": 100}, {"clear_hold_s": -1.0}])
+def test_options_out_of_range_are_refused_with_the_reason(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TransportOptions(**bad)

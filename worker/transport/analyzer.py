@@ -78,6 +78,16 @@ class TransportOptions:
     batch_s: float = 0.2  # live: analyse at least this often (seconds of arrival time), 0.01-1
     mdi_interval_s: float = MDI_INTERVAL_S  # RFC 4445 measurement interval, 0.1-60 s
 
+    def __post_init__(self) -> None:
+        ranges = {
+            "pid_timeout_s": (0.1, 3600.0), "clear_hold_s": (0.0, 60.0),
+            "batch_bytes": (4096, 16 << 20), "batch_s": (0.01, 1.0), "mdi_interval_s": (0.1, 60.0),
+        }
+        for name, (lo, hi) in ranges.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(f"TransportOptions.{name} = {value}: must be within {lo}-{hi}")
+
 
 @dataclass
 class TransportCounters:
