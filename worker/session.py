@@ -49,6 +49,7 @@ from worker.media import (
     select_streams,
 )
 from worker.timeline import LiveEdge, Timeline
+from worker.transport import TransportAnalyzer
 from worker.udp import UdpInput
 
 log = logging.getLogger("avmon.worker.session")
@@ -155,6 +156,7 @@ class StreamSession:
         self._connected_before = False
         self._edge = LiveEdge()
         self._udp: UdpInput | None = None  # a UDP source's socket, kept across reconnects
+        self._transport_starts: dict[tuple[str, str, float], float] = {}  # open findings' media starts
         self._overloaded_until = 0.0  # monotonic time until which findings are marked
         if urlsplit(config.url).scheme.lower() == "udp":
             # Bind now, before the thread starts: a sender that starts as soon as the stream is
@@ -162,6 +164,7 @@ class StreamSession:
             with contextlib.suppress(UrlRefused, OSError):
                 check_url(config.url, schemes=config.schemes, allow_private=config.allow_private)
                 self._udp = UdpInput(config.url, read_timeout_s=config.read_timeout_s, stop=self.stop)
+                self._udp.analyzer = TransportAnalyzer()
         if config.resume is not None:
             # Taken over from another worker: its timeline goes on here. The gap since it last
             # published is bridged as after an outage (media time kept wall pace meanwhile).
@@ -226,6 +229,24 @@ class StreamSession:
             return None
         return Timeline(self._origin - self._offset, self._last_t, self._last_t + self._edge.value)
 
+    def _record_transport(self, findings: list[Finding]) -> None:
+        """The transport analyser's findings (arrival-clock times) on the media timeline: media
+        time t arrived at t + edge."""
+        edge = self._edge.value
+        fallback = self._last_t if self._last_t is not None else 0.0
+        pending, findings[:] = list(findings), []
+        for f in pending:
+            # A close must carry its open's start (one defect id), whatever the edge does since.
+            key = (f.type, f.key, f.start_s)
+            start = self._transport_starts.pop(key, None) if f.end_s is not None else None
+            if start is None:
+                start = max(0.0, f.start_s - edge if edge != float("inf") else fallback)
+            if f.end_s is None:
+                self._transport_starts[key] = start
+            finite = edge != float("inf")
+            end = None if f.end_s is None else max(start, f.end_s - edge if finite else fallback)
+            self._record(replace(f, start_s=start, end_s=end))
+
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
             self._record(finding)
@@ -234,6 +255,10 @@ class StreamSession:
         t_end = self._last_t if self._last_t is not None else 0.0
         for detector in self.detectors:
             self._record_all(detector.flush(t_end))
+        udp = self._udp
+        if udp is not None and udp.analyzer is not None:
+            udp.findings.extend(udp.analyzer.flush(time.time()))
+            self._record_transport(udp.findings)
 
     # ------------------------------------------------------------ the loop
 
@@ -308,6 +333,11 @@ class StreamSession:
             )
         if self._udp is None:
             self._udp = UdpInput(self.config.url, read_timeout_s=self.config.read_timeout_s, stop=self.stop)
+            self._udp.analyzer = TransportAnalyzer()
+        elif self._udp.analyzer is not None and self._udp.position:
+            # A new connection on the same socket: the time between is the session's
+            # signal_loss, not missing tables; counters and sections start afresh.
+            self._udp.findings.extend(self._udp.analyzer.discontinuity())
         options = {
             "probesize": str(limits.probe_size),
             "analyzeduration": str(int(limits.analyze_duration_s * 1e6)),
@@ -553,6 +583,8 @@ class StreamSession:
                     ctx.last_audio_t = t
                 if self._last_t is None or t > self._last_t:
                     self._last_t = t
+            if udp is not None and udp.findings:
+                self._record_transport(udp.findings)
             figures.cpu_s = thread_time()
             if dt is not None and pace:
                 # UDP: how long ago the kernel received what is analysed now (our own backlog:

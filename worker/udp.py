@@ -34,6 +34,9 @@ import time
 from collections import deque
 from urllib.parse import urlsplit
 
+from worker.detectors.base import Finding
+from worker.transport import TransportAnalyzer
+
 RECEIVE_BUFFER_BYTES = 8 << 20  # ~16 s of a 4 Mb/s stream: time to catch up after a stall
 TS_PACKET = 188
 RTP_HEADER = 12
@@ -78,6 +81,10 @@ class UdpInput:
             bind_host, family = "", socket.AF_INET
         self.read_timeout_s = read_timeout_s
         self.first_read_timeout_s: float | None = None  # the next read's wait, once (opening)
+        # The transport analyser sees exactly the bytes the demuxer reads, as they arrived; its
+        # findings (arrival-clock times) wait here for the session to take.
+        self.analyzer: TransportAnalyzer | None = None
+        self.findings: list[Finding] = []
         self.stop = stop or threading.Event()
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -160,9 +167,14 @@ class UdpInput:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if len(data) > limit:  # a datagram larger than the room left: the rest waits for the next read
             data, self._pending, self._pending_arrival = data[:limit], data[limit:], time.time()
+        arrival = first_arrival if first_arrival is not None else time.time()
         self._offsets.append(self.position)
-        self._arrivals.append(first_arrival if first_arrival is not None else time.time())
+        self._arrivals.append(arrival)
         self.position += len(data)
+        if self.analyzer is not None:
+            found = self.analyzer.feed(data, arrival)
+            if found:
+                self.findings.extend(found)
         return data
 
     def wait(self, timeout_s: float) -> bool:

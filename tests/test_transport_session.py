@@ -1,0 +1,73 @@
+"""The transport analyser inside a monitored UDP stream: the session reads the socket itself and
+the analyser sees the same bytes. Real ffmpeg-CLI TS with faults injected, paced over loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from avmon import tsfault
+from infra import local
+from shared.models import Defect
+from tests.transport_media import make_sources, needs_ffmpeg
+from worker.session import SessionConfig, StreamSession
+
+TRANSPORT = {
+    "ts_sync_loss", "sync_byte_error", "pat_error", "continuity_count_error", "pmt_error", "pid_error",
+    "transport_error", "crc_error", "pcr_repetition_error", "pcr_discontinuity_error", "pts_error",
+}  # fmt: skip
+
+
+def _monitor(data: bytes, injected: tsfault.Injected | None) -> list[Defect]:
+    """Send ``data`` over UDP at its own pace to a session listening on loopback; its defects."""
+    port = local.free_port()
+    found: list[Defect] = []
+    stop = threading.Event()
+    config = SessionConfig(url=f"udp://@:{port}", read_timeout_s=2.0, decode_threads=1)
+    session = StreamSession("ts", config, found.append, stop=stop)
+    thread = threading.Thread(target=session.run)
+    thread.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        start = time.monotonic() + 0.3
+        for i in range(0, len(data), 1316):
+            due = injected.arrival(i + 1316) if injected is not None else 0.0
+            wait = start + due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            tx.sendto(data[i : i + 1316], ("127.0.0.1", port))
+    time.sleep(0.5)
+    stop.set()
+    thread.join()
+    return found
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [("drop@4", "continuity_count_error"), ("pat@5+1", "pat_error"), ("tei@4", "transport_error")],
+)
+def test_a_transport_fault_in_a_live_udp_stream_is_reported_as_its_indicator(
+    tmp_path_factory: pytest.TempPathFactory, script: str, expected: str
+) -> None:
+    clean = make_sources(tmp_path_factory)["cbr"]
+    injected = tsfault.inject(clean, tsfault.parse_faults(script))
+    found = _monitor(injected.data, injected)
+    transport = {d.type.value for d in found if d.type.value in TRANSPORT}
+    assert transport == {expected}, [(d.type, d.start_s, d.end_s) for d in found]
+    (fault,) = injected.truth
+    closed = [d for d in found if d.type.value == expected and d.end_s is not None]
+    # On the stream's media timeline, within a second of where it was injected.
+    assert closed and abs(closed[0].start_s - fault.start_s) <= 1.0, (closed, fault)
+
+
+@needs_ffmpeg
+def test_a_clean_live_udp_stream_raises_no_transport_indicator(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    clean = make_sources(tmp_path_factory)["cbr"]
+    injected = tsfault.inject(clean, [])
+    found = _monitor(injected.data, injected)
+    assert [d.type for d in found if d.type.value in TRANSPORT] == []
