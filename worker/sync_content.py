@@ -1,0 +1,489 @@
+"""A/V offset from programme content, without marks: pure numpy functions and small accumulators.
+
+What others do, and what we do differently:
+
+* **SyncNet** (Chung & Zisserman, 2016) embeds 0.2 s of MFCCs and five frames of a mouth crop
+  with two trained CNNs and takes the offset (within ±15 frames) where their distance is
+  smallest; its confidence is the median distance minus the minimum. It needs a face, model
+  weights and a GPU-class budget per frame.
+* **Synchformer** (Iashin et al., 2024) classifies the offset of in-the-wild clips (sparse cues:
+  a ball, a door) with a transformer over segment features from contrastively pre-trained
+  audio and visual encoders, in 0.2 s classes over ±2 s, and predicts *synchronisability*
+  (whether a clip can be synchronised at all). Weights again, and 0.2 s steps: coarser than
+  BT.1359's window.
+* **audio-offset-finder** (BBC) finds one audio file inside another by cross-correlating
+  standardised MFCCs, and reports the peak's *standard score* (above about 10: likely right,
+  below 5: unlikely). Audio against audio only.
+* **Broadcast lip-sync monitors** mostly avoid content analysis: they follow test marks
+  (flash and beep, as our marks path does), watermarks, or SMPTE ST 2064 audio/video
+  fingerprints taken at a reference point and compared downstream, which needs the reference.
+  Some file QC tools add face-and-mouth models for talking heads.
+
+We need no weights, no reference and no face: an *audio onset strength* (the rectified rise of
+log band energies on 20 ms frames every 5 ms, summed over bands: knocks, cuts of sound, speech
+syllables) is correlated with a *visual onset strength* (the rectified rise of motion energy,
+the mean absolute luma difference between pictures, in the cells of a coarse grid over a
+downscaled luma, summed over cells: a flash, a hit that starts motion, a cut). Per ``window_s``
+window (hopping) the Pearson correlation is taken at every lag on the audio's 5 ms grid over
+±``max_lag_s`` (BT.1359's ±1 s), and the peak refined by a parabola. Like audio-offset-finder
+(and unlike SyncNet's embedding distance) the result carries its own evidence: the peak's
+*prominence* (robust standard score against the correlation away from it) and its *margin*
+over the second-best peak. Content that gives too little (silence, a static picture, audio
+unrelated to the picture, a regular beat whose period aliases the lag) is *unknown*, as
+Synchformer's synchronisability would say, and unknown is never "in sync".
+
+Costs (measured in ``bench.accuracy_sync``): per picture a strided luma sample, one absolute
+difference and a grid of cell means; per audio block one batched real FFT; per hop one
+correlation of (pictures in the window) x (lags). No per-frame Python beyond one call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
+
+HOP_S = 0.005  # audio onset step (s): the lag grid
+FRAME_HOPS = 4  # audio frames are four hops (20 ms), Hann-windowed: a few bins per low band
+# Band edges (Hz) of the audio onset: octaves from 200 Hz (below, a 20 ms frame has too few
+# bins for a steady level), so a knock in one band shows over ambience in another.
+BAND_EDGES_HZ = (200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0, 24000.0)
+AUDIO_FLOOR = 1e-10  # band power floor (mean square, full scale 1): digital silence gives no rises
+AUDIO_RISE_DB = 3.0  # band rises below this (dB per 5 ms) are fluctuation of steady sound
+# A log rise peaks as the onset enters the frame's Hann taper, before the frame centres pass it:
+# measured 4-7.5 ms early on knocks over noise, so rises are dated this much later.
+ONSET_LAG_S = 0.006
+AUDIO_EVENT = 1.0  # onset strength of an audio event: 1.7 dB above AUDIO_RISE_DB, summed
+AUDIO_SMOOTH_HOPS = 3  # half-width of the triangle that smooths the onset (15 ms): codec smear
+
+SAMPLE_COLUMNS = 96  # the luma is sampled about this many columns wide (every n-th pixel)
+GRID = (6, 8)  # cells (rows, columns) whose motion energy is followed separately
+MOTION_FLOOR = 4.0  # luma codes added before the log: coding noise and grain are not motion
+# A rise is over the largest motion of this many previous pictures (a maximum filter, as in
+# SuperFlux): motion that alternates between pictures (repeated frames, judder, pans stepping by
+# whole pixels) does not rise over it, nor an object sliding into a cell over a few pictures.
+REFERENCE_PICTURES = 4
+VIDEO_RISE = 0.7  # rises of log motion energy below this (natural log, 2x) are not onsets
+VIDEO_CELL_CAP = 1.5  # largest contribution of one cell
+
+_EPS = 1e-12
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+def band_matrix(rate: int, n_fft: int) -> F64:
+    """(n_fft // 2 + 1, bands) 0/1 matrix: which rfft bin belongs to which band of BAND_EDGES_HZ."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    edges = np.array(BAND_EDGES_HZ)
+    edges[-1] = max(edges[-1], rate / 2.0 + 1.0)
+    bands = np.searchsorted(edges, freqs, side="right") - 1
+    matrix = np.zeros((freqs.size, edges.size - 1))
+    ok = (bands >= 0) & (bands < edges.size - 1)
+    matrix[np.flatnonzero(ok), bands[ok]] = 1.0
+    matrix[0] = 0.0  # no DC
+    return matrix
+
+
+def band_levels_db(mono: F64, rate: int) -> F64:
+    """(frames, bands) band power in dB of ``mono`` (n samples, full scale ±1) on Hann frames of
+    FRAME_HOPS·HOP_S every HOP_S; frame j starts at sample j·hop. Empty if too short."""
+    hop = round(HOP_S * rate)
+    size = FRAME_HOPS * hop
+    if mono.size < size:
+        return np.zeros((0, len(BAND_EDGES_HZ) - 1))
+    frames = np.lib.stride_tricks.sliding_window_view(mono, size)[::hop]
+    window = np.hanning(size + 2)[1:-1]
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    band = power @ band_matrix(rate, size) / float(size * (window**2).sum())
+    return 10.0 * np.log10(band + AUDIO_FLOOR)
+
+
+def audio_onsets(levels_db: F64, previous_db: F64 | None = None) -> F64:
+    """Onset strength per frame: log(1 + the rises (dB) of each band over its previous frame
+    above AUDIO_RISE_DB, summed over bands), compressed as the visual onsets are.
+    ``previous_db`` is the frame before ``levels_db[0]`` (None: the first frame has no rise)."""
+    if levels_db.shape[0] == 0:
+        return np.zeros(0)
+    before = levels_db[:1] if previous_db is None else previous_db[None, :]
+    rise = np.diff(levels_db, axis=0, prepend=before)
+    strength: F64 = np.log1p(np.maximum(rise - AUDIO_RISE_DB, 0.0).sum(axis=1))
+    return strength
+
+
+def smooth(values: F64, half_width: int = AUDIO_SMOOTH_HOPS) -> F64:
+    """``values`` convolved with a unit-sum triangle of ``half_width`` samples each side (no delay)."""
+    if half_width <= 0 or values.size == 0:
+        return values
+    kernel = np.concatenate((np.arange(1, half_width + 2), np.arange(half_width, 0, -1))).astype(np.float64)
+    return np.convolve(values, kernel / kernel.sum(), mode="same")
+
+
+class AudioOnsetTrack:
+    """The audio onset strength of a stream, on a regular HOP_S grid, from blocks fed in order.
+
+    ``t0`` is the time (s) the first value is centred on: the rise between frames j-1 and j is
+    dated between their centres, frame j's start plus half a hop. A gap or overlap in the audio
+    (beyond ``tolerance_s``) starts the track afresh."""
+
+    def __init__(self, keep_s: float, tolerance_s: float = 0.002) -> None:
+        self.keep_s = keep_s
+        self.tolerance_s = tolerance_s
+        self.rate = 0
+        self.t0 = 0.0
+        self.values = np.zeros(0)
+        self._pending = np.zeros(0)  # samples not yet in a complete hop
+        self._pending_t = 0.0  # media time of _pending[0]
+        self._last_db: F64 | None = None
+        self.restarts = 0
+
+    @property
+    def end(self) -> float:
+        """Time (s) up to which the onsets are known (the centre of the last value, plus a hop)."""
+        return self.t0 + self.values.size * HOP_S
+
+    def _restart(self, t: float, rate: int) -> None:
+        self.restarts += 1
+        self.rate = rate
+        self.values = np.zeros(0)
+        self._pending = np.zeros(0)
+        self._pending_t = t
+        self._last_db = None
+        # The first rise is frame 1's over frame 0's, dated between their centres.
+        self.t0 = t + HOP_S * (FRAME_HOPS / 2.0 + 0.5) + ONSET_LAG_S
+
+    def feed(self, t: float, samples: F32, rate: int) -> None:
+        """Take (channels, n) samples starting at media time ``t`` (s)."""
+        if samples.ndim != 2 or samples.shape[1] == 0 or rate <= 0:
+            return
+        expected = self._pending_t + self._pending.size / rate if self.rate else math.nan
+        if rate != self.rate or not abs(t - expected) <= self.tolerance_s:
+            self._restart(t, rate)
+        mono = samples.mean(axis=0, dtype=np.float64)
+        data = np.concatenate((self._pending, mono)) if self._pending.size else mono
+        hop = round(HOP_S * rate)
+        size = FRAME_HOPS * hop
+        count = (data.size - size) // hop + 1 if data.size >= size else 0
+        if count <= 0:
+            self._pending = data
+            return
+        levels = band_levels_db(data[: (count - 1) * hop + size], rate)
+        onsets = audio_onsets(levels, self._last_db)
+        if self._last_db is None:
+            onsets = onsets[1:]  # the very first frame has nothing to rise from
+        self._last_db = levels[-1]
+        self._pending = data[count * hop :]
+        self._pending_t += count * hop / rate
+        self.values = np.concatenate((self.values, onsets))
+        excess = self.values.size - round(self.keep_s / HOP_S)
+        if excess > round(5.0 / HOP_S):  # trim in chunks, not every block
+            self.values = self.values[excess:]
+            self.t0 += excess * HOP_S
+
+    def span(self, start: float, end: float) -> tuple[float, F64]:
+        """(time of the first value, values) covering [start, end] s, or what of it is known."""
+        lo = max(0, math.floor((start - self.t0) / HOP_S))
+        hi = min(self.values.size, math.ceil((end - self.t0) / HOP_S) + 1)
+        if hi <= lo:
+            return self.t0, np.zeros(0)
+        return self.t0 + lo * HOP_S, self.values[lo:hi]
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def luma_sample(luma: U8) -> U8:
+    """A contiguous copy of every n-th pixel of ``luma`` (h, w uint8), about SAMPLE_COLUMNS wide."""
+    step = max(1, round(luma.shape[1] / SAMPLE_COLUMNS))
+    return np.ascontiguousarray(luma[::step, ::step])
+
+
+def cell_motion(sample: U8, previous: U8) -> F64:
+    """(rows·columns of GRID) mean absolute difference (luma codes) between two samples, per cell."""
+    diff = cv2.absdiff(sample, previous)
+    rows, cols = GRID
+    h, w = diff.shape
+    if h < rows or w < cols:
+        return np.full(rows * cols, float(diff.mean()) if diff.size else 0.0)
+    # INTER_AREA to the grid's size is the mean of each cell, in OpenCV's kernel.
+    cells = cv2.resize(diff.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+    return cells.astype(np.float64).ravel()
+
+
+def visual_onset(motion: F64, reference: F64 | None) -> float:
+    """Onset strength of a picture: the rises of log(MOTION_FLOOR + motion) per cell over
+    ``reference`` (the cells' largest motion in the previous REFERENCE_PICTURES pictures),
+    above VIDEO_RISE, summed over cells (natural-log units)."""
+    if reference is None:
+        return 0.0
+    rise = np.log(MOTION_FLOOR + motion) - np.log(MOTION_FLOOR + reference)
+    # Each cell counts up to VIDEO_CELL_CAP and the sum is compressed: a cut (every cell) must
+    # not outweigh the dozen small events of a window in the correlation.
+    return math.log1p(float(np.clip(rise - VIDEO_RISE, 0.0, VIDEO_CELL_CAP).sum()))
+
+
+# ----------------------------------------------------------------------------- correlation
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEstimate:
+    """One window's answer. ``offset_ms`` is None when the window is unknown (``reason`` says why).
+
+    ``peak`` is the Pearson correlation at the refined lag; ``prominence`` its robust standard
+    score (median and MAD of the correlation at lags more than ``exclusion_s`` away);
+    ``second`` the best other local maximum there; ``confidence`` = 1 − max(second, 0) / peak,
+    0..1 (0: a rival peak as high)."""
+
+    start_s: float
+    end_s: float
+    offset_ms: float | None
+    confidence: float
+    peak: float
+    prominence: float
+    second: float
+    video_events: int
+    audio_events: int
+    reason: str = ""
+
+    @property
+    def known(self) -> bool:
+        return self.offset_ms is not None
+
+
+def lag_correlation(
+    video_t: F64, video_v: F64, audio_t0: float, audio_v: F64, max_lag_s: float, step_s: float = HOP_S
+) -> tuple[F64, F64]:
+    """Pearson correlation between the visual onsets ``video_v`` at times ``video_t`` (s) and the
+    audio onsets ``audio_v`` (regular, every ``step_s`` from ``audio_t0``) read at the same
+    times plus each lag (linear interpolation): (lags s, correlation), lags every ``step_s`` over
+    ±``max_lag_s``; a positive lag is sound later than picture. Lags for which a picture's
+    audio lies outside the audio are computed on the pictures that have it."""
+    n_lag = round(max_lag_s / step_s)
+    lags = np.arange(-n_lag, n_lag + 1) * step_s
+    position = (video_t - audio_t0) / step_s
+    base = np.floor(position).astype(np.int64)
+    frac = position - base
+    index = base[:, None] + np.arange(-n_lag, n_lag + 1)[None, :]  # (pictures, lags)
+    valid = (index >= 0) & (index + 1 < audio_v.size)
+    safe = np.clip(index, 0, max(audio_v.size - 2, 0))
+    a = audio_v[safe] * (1.0 - frac[:, None]) + audio_v[safe + 1] * frac[:, None]
+    w = valid.astype(np.float64)
+    n = np.maximum(w.sum(axis=0), 1.0)
+    v = video_v[:, None] * w
+    mv = v.sum(axis=0) / n
+    ma = (a * w).sum(axis=0) / n
+    cov = (v * a).sum(axis=0) / n - mv * ma
+    var_v = (v * video_v[:, None]).sum(axis=0) / n - mv * mv
+    var_a = (a * a * w).sum(axis=0) / n - ma * ma
+    corr = cov / np.sqrt(np.maximum(var_v * var_a, _EPS))
+    corr[(var_v <= _EPS) | (var_a <= _EPS) | (w.sum(axis=0) < 0.5 * video_t.size)] = 0.0
+    return lags.astype(np.float64), np.asarray(corr, np.float64)
+
+
+def refine_peak(values: F64, i: int) -> tuple[float, float]:
+    """Sub-sample position (index units) and height of the parabola through values[i-1..i+1]."""
+    if i <= 0 or i >= values.size - 1:
+        return float(i), float(values[i])
+    left, mid, right = float(values[i - 1]), float(values[i]), float(values[i + 1])
+    den = left - 2.0 * mid + right
+    if den >= 0.0:
+        return float(i), mid
+    shift = 0.5 * (left - right) / den
+    return i + shift, mid - 0.25 * (left - right) * shift
+
+
+def peak_centroid(lags: F64, corr: F64, best: int, floor: float) -> float:
+    """The centroid (lag units) of the peak at ``best`` above half its height over ``floor``
+    (the correlation's level away from the peak), over the lags around it that stay above.
+
+    A steady offset gives a sharp, nearly symmetric peak, where this is the parabola's vertex
+    within a millisecond; a drift spreads the window's events over a range of lags (83 ms in
+    20 s at 4 ms/s), a plateau whose highest point is anywhere on it: its centroid is the
+    offset at the window's centre."""
+    half = floor + 0.5 * (float(corr[best]) - floor)
+    lo = hi = best
+    while lo > 0 and corr[lo - 1] >= half:
+        lo -= 1
+    while hi < corr.size - 1 and corr[hi + 1] >= half:
+        hi += 1
+    weight = corr[lo : hi + 1] - half
+    total = float(weight.sum())
+    return float((lags[lo : hi + 1] * weight).sum()) / total if total > 0.0 else float(lags[best])
+
+
+def count_events(values: F64, floor: float) -> int:
+    """Onsets in a strength series: local maxima above ``floor``."""
+    if values.size < 3:
+        return int(np.count_nonzero(values > floor))
+    inner = values[1:-1]
+    return int(np.count_nonzero((inner > floor) & (inner >= values[:-2]) & (inner > values[2:])))
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """What makes a window's peak confident (see :class:`WindowEstimate`)."""
+
+    # Calibrated on bench.sync_corpus (20 s windows): related content peaks at 0.36-0.54 with
+    # prominence 9-15 and confidence 0.5-0.85; unrelated audio at most 0.18, 5.1 and 0.29.
+    min_events: int = 5  # visual and audio onsets in the window, each
+    min_peak: float = 0.25  # Pearson correlation at the peak
+    min_prominence: float = 7.0  # robust standard score of the peak
+    min_confidence: float = 0.35  # 1 − second / peak
+    exclusion_s: float = 0.06  # lags this close to the peak are its own flank, not rivals
+
+
+def estimate_window(
+    video_t: F64,
+    video_v: F64,
+    audio_t0: float,
+    audio_v: F64,
+    max_lag_s: float,
+    thresholds: Thresholds,
+    start_s: float,
+    end_s: float,
+) -> WindowEstimate:
+    """The offset of one window from its onsets (see :func:`lag_correlation`), or unknown."""
+    video_events = count_events(video_v, 0.0)
+    audio_events = count_events(audio_v, AUDIO_EVENT)
+
+    def unknown(
+        reason: str, peak: float = 0.0, prominence: float = 0.0, second: float = 0.0
+    ) -> WindowEstimate:
+        return WindowEstimate(
+            start_s, end_s, None, 0.0, peak, prominence, second, video_events, audio_events, reason
+        )
+
+    if video_events < thresholds.min_events:
+        return unknown("too few visual events")
+    if audio_events < thresholds.min_events:
+        return unknown("too few audio events")
+    smoothed = smooth(audio_v)
+    lags, corr = lag_correlation(video_t, video_v, audio_t0, smoothed, max_lag_s)
+    best = int(np.argmax(corr))
+    _, peak = refine_peak(corr, best)
+    far = np.abs(lags - lags[best]) > thresholds.exclusion_s
+    rest = corr[far]
+    if rest.size < 3 or peak <= 0.0:
+        return unknown("no correlation peak", peak)
+    median = float(np.median(rest))
+    offset_s = peak_centroid(lags, corr, best, median)
+    mad = 1.4826 * float(np.median(np.abs(rest - median)))
+    prominence = (peak - median) / max(mad, 1e-6)
+    is_max = np.zeros(corr.size, bool)
+    is_max[1:-1] = (corr[1:-1] >= corr[:-2]) & (corr[1:-1] >= corr[2:])
+    rivals = corr[far & is_max]
+    second = float(rivals.max()) if rivals.size else 0.0
+    confidence = float(np.clip(1.0 - max(second, 0.0) / peak, 0.0, 1.0))
+    if best == 0 or best == corr.size - 1:
+        return unknown("peak at the edge of the lag range", peak, prominence, second)
+    if peak < thresholds.min_peak:
+        return unknown("weak correlation", peak, prominence, second)
+    if prominence < thresholds.min_prominence:
+        return unknown("peak not prominent", peak, prominence, second)
+    if confidence < thresholds.min_confidence:
+        return unknown("a rival peak", peak, prominence, second)
+    return WindowEstimate(
+        start_s, end_s, offset_s * 1000.0, confidence, peak, prominence, second, video_events, audio_events
+    )
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class ContentSync:
+    """Onsets of one stream and its hopping windows: feed pictures and audio in order, then
+    take the windows that both timelines have passed from :meth:`ready`.
+
+    A window ends every ``hop_s`` of video time from ``window_s`` after the first picture and
+    covers the ``window_s`` before its end; it is evaluated once the audio has reached its end
+    plus ``max_lag_s`` (a late sound must have arrived). Time going back or jumping by more than
+    ``max_gap_s`` starts the pictures' history afresh."""
+
+    def __init__(
+        self,
+        window_s: float,
+        hop_s: float,
+        max_lag_s: float,
+        thresholds: Thresholds | None = None,
+        max_gap_s: float = 1.0,
+    ) -> None:
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.max_lag_s = max_lag_s
+        self.thresholds = thresholds or Thresholds()
+        self.max_gap_s = max_gap_s
+        self.audio = AudioOnsetTrack(keep_s=window_s + 2.0 * max_lag_s + hop_s + 1.0)
+        self._times: list[float] = []
+        self._values: list[float] = []
+        self._sample: U8 | None = None
+        self._motions: deque[F64] = deque(maxlen=REFERENCE_PICTURES)
+        self._next_end: float | None = None
+
+    def reset_video(self) -> None:
+        self._times, self._values = [], []
+        self._sample = None
+        self._motions.clear()
+        self._next_end = None
+
+    def feed_video(self, t: float, luma: U8) -> None:
+        if self._times and not 0.0 < t - self._times[-1] <= self.max_gap_s:
+            self.reset_video()
+        sample = luma_sample(luma)
+        motion: F64 | None = None
+        if self._sample is not None and self._sample.shape == sample.shape:
+            motion = cell_motion(sample, self._sample)
+        value = 0.0
+        if motion is not None:
+            if len(self._motions) == REFERENCE_PICTURES:
+                value = visual_onset(motion, np.maximum.reduce(self._motions))
+            self._motions.append(motion)
+        self._sample = sample
+        self._times.append(t)
+        self._values.append(value)
+        if self._next_end is None:
+            self._next_end = t + self.window_s
+
+    def feed_audio(self, t: float, samples: F32, rate: int) -> None:
+        self.audio.feed(t, samples, rate)
+
+    def ready(self, skip: bool = False) -> list[WindowEstimate]:
+        """The windows that can now be evaluated, in order (``skip``: pass them by unevaluated,
+        while another measurement has priority)."""
+        found: list[WindowEstimate] = []
+        while (
+            self._next_end is not None
+            and self._times
+            and self._times[-1] >= self._next_end
+            and self.audio.end >= self._next_end + self.max_lag_s
+        ):
+            end = self._next_end
+            self._next_end = end + self.hop_s
+            if not skip:
+                found.append(self._evaluate(end - self.window_s, end))
+        # Pictures no later window needs.
+        if self._next_end is not None and self._times:
+            keep_from = self._next_end - self.window_s - 1.0
+            drop = 0
+            while drop < len(self._times) and self._times[drop] < keep_from:
+                drop += 1
+            if drop > 256:
+                del self._times[:drop], self._values[:drop]
+        return found
+
+    def _evaluate(self, start: float, end: float) -> WindowEstimate:
+        times = np.array(self._times)
+        chosen = (times >= start) & (times < end)
+        video_t = times[chosen]
+        video_v = np.array(self._values)[chosen]
+        audio_t0, audio_v = self.audio.span(start - self.max_lag_s, end + self.max_lag_s)
+        return estimate_window(
+            video_t, video_v, audio_t0, audio_v, self.max_lag_s, self.thresholds, start, end
+        )
