@@ -53,6 +53,7 @@ FPS = 25
 FRAME_MS = 1000.0 / FPS
 EARLY_MS, LATE_MS = 45.0, 125.0  # BT.1359 detectability, in our sign (positive: sound late)
 REPORT_WITHIN_S = 60.0
+NEGATIVE_SEEDS = 3  # clips of each negative kind
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,17 @@ def corpus(duration_s: float) -> list[Case]:
         )
     )
     for i, kind in enumerate(("unrelated", "silence", "static")):
-        cases.append(Case(f"{kind}", kind, sync_corpus.constant(0.0), duration_s, 40 + i, "unknown"))
+        for seed in range(NEGATIVE_SEEDS):
+            cases.append(
+                Case(
+                    f"{kind} {seed + 1}",
+                    kind,
+                    sync_corpus.constant(0.0),
+                    duration_s,
+                    40 + 10 * i + seed,
+                    "unknown",
+                )
+            )
     return cases
 
 

@@ -39,8 +39,8 @@ correlation of (pictures in the window) x (lags). No per-frame Python beyond one
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -53,9 +53,13 @@ U8 = npt.NDArray[np.uint8]
 
 HOP_S = 0.005  # audio onset step (s): the lag grid
 FRAME_HOPS = 4  # audio frames are four hops (20 ms), Hann-windowed: a few bins per low band
+# Audio is analysed at about this rate (Hz): the input decimated by an integer factor (mean of
+# groups of samples: a crude low-pass whose aliases still rise with the onset they come from),
+# a third of the FFT work at 48 kHz.
+ANALYSIS_HZ = 16_000
 # Band edges (Hz) of the audio onset: octaves from 200 Hz (below, a 20 ms frame has too few
 # bins for a steady level), so a knock in one band shows over ambience in another.
-BAND_EDGES_HZ = (200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0, 24000.0)
+BAND_EDGES_HZ = (200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 24000.0)
 AUDIO_FLOOR = 1e-10  # band power floor (mean square, full scale 1): digital silence gives no rises
 AUDIO_RISE_DB = 3.0  # band rises below this (dB per 5 ms) are fluctuation of steady sound
 # A log rise peaks as the onset enters the frame's Hann taper, before the frame centres pass it:
@@ -64,7 +68,7 @@ ONSET_LAG_S = 0.006
 AUDIO_EVENT = 1.0  # onset strength of an audio event: 1.7 dB above AUDIO_RISE_DB, summed
 AUDIO_SMOOTH_HOPS = 3  # half-width of the triangle that smooths the onset (15 ms): codec smear
 
-SAMPLE_COLUMNS = 96  # the luma is sampled about this many columns wide (every n-th pixel)
+SAMPLE_COLUMNS = 64  # the luma is sampled about this many columns wide (every n-th pixel)
 GRID = (6, 8)  # cells (rows, columns) whose motion energy is followed separately
 MOTION_FLOOR = 4.0  # luma codes added before the log: coding noise and grain are not motion
 # A rise is over the largest motion of this many previous pictures (a maximum filter, as in
@@ -80,6 +84,7 @@ _EPS = 1e-12
 # ----------------------------------------------------------------------------- audio
 
 
+@functools.cache
 def band_matrix(rate: int, n_fft: int) -> F64:
     """(n_fft // 2 + 1, bands) 0/1 matrix: which rfft bin belongs to which band of BAND_EDGES_HZ."""
     freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
@@ -93,6 +98,13 @@ def band_matrix(rate: int, n_fft: int) -> F64:
     return matrix
 
 
+@functools.cache
+def _hann(size: int) -> tuple[F64, float]:
+    """A symmetric Hann window of ``size`` (no zero ends) and its power normaliser."""
+    window = np.hanning(size + 2)[1:-1]
+    return window, float(size * (window**2).sum())
+
+
 def band_levels_db(mono: F64, rate: int) -> F64:
     """(frames, bands) band power in dB of ``mono`` (n samples, full scale ±1) on Hann frames of
     FRAME_HOPS·HOP_S every HOP_S; frame j starts at sample j·hop. Empty if too short."""
@@ -100,10 +112,13 @@ def band_levels_db(mono: F64, rate: int) -> F64:
     size = FRAME_HOPS * hop
     if mono.size < size:
         return np.zeros((0, len(BAND_EDGES_HZ) - 1))
-    frames = np.lib.stride_tricks.sliding_window_view(mono, size)[::hop]
-    window = np.hanning(size + 2)[1:-1]
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    band = power @ band_matrix(rate, size) / float(size * (window**2).sum())
+    count = (mono.size - size) // hop + 1
+    mono = np.ascontiguousarray(mono, np.float64)
+    frames = np.lib.stride_tricks.as_strided(mono, shape=(count, size), strides=(hop * 8, 8), writeable=False)
+    window, norm = _hann(size)
+    spectrum = np.fft.rfft(frames * window, axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    band = power @ band_matrix(rate, size) / norm
     return 10.0 * np.log10(band + AUDIO_FLOOR)
 
 
@@ -137,11 +152,13 @@ class AudioOnsetTrack:
     def __init__(self, keep_s: float, tolerance_s: float = 0.002) -> None:
         self.keep_s = keep_s
         self.tolerance_s = tolerance_s
-        self.rate = 0
+        self.rate = 0  # input rate, Hz
+        self.factor = 1  # decimation: analysed at rate / factor
         self.t0 = 0.0
         self.values = np.zeros(0)
-        self._pending = np.zeros(0)  # samples not yet in a complete hop
-        self._pending_t = 0.0  # media time of _pending[0]
+        self._raw = np.zeros((0, 0), np.float32)  # input samples not decimated (< ``factor``)
+        self._pending = np.zeros(0)  # decimated samples not yet in a complete hop
+        self._next_t = math.nan  # media time the next block should start at
         self._last_db: F64 | None = None
         self.restarts = 0
 
@@ -153,9 +170,10 @@ class AudioOnsetTrack:
     def _restart(self, t: float, rate: int) -> None:
         self.restarts += 1
         self.rate = rate
+        self.factor = max(1, rate // ANALYSIS_HZ)
         self.values = np.zeros(0)
+        self._raw = np.zeros((0, 0), np.float32)
         self._pending = np.zeros(0)
-        self._pending_t = t
         self._last_db = None
         # The first rise is frame 1's over frame 0's, dated between their centres.
         self.t0 = t + HOP_S * (FRAME_HOPS / 2.0 + 0.5) + ONSET_LAG_S
@@ -164,10 +182,23 @@ class AudioOnsetTrack:
         """Take (channels, n) samples starting at media time ``t`` (s)."""
         if samples.ndim != 2 or samples.shape[1] == 0 or rate <= 0:
             return
-        expected = self._pending_t + self._pending.size / rate if self.rate else math.nan
-        if rate != self.rate or not abs(t - expected) <= self.tolerance_s:
+        if rate != self.rate or not abs(t - self._next_t) <= self.tolerance_s:
             self._restart(t, rate)
-        mono = samples.mean(axis=0, dtype=np.float64)
+        self._next_t = t + samples.shape[1] / rate
+        q = self.factor
+        channels = samples.shape[0]
+        if self._raw.size and self._raw.shape[0] == channels:
+            samples = np.concatenate((self._raw, samples), axis=1)
+        usable = samples.shape[1] - samples.shape[1] % q
+        self._raw = samples[:, usable:]
+        # Mix to mono and decimate: the mean of each group of q samples of every channel, as a
+        # sum of strided views (numpy reduces a short inner axis slowly).
+        mono = np.zeros(usable // q, np.float64)
+        for c in range(channels):
+            for k in range(q):
+                mono += samples[c, k:usable:q]
+        mono /= float(channels * q)
+        rate = self.rate // q
         data = np.concatenate((self._pending, mono)) if self._pending.size else mono
         hop = round(HOP_S * rate)
         size = FRAME_HOPS * hop
@@ -181,7 +212,6 @@ class AudioOnsetTrack:
             onsets = onsets[1:]  # the very first frame has nothing to rise from
         self._last_db = levels[-1]
         self._pending = data[count * hop :]
-        self._pending_t += count * hop / rate
         self.values = np.concatenate((self.values, onsets))
         excess = self.values.size - round(self.keep_s / HOP_S)
         if excess > round(5.0 / HOP_S):  # trim in chunks, not every block
@@ -201,33 +231,46 @@ class AudioOnsetTrack:
 
 
 def luma_sample(luma: U8) -> U8:
-    """A contiguous copy of every n-th pixel of ``luma`` (h, w uint8), about SAMPLE_COLUMNS wide."""
+    """A contiguous copy of every n-th pixel of ``luma`` (h, w uint8), about SAMPLE_COLUMNS wide,
+    cropped to whole cells of GRID (OpenCV's cell means are three times faster then)."""
     step = max(1, round(luma.shape[1] / SAMPLE_COLUMNS))
-    return np.ascontiguousarray(luma[::step, ::step])
+    sample = luma[::step, ::step]
+    rows, cols = GRID
+    h, w = sample.shape
+    if h >= rows and w >= cols:
+        sample = sample[: h - h % rows, : w - w % cols]
+    return np.ascontiguousarray(sample)
 
 
-def cell_motion(sample: U8, previous: U8) -> F64:
+def cell_motion(sample: U8, previous: U8) -> F32:
     """(rows·columns of GRID) mean absolute difference (luma codes) between two samples, per cell."""
     diff = cv2.absdiff(sample, previous)
     rows, cols = GRID
     h, w = diff.shape
     if h < rows or w < cols:
-        return np.full(rows * cols, float(diff.mean()) if diff.size else 0.0)
+        return np.full(rows * cols, float(diff.mean()) if diff.size else 0.0, np.float32)
     # INTER_AREA to the grid's size is the mean of each cell, in OpenCV's kernel.
     cells = cv2.resize(diff.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
-    return cells.astype(np.float64).ravel()
+    return np.asarray(cells, np.float32).ravel()
 
 
-def visual_onset(motion: F64, reference: F64 | None) -> float:
-    """Onset strength of a picture: the rises of log(MOTION_FLOOR + motion) per cell over
-    ``reference`` (the cells' largest motion in the previous REFERENCE_PICTURES pictures),
-    above VIDEO_RISE, summed over cells (natural-log units)."""
-    if reference is None:
-        return 0.0
-    rise = np.log(MOTION_FLOOR + motion) - np.log(MOTION_FLOOR + reference)
+def log_motion(motion: F32) -> F32:
+    """log(MOTION_FLOOR + motion), per cell (motion in luma codes)."""
+    out: F32 = np.log(motion + np.float32(MOTION_FLOOR))
+    return out
+
+
+def visual_onset(log_now: F32, log_reference: F32) -> float:
+    """Onset strength of a picture: the rises of :func:`log_motion` per cell over
+    ``log_reference`` (the cells' largest in the previous REFERENCE_PICTURES pictures), above
+    VIDEO_RISE and at most VIDEO_CELL_CAP each, summed over cells, as log(1 + sum)."""
+    rise = log_now - log_reference
     # Each cell counts up to VIDEO_CELL_CAP and the sum is compressed: a cut (every cell) must
     # not outweigh the dozen small events of a window in the correlation.
-    return math.log1p(float(np.clip(rise - VIDEO_RISE, 0.0, VIDEO_CELL_CAP).sum()))
+    np.subtract(rise, np.float32(VIDEO_RISE), out=rise)
+    np.minimum(rise, np.float32(VIDEO_CELL_CAP), out=rise)
+    np.maximum(rise, np.float32(0.0), out=rise)
+    return math.log1p(float(rise.sum()))
 
 
 # ----------------------------------------------------------------------------- correlation
@@ -424,27 +467,30 @@ class ContentSync:
         self._times: list[float] = []
         self._values: list[float] = []
         self._sample: U8 | None = None
-        self._motions: deque[F64] = deque(maxlen=REFERENCE_PICTURES)
+        rows, cols = GRID
+        self._logs = np.zeros((REFERENCE_PICTURES, rows * cols), np.float32)  # ring of log motion
+        self._filled = 0  # pictures in the ring
         self._next_end: float | None = None
 
     def reset_video(self) -> None:
         self._times, self._values = [], []
         self._sample = None
-        self._motions.clear()
+        self._filled = 0
         self._next_end = None
 
     def feed_video(self, t: float, luma: U8) -> None:
         if self._times and not 0.0 < t - self._times[-1] <= self.max_gap_s:
             self.reset_video()
         sample = luma_sample(luma)
-        motion: F64 | None = None
-        if self._sample is not None and self._sample.shape == sample.shape:
-            motion = cell_motion(sample, self._sample)
         value = 0.0
-        if motion is not None:
-            if len(self._motions) == REFERENCE_PICTURES:
-                value = visual_onset(motion, np.maximum.reduce(self._motions))
-            self._motions.append(motion)
+        if self._sample is not None and self._sample.shape == sample.shape:
+            logs = log_motion(cell_motion(sample, self._sample))
+            if self._filled >= REFERENCE_PICTURES:
+                value = visual_onset(logs, self._logs.max(axis=0))
+            self._logs[self._filled % REFERENCE_PICTURES] = logs
+            self._filled += 1
+        else:
+            self._filled = 0
         self._sample = sample
         self._times.append(t)
         self._values.append(value)
