@@ -7,8 +7,9 @@
 The corpus (:mod:`bench.sync_corpus`, 320x180 H.264/AAC in MPEG-TS, encoded by the ffmpeg CLI):
 scenes of discs that are hit (a white flash, a kick, a knock) at irregular times, cuts with a
 change of ambience, over a scrolling background and ambience noise, with the sound shifted by
-each of :data:`OFFSETS_MS` and by a drift from 0 to +250 ms; then unrelated audio, digital
-silence and a static picture. Each clip goes through the real session (``av_sync`` only).
+each of :data:`OFFSETS_MS` and by a drift from 0 to +250 ms; a talking face and a visible
+syncopated rhythm (:data:`SCENES`); then unrelated audio, digital silence and a static picture.
+Each clip goes through the real session (``av_sync`` only).
 
 Scored per clip: the content windows that were confident, how many of them lie within one frame
 (40 ms at 25 fps) of the truth at their centre, the largest error, and whether the clip was
@@ -54,6 +55,15 @@ FRAME_MS = 1000.0 / FPS
 EARLY_MS, LATE_MS = 45.0, 125.0  # BT.1359 detectability, in our sign (positive: sound late)
 REPORT_WITHIN_S = 60.0
 NEGATIVE_SEEDS = 3  # clips of each negative kind
+# Other scenes, with offsets inside and outside the window: a talking face, a visible rhythm.
+SCENES = (
+    ("speech", 0.0),
+    ("speech", 200.0),
+    ("speech", -80.0),
+    ("music", 0.0),
+    ("music", -120.0),
+    ("music", 200.0),
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,18 @@ def corpus(duration_s: float) -> list[Case]:
             leaves,
         )
     )
+    for i, (kind, ms) in enumerate(SCENES):
+        outside = ms < -EARLY_MS or ms > LATE_MS
+        cases.append(
+            Case(
+                f"{kind} {ms:+.0f} ms",
+                kind,
+                sync_corpus.constant(ms),
+                duration_s,
+                60 + i,
+                "defect" if outside else "none",
+            )
+        )
     for i, kind in enumerate(("unrelated", "silence", "static")):
         for seed in range(NEGATIVE_SEEDS):
             cases.append(
