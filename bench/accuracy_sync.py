@@ -147,12 +147,17 @@ def corpus(duration_s: float) -> list[Case]:
     return cases
 
 
+CLEAN_KINDS = ("knocks", "speech", "music")  # clean content cycles through these scenes
+
+
 def clean_cases(minutes: float, clip_s: float = 300.0) -> list[Case]:
+    """In-sync clips of about ``clip_s`` that add up to ``minutes``, of each of CLEAN_KINDS."""
     count = max(1, round(minutes * 60.0 / clip_s))
     clip_s = minutes * 60.0 / count
+    kinds = [CLEAN_KINDS[i % len(CLEAN_KINDS)] for i in range(count)]
     return [
-        Case(f"clean {i + 1}", "knocks", sync_corpus.constant(0.0), clip_s, 100 + i, "none")
-        for i in range(count)
+        Case(f"clean {i + 1} ({kind})", kind, sync_corpus.constant(0.0), clip_s, 100 + i, "none")
+        for i, kind in enumerate(kinds)
     ]
 
 

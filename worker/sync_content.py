@@ -395,8 +395,10 @@ def count_events(values: F64, floor: float) -> int:
 class Thresholds:
     """What makes a window's peak confident (see :class:`WindowEstimate`)."""
 
-    # Calibrated on bench.sync_corpus (20 s windows): related content peaks at 0.36-0.54 with
-    # prominence 9-15 and confidence 0.5-0.85; unrelated audio at most 0.18, 5.1 and 0.29.
+    # Calibrated on bench.sync_corpus (20 s windows, 60 s clips): knocks, speech and music peak
+    # at 0.32-0.88 with prominence 8.8-36 (a 0-250 ms drift, smeared over 83 ms a window: 0.28,
+    # 7.3), confidence 0.35-0.85 (music's regular grid: rivals, often below 0.35); unrelated
+    # audio peaks at 0.22 and 6.3 at most. A lone wrong window is no defect (three must agree).
     # With fewer events a chance coincidence of two or three is a high, "prominent" peak: the
     # generator's programme (2-4 visual events per window, none related) reaches 0.22 and a
     # robust score above 100, its correlation being zero almost everywhere.
