@@ -11,6 +11,7 @@ from worker.sync_content import (
     AudioOnsetTrack,
     ContentSync,
     Thresholds,
+    estimate_track,
     estimate_window,
     peak_centroid,
 )
@@ -164,3 +165,33 @@ def test_judder_of_a_pan_is_not_a_visual_onset() -> None:
     shifts = np.cumsum([0, *([0, 3] * 25)])  # moves every other picture (repeated frames)
     values = visual_values([np.roll(base, int(s), axis=1) for s in shifts])
     assert values.max() == 0.0
+
+
+# ------------------------------------------------------------------ a second audio track
+
+
+def knock_track(times: F64, seed: int, duration: float = 22.0) -> AudioOnsetTrack:
+    rng = np.random.default_rng(seed)
+    mono = 0.01 * rng.standard_normal(round(duration * RATE))
+    for t in times:
+        i = round(t * RATE)
+        mono[i : i + 4000] += knock(min(4000, mono.size - i), rng)
+    track = AudioOnsetTrack(keep_s=60.0)
+    feed_audio(track, mono)
+    return track
+
+
+def test_second_track_120_ms_late_is_measured_against_the_first() -> None:
+    shared = event_times(20.0, 6)  # music and effects, in both
+    dialogue = event_times(20.0, 7)[::2]  # another language's, in the second only
+    ref = knock_track(shared, 1)
+    other = knock_track(np.sort(np.concatenate((shared + 0.12, dialogue))), 2)
+    estimate = estimate_track(ref.t0, ref.values, other.t0, other.values, 1.0, 19.0)
+    assert estimate.offset_ms == pytest.approx(120.0, abs=3.0)
+    assert estimate.confidence >= 0.35
+
+
+def test_second_track_with_nothing_in_common_is_unknown() -> None:
+    ref = knock_track(event_times(20.0, 8), 3)
+    other = knock_track(event_times(20.0, 9), 4)
+    assert not estimate_track(ref.t0, ref.values, other.t0, other.values, 1.0, 19.0).known

@@ -32,6 +32,11 @@ over the second-best peak. Content that gives too little (silence, a static pict
 unrelated to the picture, a regular beat whose period aliases the lag) is *unknown*, as
 Synchformer's synchronisability would say, and unknown is never "in sync".
 
+A second audio track (a dubbed language, audio description) is compared with the first the
+same way, audio onsets against audio onsets (:func:`estimate_track`): what the tracks share
+(music and effects, cuts) correlates. The session decodes one audio stream today, so this is
+not wired into the detector yet.
+
 Costs (measured in ``bench.accuracy_sync``): per picture a strided luma sample, one absolute
 difference and a grid of cell means; per audio block one batched real FFT; per hop one
 correlation of (pictures in the window) x (lags). No per-frame Python beyond one call.
@@ -422,26 +427,38 @@ def estimate_window(
     """The offset of one window from its onsets (see :func:`lag_correlation`), or unknown."""
     video_events = count_events(video_v, 0.0)
     audio_events = count_events(audio_v, AUDIO_EVENT)
-
-    def unknown(
-        reason: str, peak: float = 0.0, prominence: float = 0.0, second: float = 0.0
-    ) -> WindowEstimate:
-        return WindowEstimate(
-            start_s, end_s, None, 0.0, peak, prominence, second, video_events, audio_events, reason
-        )
-
     if video_events < thresholds.min_events:
-        return unknown("too few visual events")
+        return _unknown(start_s, end_s, video_events, audio_events, "too few visual events")
     if audio_events < thresholds.min_events:
-        return unknown("too few audio events")
-    smoothed = smooth(audio_v)
-    lags, corr = lag_correlation(video_t, video_v, audio_t0, smoothed, max_lag_s)
+        return _unknown(start_s, end_s, video_events, audio_events, "too few audio events")
+    lags, corr = lag_correlation(video_t, video_v, audio_t0, smooth(audio_v), max_lag_s)
+    return judge_correlation(lags, corr, thresholds, start_s, end_s, video_events, audio_events)
+
+
+def _unknown(
+    start_s: float, end_s: float, events_a: int, events_b: int, reason: str, *scores: float
+) -> WindowEstimate:
+    peak, prominence, second = (*scores, 0.0, 0.0, 0.0)[:3]
+    return WindowEstimate(start_s, end_s, None, 0.0, peak, prominence, second, events_a, events_b, reason)
+
+
+def judge_correlation(
+    lags: F64,
+    corr: F64,
+    thresholds: Thresholds,
+    start_s: float,
+    end_s: float,
+    events_a: int,
+    events_b: int,
+) -> WindowEstimate:
+    """The offset at the correlation's peak (its centroid, :func:`peak_centroid`) with its
+    prominence and confidence (see :class:`WindowEstimate`), or unknown with the reason."""
     best = int(np.argmax(corr))
     _, peak = refine_peak(corr, best)
     far = np.abs(lags - lags[best]) > thresholds.exclusion_s
     rest = corr[far]
     if rest.size < 3 or peak <= 0.0:
-        return unknown("no correlation peak", peak)
+        return _unknown(start_s, end_s, events_a, events_b, "no correlation peak", peak)
     median = float(np.median(rest))
     offset_s = peak_centroid(lags, corr, best, median)
     mad = 1.4826 * float(np.median(np.abs(rest - median)))
@@ -451,17 +468,83 @@ def estimate_window(
     rivals = corr[far & is_max]
     second = float(rivals.max()) if rivals.size else 0.0
     confidence = float(np.clip(1.0 - max(second, 0.0) / peak, 0.0, 1.0))
+    scores = (peak, prominence, second)
     if best == 0 or best == corr.size - 1:
-        return unknown("peak at the edge of the lag range", peak, prominence, second)
+        return _unknown(start_s, end_s, events_a, events_b, "peak at the edge of the lag range", *scores)
     if peak < thresholds.min_peak:
-        return unknown("weak correlation", peak, prominence, second)
+        return _unknown(start_s, end_s, events_a, events_b, "weak correlation", *scores)
     if prominence < thresholds.min_prominence:
-        return unknown("peak not prominent", peak, prominence, second)
+        return _unknown(start_s, end_s, events_a, events_b, "peak not prominent", *scores)
     if confidence < thresholds.min_confidence:
-        return unknown("a rival peak", peak, prominence, second)
+        return _unknown(start_s, end_s, events_a, events_b, "a rival peak", *scores)
     return WindowEstimate(
-        start_s, end_s, offset_s * 1000.0, confidence, peak, prominence, second, video_events, audio_events
+        start_s, end_s, offset_s * 1000.0, confidence, peak, prominence, second, events_a, events_b
     )
+
+
+# ----------------------------------------------------------------------------- a second audio track
+
+
+def track_correlation(
+    ref_t0: float, ref_v: F64, other_t0: float, other_v: F64, start_s: float, end_s: float, max_lag_s: float
+) -> tuple[F64, F64]:
+    """Pearson correlation between the reference track's onsets over [start_s, end_s) and the
+    other track's (both on the HOP_S grid, from ``ref_t0`` / ``other_t0``) shifted by each lag:
+    (lags s, correlation), every HOP_S over ±``max_lag_s``; a positive lag is the other track
+    later. The other track is first interpolated onto the reference's grid (their grids may be
+    a fraction of a step apart); missing audio is filled with its median (no event)."""
+    n_lag = round(max_lag_s / HOP_S)
+    lags = np.arange(-n_lag, n_lag + 1) * HOP_S
+    lo = max(0, math.ceil((start_s - ref_t0) / HOP_S))
+    hi = min(ref_v.size, math.floor((end_s - ref_t0) / HOP_S))
+    if hi - lo < 3 or other_v.size < 2:
+        return lags.astype(np.float64), np.zeros(lags.size)
+    ref = ref_v[lo:hi]
+    grid = ref_t0 + np.arange(lo - n_lag, hi + n_lag) * HOP_S  # the other track, read on this grid
+    other_times = other_t0 + np.arange(other_v.size) * HOP_S
+    fill = float(np.median(other_v))
+    other = np.interp(grid, other_times, other_v, left=fill, right=fill)
+    n = ref.size
+    centred = ref - ref.mean()
+    # Per-lag sums of the other track's windows from cumulative sums; the cross term by correlate.
+    sums = np.concatenate(([0.0], np.cumsum(other)))
+    squares = np.concatenate(([0.0], np.cumsum(other * other)))
+    starts = np.arange(2 * n_lag + 1)
+    mean_o = (sums[starts + n] - sums[starts]) / n
+    var_o = (squares[starts + n] - squares[starts]) / n - mean_o * mean_o
+    cov = np.correlate(other, centred, mode="valid") / n
+    var_r = float(centred @ centred) / n
+    corr = cov / np.sqrt(np.maximum(var_r * var_o, _EPS))
+    corr[var_o <= _EPS] = 0.0
+    return lags.astype(np.float64), np.asarray(corr, np.float64)
+
+
+def estimate_track(
+    ref_t0: float,
+    ref_v: F64,
+    other_t0: float,
+    other_v: F64,
+    start_s: float,
+    end_s: float,
+    max_lag_s: float = 1.0,
+    thresholds: Thresholds | None = None,
+) -> WindowEstimate:
+    """The offset (ms, positive: the other track later) of a second audio track (a dubbed
+    language, audio description) against the reference track over one window, from their onset
+    tracks (:class:`AudioOnsetTrack`): what they share (music and effects, cuts of sound)
+    correlates; a track with nothing in common is unknown. ``video_events`` and
+    ``audio_events`` of the result count the reference's and the other track's onsets."""
+    thresholds = thresholds or Thresholds()
+    ref_lo = max(0, math.ceil((start_s - ref_t0) / HOP_S))
+    ref_hi = max(ref_lo, math.floor((end_s - ref_t0) / HOP_S))
+    ref_events = count_events(ref_v[ref_lo:ref_hi], AUDIO_EVENT)
+    other_events = count_events(other_v, AUDIO_EVENT)
+    if min(ref_events, other_events) < thresholds.min_events:
+        return _unknown(start_s, end_s, ref_events, other_events, "too few audio events")
+    lags, corr = track_correlation(
+        ref_t0, smooth(ref_v), other_t0, smooth(other_v), start_s, end_s, max_lag_s
+    )
+    return judge_correlation(lags, corr, thresholds, start_s, end_s, ref_events, other_events)
 
 
 # ----------------------------------------------------------------------------- streaming
