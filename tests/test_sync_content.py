@@ -11,6 +11,7 @@ from worker.sync_content import (
     AudioOnsetTrack,
     ContentSync,
     Thresholds,
+    WindowEstimate,
     estimate_track,
     estimate_window,
     peak_centroid,
@@ -46,7 +47,9 @@ def picture_series(events: F64, duration: float) -> tuple[F64, F64]:
     return t, v
 
 
-def window(events: F64, shift_s: float, duration: float = 20.0, audio_events: F64 | None = None) -> tuple:
+def window(
+    events: F64, shift_s: float, duration: float = 20.0, audio_events: F64 | None = None
+) -> WindowEstimate:
     video_t, video_v = picture_series(events, duration)
     t0, audio_v = onset_series(events if audio_events is None else audio_events, shift_s, duration)
     return estimate_window(video_t, video_v, t0, audio_v, 1.0, Thresholds(), 0.0, duration)
@@ -83,8 +86,8 @@ def test_regular_beat_is_ambiguous_and_unknown() -> None:
 
 
 def test_centroid_of_a_plateau_is_its_middle() -> None:
-    lags = np.arange(-100, 101) * 0.005
-    corr = np.where(np.abs(lags - 0.15) <= 0.04, 0.5, 0.0)  # a drift's spread of lags
+    lags = np.asarray(np.arange(-100, 101) * 0.005, np.float64)
+    corr = np.asarray(np.where(np.abs(lags - 0.15) <= 0.04, 0.5, 0.0), np.float64)  # a drift's spread of lags
     corr[np.argmin(np.abs(lags - 0.12))] = 0.52  # its highest point, off centre
     assert peak_centroid(lags, corr, int(np.argmax(corr)), 0.0) == pytest.approx(0.15, abs=0.004)
 
