@@ -89,6 +89,11 @@ VIDEO_RISE = 0.7  # rises of log motion energy below this (natural log, 2x) are 
 VIDEO_CELL_CAP = 1.5  # largest contribution of one cell
 
 _EPS = 1e-12
+# float32 scalars made once: numpy builds one in microseconds, as long as the per-cell work.
+_MOTION_FLOOR32 = np.float32(MOTION_FLOOR)
+_VIDEO_RISE32 = np.float32(VIDEO_RISE)
+_VIDEO_CELL_CAP32 = np.float32(VIDEO_CELL_CAP)
+_ZERO32 = np.float32(0.0)
 
 
 # ----------------------------------------------------------------------------- audio
@@ -266,7 +271,7 @@ def cell_motion(sample: U8, previous: U8) -> F32:
 
 def log_motion(motion: F32) -> F32:
     """log(MOTION_FLOOR + motion), per cell (motion in luma codes)."""
-    out: F32 = np.log(motion + np.float32(MOTION_FLOOR))
+    out: F32 = np.log(motion + _MOTION_FLOOR32)
     return out
 
 
@@ -277,9 +282,9 @@ def visual_onset(log_now: F32, log_reference: F32) -> float:
     rise = log_now - log_reference
     # Each cell counts up to VIDEO_CELL_CAP and the sum is compressed: a cut (every cell) must
     # not outweigh the dozen small events of a window in the correlation.
-    np.subtract(rise, np.float32(VIDEO_RISE), out=rise)
-    np.minimum(rise, np.float32(VIDEO_CELL_CAP), out=rise)
-    np.maximum(rise, np.float32(0.0), out=rise)
+    np.subtract(rise, _VIDEO_RISE32, out=rise)
+    np.minimum(rise, _VIDEO_CELL_CAP32, out=rise)
+    np.maximum(rise, _ZERO32, out=rise)
     return math.log1p(float(rise.sum()))
 
 
