@@ -198,3 +198,13 @@ def test_second_track_with_nothing_in_common_is_unknown() -> None:
     ref = knock_track(event_times(20.0, 8), 3)
     other = knock_track(event_times(20.0, 9), 4)
     assert not estimate_track(ref.t0, ref.values, other.t0, other.values, 1.0, 19.0).known
+
+
+def test_a_gap_in_the_pictures_starts_the_windows_afresh() -> None:
+    sync = ContentSync(20.0, 5.0, 1.0)
+    base = texture(3)
+    for k in range(250):  # 10 s
+        sync.feed_video(k / FPS, np.roll(base, k, axis=1))
+    for k in range(250):  # after a 5 s outage
+        sync.feed_video(15.0 + k / FPS, np.roll(base, k, axis=1))
+    assert sync._times[0] == 15.0 and sync._next_end == 35.0
