@@ -399,3 +399,126 @@ def test_clean_clip_without_marks_reports_nothing(clips: dict[str, Path]) -> Non
     detector, records = analyse(clips["no_marks"], everything=True)
     assert records == []
     assert not detector.marks_present and len(detector.measurements) == 0
+
+
+# ------------------------------------------------------------------ programme content (no marks)
+
+
+def content_stream(
+    duration: float, offset_ms: Callable[[float], float], seed: int = 0, related: bool = True
+) -> tuple[list[VideoFrame], F32]:
+    """Programme without marks: a panning blocky texture where a small square flashes white at
+    irregular times, and a knock at each flash's time plus ``offset_ms(t)`` over a noise floor
+    (``related`` False: the knocks of another seed's times)."""
+    rng = np.random.default_rng(seed)
+
+    def times(r: np.random.Generator) -> list[float]:
+        found, t = [], r.uniform(0.35, 2.0)
+        while t < duration - 1.0:
+            found.append(round(t * FPS) / FPS)
+            t += r.uniform(0.35, 2.0)
+        return found
+
+    flashes = times(rng)
+    sounds = flashes if related else times(np.random.default_rng(seed + 99))
+    texture = np.kron(rng.integers(60, 160, (H // 6, W // 8)), np.ones((6, 8))).astype(np.uint8)
+    where = {round(t * FPS): (int(rng.integers(0, H - 12)), int(rng.integers(0, W - 12))) for t in flashes}
+    frames = []
+    for i in range(round(duration * FPS)):
+        luma = np.roll(texture, i, axis=1)
+        if i in where:
+            y, x = where[i]
+            luma[y : y + 12, x : x + 12] = 235
+        frames.append(VideoFrame(t=i / FPS, luma=luma))
+    mono = 0.003 * rng.standard_normal(round(duration * RATE))
+    for t in sounds:
+        i = round((t + offset_ms(t) / 1000.0) * RATE)
+        k = np.arange(min(4000, max(0, mono.size - i)))
+        mono[i : i + k.size] += (
+            0.3 * np.exp(-k / 960.0) * np.sin(2 * np.pi * rng.uniform(300, 3000) * k / RATE)
+        )
+    return frames, np.stack([mono, mono]).astype(np.float32)
+
+
+def content_run(
+    duration: float,
+    offset_ms: Callable[[float], float],
+    related: bool = True,
+    options: AvSyncOptions | None = None,
+) -> tuple[AvSyncDetector, list[Finding]]:
+    frames, audio = content_stream(duration, offset_ms, related=related)
+    return run(frames, audio, options)
+
+
+def test_programme_sound_200_ms_late_is_a_content_defect_with_its_confidence() -> None:
+    detector, found = content_run(40.0, lambda t: 200.0)
+    opened, close = found
+    assert opened.key == close.key == "content" and opened.end_s is None
+    assert opened.start_s == 0.0 and close.end_s == pytest.approx(40.0, abs=0.1)  # by flush
+    assert opened.metrics["offset_ms"] == pytest.approx(200.0, abs=1000.0 / FPS)
+    assert opened.metrics["confidence"] >= 0.35 and opened.metrics["windows"] == 3.0
+    assert opened.severity == Severity.CRITICAL
+    assert detector.content_reports[0][0] == pytest.approx(30.0)  # the third window's end
+    assert detector.ctx.extra["av_sync"]["method"] == "content"
+
+
+def test_programme_sound_inside_the_window_publishes_its_offset_and_no_defect() -> None:
+    detector, found = content_run(30.0, lambda t: 80.0)
+    assert found == []
+    view = detector.ctx.extra["av_sync"]
+    assert view["offset_ms"] == pytest.approx(80.0, abs=1000.0 / FPS) and view["confidence"] >= 0.35
+
+
+def test_unrelated_programme_sound_is_unknown_and_no_defect() -> None:
+    detector, found = content_run(40.0, lambda t: 0.0, related=False)
+    assert found == []
+    assert detector.content_windows and not any(w.known for w in detector.content_windows)
+    assert "av_sync" not in detector.ctx.extra  # unknown is not "in sync"
+
+
+def test_content_defect_ends_when_the_sound_is_back_in_sync() -> None:
+    _, found = content_run(75.0, lambda t: 200.0 if t < 40.0 else 0.0)
+    [close] = closed(found)
+    # The windows straddling the change are mixed; it ended between the last bad one's centre
+    # and the first good one's.
+    assert 35.0 <= close.end_s <= 50.0  # type: ignore[operator]
+    assert close.metrics["offset_ms"] == pytest.approx(200.0, abs=1000.0 / FPS)
+
+
+def test_marks_take_priority_over_programme_content() -> None:
+    detector, found = marked(30.0, lambda t: 0.0)
+    assert found == [] and detector.marks_present
+    assert len(detector.content_windows) == 0  # not evaluated while marks are followed
+    assert detector.ctx.extra["av_sync"]["method"] == "marks"
+
+
+def test_content_measurement_can_be_switched_off() -> None:
+    detector, found = content_run(40.0, lambda t: 200.0, options=AvSyncOptions(content=False))
+    assert found == [] and len(detector.content_windows) == 0
+
+
+@pytest.fixture(scope="module")
+def programme(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """40 s of the sync corpus (320x180 H.264/AAC by the ffmpeg CLI): 200 ms late, unrelated."""
+    from bench.sync_corpus import constant, make_clip
+
+    root = tmp_path_factory.mktemp("av_sync_content")
+    return {
+        "late200": make_clip(root / "late200.ts", "knocks", 40.0, constant(200.0), seed=11),
+        "unrelated": make_clip(root / "unrelated.ts", "unrelated", 40.0, seed=12),
+    }
+
+
+def test_encoded_programme_200_ms_late_is_one_content_defect(programme: dict[str, Path]) -> None:
+    _, records = analyse(programme["late200"])
+    opened, close = records
+    assert opened.defect_id == close.defect_id and opened.defect_id.endswith("-content")
+    assert close.metrics["offset_ms"] == pytest.approx(200.0, abs=1000.0 / FPS)
+    assert close.metrics["confidence"] >= 0.35 and close.metrics["windows"] >= 3
+    assert close.severity == "critical"
+
+
+def test_encoded_programme_with_unrelated_sound_reports_nothing(programme: dict[str, Path]) -> None:
+    detector, records = analyse(programme["unrelated"])
+    assert records == []
+    assert not any(w.known for w in detector.content_windows)

@@ -4,9 +4,10 @@ Sign convention (DESIGN.md §4): ``offset_ms`` = audio time − video time of th
 milliseconds; positive means the sound is late, negative that it is early. By default a defect
 is an offset outside ITU-R BT.1359's *detectability* window, sound more than ``max_early_ms``
 (45 ms) early or more than ``max_late_ms`` (125 ms) late, or an offset that keeps changing (a
-drift). Two independent measurements feed it.
+drift). Three measurements feed it; ``offset_ms`` keeps BT.1359's limits in our sign (BT.1359
+itself counts sound *before* picture as positive: its +45 / −125 ms are our −45 / +125).
 
-**Sync marks (content, key ``""``).** Test signals carry marks: a white picture and, at the
+**Sync marks (key ``""``).** Test signals carry marks: a white picture and, at the
 same instant, a short 1 kHz beep (``avmon.testsrc``: once a second, one white frame and a 40 ms
 -12 dBFS beep whose envelope crosses half amplitude at the frame's time).
 
@@ -88,17 +89,43 @@ live sources; in a file the muxer interleaves by timestamp, which hides a diverg
 mode then reports nothing (it never guesses). Timestamp jumps (``timestamp_jump``'s defect) and
 reconnects end a running defect and restart the measurement.
 
-**Ordinary content (no marks).** Nothing is reported and nothing is estimated. Matching sound
-onsets to cuts and motion gives an offset only on some footage, with errors of whole frames and
-a real chance of a confident wrong answer (speech over a cut, music cut to the beat of another
-bar), and a page at 3 a.m. for a correct stream costs more than a missed offset on a stream
-nobody marked: streams that must be checked should carry marks.
+**Programme content (no marks, key ``"content"``).** :mod:`worker.sync_content` correlates
+audio onsets (rises of band energies) with visual onsets (rises of motion energy in the cells of
+a coarse grid) over ±``content_max_lag_s`` in windows of ``content_window_s``, one ending every
+``content_hop_s`` of video time (see that module for the method, what SyncNet, Synchformer,
+audio-offset-finder and broadcast monitors do, and how we differ). Each window gives an offset
+with a ``confidence`` (1 − second-best peak / peak) and a ``prominence`` (the peak's robust
+standard score), or is *unknown* (too few events, a weak, flat or ambiguous correlation:
+silence, a static picture, sound unrelated to the picture). Unknown is neither in sync nor a
+defect: it does not move a defect either way.
+
+* A defect opens after ``content_windows`` consecutive confident windows outside BT.1359's
+  detectability window (the same ``max_early_ms`` / ``max_late_ms``), each within
+  ``content_agree_ms`` of the one before; ``start_s`` is halfway between the centres of the
+  last confident window inside and the first outside, or the first window's start. With the
+  defaults an offset present from the start is reported 30 s in (three windows: 20, 25, 30 s).
+* It closes after ``content_close_windows`` consecutive confident windows inside, halfway
+  between the last bad window's centre and the first good one's; or after
+  ``content_timeout_s`` without a confident window, at the end of the last bad one; or at the
+  end of the media.
+* Severity as for marks (the median offset against the acceptability limits). Metrics:
+  ``offset_ms`` (median of its windows), ``offset_min_ms``, ``offset_max_ms``,
+  ``drift_ms_per_s`` (slope of the windows' offsets against their centres), ``confidence`` and
+  ``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s`` and
+  ``last_window_s`` (the span of the windows used), ``duration_s`` on the close. The method is
+  the key (``content``; marks ``""``, timestamps ``pts``): metrics are numbers.
+* Marks have priority: once marks are present, no content window is evaluated and a content
+  defect ends; content resumes when the marks are lost.
+* The latest confident offset, from marks or content, is published for the stream's API view
+  as ``ctx.extra["av_sync"] = {"offset_ms", "confidence", "method", "t"}`` (``confidence``
+  1.0 for marks; ``t`` the media time of the mark or the window's end).
 
 Cost (measured, one core): a flash test is one mean over 1/64 of the luma (plus a count when the
 picture is bright), 6 µs per 640x360 picture and 20 µs per 1920x1080 one; the beep search is
 two small matrix products per audio block, with a Python loop only over the 5 ms frames of
 blocks that hold a loud 1 kHz component: about 1.1 ms per second of 48 kHz stereo audio (1.7
-ms with a beep every second). Packets cost a few dictionary updates each.
+ms with a beep every second). Packets cost a few dictionary updates each. The content
+measurement's cost is measured in ``bench.accuracy_sync`` as a share of 720p decoding.
 """
 
 from __future__ import annotations
@@ -124,11 +151,14 @@ from worker.detectors.base import (
     StreamContext,
     VideoFrame,
 )
+from worker.sync_content import ContentSync, WindowEstimate
 
 F64 = npt.NDArray[np.float64]
 
-CONTENT_KEY = ""  # key of the sync-mark (content) measurement
+CONTENT_KEY = ""  # key of the sync-mark measurement (marks are content too: the first path)
 PTS_KEY = "pts"  # key of the timestamp drift
+PROGRAMME_KEY = "content"  # key of the measurement on programme content, without marks
+EXTRA_KEY = "av_sync"  # StreamContext.extra entry: the latest confident offset (see the docstring)
 
 # Flashes. Levels are fractions of the luma range from black (0) to white (1).
 FLASH_STEP = 16  # analyse every 16th row, whole (the rows black rejects on: read once), no copy
@@ -197,6 +227,17 @@ class AvSyncOptions:
     ts_linearity           1      0.25     (0, 0.5]    share of the change each half of the
                                                        window must make, in its direction
     ts_d                   s      10.0     >= 0        the trend must hold this long
+    content                bool   True     -           measure programme content without marks
+    content_window_s       s      20.0     [5, 120]    length of a content window
+    content_hop_s          s      5.0      (0, window] a window ends every this much video time
+    content_max_lag_s      s      1.0      [0.2, 2]    offsets searched: ±this (BT.1359: ±1 s)
+    content_windows        count  3        [1, 20]     consecutive confident windows outside the
+                                                       window that open a defect
+    content_close_windows  count  2        [1, 20]     ... inside it that close one
+    content_agree_ms       ms     40       > 0         consecutive windows of an opening run
+                                                       agree this closely (one frame at 25 fps)
+    content_timeout_s      s      120      > 0         a defect without a confident window this
+                                                       long ends at its last bad window
     =====================  =====  =======  ==========  ==========================================
     """
 
@@ -220,6 +261,14 @@ class AvSyncOptions:
     ts_min_change_ms: float = 60.0
     ts_linearity: float = 0.25
     ts_d: float = 10.0
+    content: bool = True
+    content_window_s: float = 20.0
+    content_hop_s: float = 5.0
+    content_max_lag_s: float = 1.0
+    content_windows: int = 3
+    content_close_windows: int = 2
+    content_agree_ms: float = 40.0
+    content_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.max_early_ms <= 1000.0 and 0.0 <= self.max_late_ms <= 1000.0):
@@ -246,6 +295,16 @@ class AvSyncOptions:
             raise ValueError("ts_max_drift_ms_per_s must be > 0, ts_min_change_ms and ts_d >= 0")
         if not 0.0 < self.ts_linearity <= 0.5:
             raise ValueError(f"ts_linearity must be in (0, 0.5], got {self.ts_linearity}")
+        if not 5.0 <= self.content_window_s <= 120.0:
+            raise ValueError(f"content_window_s must be in [5, 120] s, got {self.content_window_s}")
+        if not 0.0 < self.content_hop_s <= self.content_window_s:
+            raise ValueError(f"content_hop_s must be in (0, content_window_s], got {self.content_hop_s}")
+        if not 0.2 <= self.content_max_lag_s <= 2.0:
+            raise ValueError(f"content_max_lag_s must be in [0.2, 2] s, got {self.content_max_lag_s}")
+        if not (1 <= self.content_windows <= 20 and 1 <= self.content_close_windows <= 20):
+            raise ValueError("content_windows and content_close_windows must be in [1, 20]")
+        if not (self.content_agree_ms > 0.0 and self.content_timeout_s > 0.0):
+            raise ValueError("content_agree_ms and content_timeout_s must be > 0")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -734,6 +793,31 @@ class _PtsDrift:
         return self.reached.get("video", 0.0)
 
 
+# ----------------------------------------------------------------------------- content state
+
+
+def _centre(window: WindowEstimate) -> float:
+    return 0.5 * (window.start_s + window.end_s)
+
+
+@dataclass(slots=True)
+class _ContentEpisode:
+    """A content defect: confident windows outside the detectability window."""
+
+    start_s: float
+    windows: list[WindowEstimate]
+    opened: bool = False
+    critical: bool = False
+    good: list[WindowEstimate] = field(default_factory=list)  # confident windows inside, since
+
+    @property
+    def last_bad(self) -> WindowEstimate:
+        return self.windows[-1]
+
+    def offsets(self) -> F64:
+        return np.array([w.offset_ms or 0.0 for w in self.windows[-MEDIAN_PAIRS:]])
+
+
 # ----------------------------------------------------------------------------- the detector
 
 
@@ -763,6 +847,19 @@ class AvSyncDetector(Detector):
         # Every measured pair (flash time s, offset ms), for inspection and tests.
         self.measurements: deque[tuple[float, float]] = deque(maxlen=3600)
         self.marks_present = False
+        self._content = (
+            ContentSync(opts.content_window_s, opts.content_hop_s, opts.content_max_lag_s)
+            if opts.content
+            else None
+        )
+        self._content_run: list[WindowEstimate] = []  # confident bad windows, not yet a defect
+        self._content_good: WindowEstimate | None = None  # the latest confident window inside
+        self._content_episode: _ContentEpisode | None = None
+        self._content_end = -math.inf  # end of the last content defect, s
+        # Every content window (known or not), for inspection, tests and the benchmark.
+        self.content_windows: deque[WindowEstimate] = deque(maxlen=720)
+        # (media time s at which it was reported, finding) of every content finding.
+        self.content_reports: list[tuple[float, Finding]] = []
 
     @property
     def last_offset_ms(self) -> float | None:
@@ -778,13 +875,21 @@ class AvSyncDetector(Detector):
         flash = self._flashes.feed(frame)
         if flash is not None:
             self._pairer.add_flash(flash)
-        return self._advance()
+        findings = self._advance()
+        if self._content is not None:
+            self._content.feed_video(frame.t, frame.luma)
+            findings += self._judge_content()
+        return findings
 
     def feed_audio(self, block: AudioBlock) -> list[Finding]:
         self._origin = min(self._origin, block.t)
         for onset in self._beeps.feed(block):
             self._pairer.add_beep(onset)
-        return self._advance()
+        findings = self._advance()
+        if self._content is not None:
+            self._content.feed_audio(block.t, block.samples, block.rate)
+            findings += self._judge_content()
+        return findings
 
     def feed_packet(self, packet: PacketInfo) -> list[Finding]:
         pts = self._pts
@@ -812,6 +917,7 @@ class AvSyncDetector(Detector):
         findings += self._classify_last()
         findings += self._close_episode(t_end)
         findings += self._close_pts(t_end)
+        findings += self._close_content(t_end, t_end)
         return findings
 
     # -- sync marks ------------------------------------------------------------------------------
@@ -860,6 +966,8 @@ class AvSyncDetector(Detector):
     def _on_pair(self, pair: _Pair) -> list[Finding]:
         opts = self.options
         self.measurements.append((pair.t, pair.offset))
+        if self._present:
+            self._publish(pair.offset, 1.0, "marks", pair.t)
         findings: list[Finding] = []
         if self._seq and pair.t - self._seq[-1].t > opts.marks_timeout_s:
             findings += self._lose_marks()
@@ -869,6 +977,8 @@ class AvSyncDetector(Detector):
             if len(recent) < opts.min_pairs or not self._look_like_marks(recent):
                 return findings
             self._present = self.marks_present = True
+            # Marks take priority over the content measurement from here on.
+            findings += self._close_content(pair.t, pair.t)
             earlier = list(self._seq)[: -opts.min_pairs]
             self._seq = deque(recent, maxlen=SEQUENCE)  # earlier pairs did not line up: not marks
             spacing = statistics.median(b.t - a.t for a, b in itertools.pairwise(recent))
@@ -1032,6 +1142,113 @@ class AvSyncDetector(Detector):
             severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
             metrics=metrics,
             key=CONTENT_KEY,
+        )
+
+    # -- programme content -----------------------------------------------------------------------
+
+    def _publish(self, offset_ms: float, confidence: float, method: str, t: float) -> None:
+        """The stream's latest confident offset, for its API view (``ctx.extra["av_sync"]``)."""
+        self.ctx.extra[EXTRA_KEY] = {
+            "offset_ms": round(offset_ms, 1),
+            "confidence": round(confidence, 3),
+            "method": method,
+            "t": round(t, 3),
+        }
+
+    def _judge_content(self) -> list[Finding]:
+        assert self._content is not None
+        findings: list[Finding] = []
+        for window in self._content.ready(skip=self._present):
+            findings += self._on_window(window)
+        return findings
+
+    def _on_window(self, window: WindowEstimate) -> list[Finding]:
+        """Advance the content defect over one window (see the module docstring)."""
+        opts = self.options
+        self.content_windows.append(window)
+        ep = self._content_episode
+        if window.offset_ms is None:
+            # Unknown: neither in sync nor a defect; a defect with nothing confident for long
+            # ends where its evidence did.
+            if ep is not None and window.end_s - ep.last_bad.end_s > opts.content_timeout_s:
+                return self._close_content(ep.last_bad.end_s, window.end_s)
+            return []
+        offset = window.offset_ms
+        self._publish(offset, window.confidence, "content", window.end_s)
+        if -opts.max_early_ms <= offset <= opts.max_late_ms:
+            self._content_run.clear()
+            self._content_good = window
+            if ep is None:
+                return []
+            ep.good.append(window)
+            if len(ep.good) < opts.content_close_windows:
+                return []
+            return self._close_content(0.5 * (_centre(ep.last_bad) + _centre(ep.good[0])), window.end_s)
+        if ep is not None:
+            ep.good.clear()
+            ep.windows.append(window)
+            ep.critical = ep.critical or self._content_critical(ep)
+            return []
+        run = self._content_run
+        if run and abs(offset - (run[-1].offset_ms or 0.0)) > opts.content_agree_ms:
+            run.clear()  # not the same offset: start the run afresh
+        run.append(window)
+        if len(run) < opts.content_windows:
+            return []
+        good = self._content_good
+        # The change came between the last window in sync and the first one out, as far as the
+        # windows tell; bad from the first window on: from its start.
+        start = 0.5 * (_centre(good) + _centre(run[0])) if good is not None else run[0].start_s
+        start = max(start, self._content_end, min(self._origin, run[0].start_s))
+        ep = self._content_episode = _ContentEpisode(start_s=start, windows=list(run), opened=True)
+        run.clear()
+        ep.critical = self._content_critical(ep)
+        finding = self._content_finding(ep, None)
+        self.content_reports.append((window.end_s, finding))
+        return [finding]
+
+    def _content_critical(self, ep: _ContentEpisode) -> bool:
+        level = float(np.median(ep.offsets()))
+        return level < -self.options.critical_early_ms or level > self.options.critical_late_ms
+
+    def _close_content(self, end: float, now: float) -> list[Finding]:
+        """End the content defect at ``end`` (reported at media time ``now``); forget the run."""
+        self._content_run.clear()
+        ep = self._content_episode
+        if ep is None:
+            return []
+        self._content_episode = None
+        end = max(end, ep.start_s)
+        self._content_end = end
+        finding = self._content_finding(ep, end)
+        self.content_reports.append((now, finding))
+        return [finding]
+
+    def _content_finding(self, ep: _ContentEpisode, end_s: float | None) -> Finding:
+        offsets = ep.offsets()
+        centres = np.array([_centre(w) for w in ep.windows[-MEDIAN_PAIRS:]])
+        slope, _ = line_fit(centres, offsets)
+        metrics = {
+            "offset_ms": float(np.median(offsets)),
+            "offset_min_ms": float(offsets.min()),
+            "offset_max_ms": float(offsets.max()),
+            "drift_ms_per_s": slope,
+            "confidence": float(np.median([w.confidence for w in ep.windows])),
+            "prominence": float(np.median([w.prominence for w in ep.windows])),
+            "windows": float(len(ep.windows)),
+            "window_s": self.options.content_window_s,
+            "first_window_s": ep.windows[0].start_s,
+            "last_window_s": ep.last_bad.end_s,
+        }
+        if end_s is not None:
+            metrics["duration_s"] = end_s - ep.start_s
+        return Finding(
+            type=self.name,
+            start_s=ep.start_s,
+            end_s=end_s,
+            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
+            metrics=metrics,
+            key=PROGRAMME_KEY,
         )
 
     # -- timestamps ------------------------------------------------------------------------------
