@@ -131,6 +131,12 @@ class Stream(BaseModel):
     lag_s: float | None = None  # behind the live edge (or real time, for paced files)
     frames_analysed: int = 0
     media_time_s: float | None = None
+    # UDP datagrams the worker's kernel dropped before it read them: the monitor's loss.
+    dropped_datagrams: int = 0
+    # The latest confident A/V offset measured on the content (ms, audio late positive) and its
+    # confidence (0-1); None while unknown.
+    av_sync_offset_ms: float | None = None
+    av_sync_confidence: float | None = None
 
 
 class Defect(BaseModel):

@@ -130,6 +130,9 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
         lag_s=item.get("lag_s"),
         frames_analysed=int(item.get("frames_analysed", 0)),
         media_time_s=item.get("media_time_s"),
+        dropped_datagrams=int(item.get("dropped_datagrams", 0)),
+        av_sync_offset_ms=item.get("av_sync_offset_ms"),
+        av_sync_confidence=item.get("av_sync_confidence"),
     )
 
 

@@ -32,6 +32,7 @@ from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, need
 from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.sink import DefectWriter
+from worker.transport import TransportCounters
 
 log = logging.getLogger("avmon.worker")
 
@@ -419,6 +420,10 @@ class Worker:
         }
         if f.dropped_datagrams:
             figures["dropped_datagrams"] = f.dropped_datagrams
+        sync = running.session.ctx.extra.get("av_sync")
+        if isinstance(sync, dict) and sync.get("offset_ms") is not None:
+            figures["av_sync_offset_ms"] = round(float(sync["offset_ms"]), 1)
+            figures["av_sync_confidence"] = round(float(sync.get("confidence") or 0.0), 3)
         timeline = running.session.timeline()
         if timeline is not None:
             figures.update(timeline.figures())  # a worker that takes it over continues it
@@ -493,9 +498,15 @@ class Worker:
                     media_time_s=r.session.figures.media_time_s,
                     lease_expires_in_s=round(r.lease.expires_at - now, 3),
                     reconnecting=r.session.figures.status is StreamStatus.RECONNECTING,
+                    cpu_cores=r.load.measured(self.admission.warmup_s),
+                    dropped_datagrams=r.session.figures.dropped_datagrams,
                 )
                 for sid, r in list(self.running.items())
             ],
+            cores=self.admission.cores,
+            committed_cores=self.admission.committed([r.load for r in self.running.values()]),
+            cpu_target=self.admission.target,
+            transport={sid: c for sid, r in list(self.running.items()) if (c := _transport(r.session))},
             defects_written=self.sink.written,
             defects_dropped=self.sink.dropped,
             defects_buffered=self.sink.buffered,
@@ -517,6 +528,15 @@ class Worker:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.write_text, beat)
             await asyncio.sleep(5.0)
+
+
+def _transport(session: StreamSession) -> TransportCounters | None:
+    """A UDP session's transport counters, read from the event loop while its thread counts on:
+    a scrape that meets a resize is skipped, not an error."""
+    try:
+        return session.transport_counters()
+    except RuntimeError:
+        return None
 
 
 def healthy(settings: WorkerSettings | None = None) -> bool:

@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from worker.transport import TransportCounters
+from worker.transport import metrics as transport_metrics
 
 log = logging.getLogger("avmon.worker.metrics")
 
@@ -23,6 +26,8 @@ class StreamSample:
     media_time_s: float | None
     lease_expires_in_s: float
     reconnecting: bool
+    cpu_cores: float | None = None  # measured cost, once past its warm-up
+    dropped_datagrams: int = 0
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,10 @@ class WorkerSample:
     defects_dropped: int
     defects_buffered: int
     heartbeat_age_s: float
+    cores: float = 0.0  # the cores it may use
+    committed_cores: float = 0.0  # what its streams cost (measured or expected)
+    cpu_target: float = 0.0
+    transport: dict[str, TransportCounters] = field(default_factory=dict)  # per UDP stream
 
 
 def _label(value: str) -> str:
@@ -62,6 +71,15 @@ def render(sample: WorkerSample) -> str:
         "# HELP avmon_heartbeat_age_seconds Since the event loop last beat.",
         "# TYPE avmon_heartbeat_age_seconds gauge",
         f"avmon_heartbeat_age_seconds{{{w}}} {sample.heartbeat_age_s:.3f}",
+        "# HELP avmon_worker_cores CPU cores this worker may use (affinity, cgroup quota).",
+        "# TYPE avmon_worker_cores gauge",
+        f"avmon_worker_cores{{{w}}} {sample.cores:g}",
+        "# HELP avmon_worker_committed_cores Cores its streams cost, measured or expected.",
+        "# TYPE avmon_worker_committed_cores gauge",
+        f"avmon_worker_committed_cores{{{w}}} {sample.committed_cores:.3f}",
+        "# HELP avmon_worker_cpu_target Share of its cores it fills with streams.",
+        "# TYPE avmon_worker_cpu_target gauge",
+        f"avmon_worker_cpu_target{{{w}}} {sample.cpu_target:g}",
     ]
     per_stream = [
         (
@@ -79,6 +97,13 @@ def render(sample: WorkerSample) -> str:
             "lease_expires_in_s",
         ),
         ("avmon_stream_reconnecting", "gauge", "1 while the source is lost and retried.", "reconnecting"),
+        ("avmon_stream_cpu_cores", "gauge", "CPU cores the stream costs (measured).", "cpu_cores"),
+        (
+            "avmon_stream_dropped_datagrams_total",
+            "counter",
+            "UDP datagrams the kernel dropped before the worker read them (its own loss).",
+            "dropped_datagrams",
+        ),
     ]
     for name, kind, help_text, attr in per_stream:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
@@ -87,7 +112,8 @@ def render(sample: WorkerSample) -> str:
             if value is None:
                 continue
             lines.append(f'{name}{{{w},stream_id="{_label(s.stream_id)}"}} {float(value):g}')
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + transport_metrics.render(sample.transport) if sample.transport else text
 
 
 async def serve(

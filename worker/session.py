@@ -49,7 +49,7 @@ from worker.media import (
     select_streams,
 )
 from worker.timeline import LiveEdge, Timeline
-from worker.transport import TransportAnalyzer
+from worker.transport import TransportAnalyzer, TransportCounters
 from worker.udp import UdpInput
 
 log = logging.getLogger("avmon.worker.session")
@@ -222,6 +222,11 @@ class StreamSession:
         """The monitor itself is not keeping up (its worker said so, or this stream lags or lost
         datagrams lately): what is found now may be our fault, not the source's."""
         return self.figures.overloaded or time.monotonic() < self._overloaded_until
+
+    def transport_counters(self) -> TransportCounters | None:
+        """The TR 101 290 counters of a UDP source (None for others)."""
+        udp = self._udp
+        return udp.analyzer.counters if udp is not None and udp.analyzer is not None else None
 
     def timeline(self) -> Timeline | None:
         """Where this stream's timeline stands now, for whoever takes it over."""
