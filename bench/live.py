@@ -21,6 +21,7 @@ cost per stream is its process CPU time over the window divided by the streams i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -176,21 +177,38 @@ class LiveRun:
     offered: int
     seconds: float
     warmup_s: float
-    held: int = 0
+    held: int = 0  # owned throughout the window, lag within MAX_LAG_S, no defect
+    owned_min: int = 0  # fewest streams the first worker owned at any sample of the window
     owned_end: int = 0
-    worst_lag_s: float = 0.0
+    worst_lag_s: float = 0.0  # of the streams owned throughout
     defects: int = 0
     defects_marked: int = 0  # of those, carrying monitor_overloaded
     worker_cores: float = 0.0
     sender_cores: float = 0.0
     machine_cores: float = 0.0
-    handed_back: int = 0
-    owners: dict[str, str] = field(default_factory=dict)
+    handovers: int = 0  # times a stream changed owner or lost it during the window
+    second_worker_s: float | None = None  # after a second worker started: until every stream was owned
     per_stream: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cores_per_stream(self) -> float:
-        return self.worker_cores / self.held if self.held else float("nan")
+        return self.worker_cores / self.owned_min if self.owned_min else float("nan")
+
+
+def _worker_env(aws_port: int) -> dict[str, str]:
+    """What `avmon worker` needs to join the `avmon up` of this run (README, "the whole system")."""
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AVMON_ALLOWED_SCHEMES": "http,https,udp,file",
+        "AVMON_ALLOW_PRIVATE_HOSTS": "true",
+        "AVMON_LOG_LEVEL": "WARNING",
+        "AVMON_WORKER_ID": "second",
+        "AVMON_HEALTH_FILE": str(OUT / "live-second.health"),
+    }
 
 
 def run_live(
@@ -199,22 +217,25 @@ def run_live(
     seconds: float = 70.0,
     warmup_s: float = 25.0,
     clip: Path | None = None,
-    env: dict[str, str] | None = None,
+    second_worker_after_s: float | None = None,
     log_path: Path | None = None,
 ) -> LiveRun:
-    """One run: ``avmon up --workers 1`` with ``streams`` live UDP sources for ``seconds``."""
+    """One run: ``avmon up --workers 1`` with ``streams`` live UDP sources for ``seconds``; with
+    ``second_worker_after_s``, a second ``avmon worker`` joins then and the run goes on until
+    every stream is owned (60 s at most)."""
     clip = clip or ensure_clip()
     router_port, aws_port = local.free_port(), local.free_port()
     udp_ports = [local.free_port() for _ in range(streams)]
-    child_env = {**os.environ, **(env or {})}
+    total_s = seconds + (60.0 if second_worker_after_s is not None else 0.0)
     log = (log_path or OUT / "live-up.log").open("wb")
     up = subprocess.Popen(
         [sys.executable, "-m", "avmon", "up", "--workers", "1", "--port", str(router_port),
          "--aws-port", str(aws_port)],
-        env=child_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{router_port}"
     sender: subprocess.Popen[bytes] | None = None
+    second: subprocess.Popen[bytes] | None = None
     result = LiveRun(offered=streams, seconds=seconds, warmup_s=warmup_s)
     try:
         deadline = time.monotonic() + 60
@@ -228,42 +249,62 @@ def run_live(
                 time.sleep(0.3)
         worker_pid = next((c for c in _children(up.pid) if "worker" in _cmdline(c)), None)
         sender = subprocess.Popen(
-            [sys.executable, "-m", "bench.live", "--send", str(clip), "--seconds", str(seconds + 10),
+            [sys.executable, "-m", "bench.live", "--send", str(clip), "--seconds", str(total_s + 10),
              "--ports", ",".join(map(str, udp_ports))],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
-        ids = []
-        for i, port in enumerate(udp_ports):
-            made = _api(base, "POST", "/streams", {"url": f"udp://@:{port}", "name": f"live-{i}"})
-            ids.append(made["stream_id"])
+        ids = [
+            _api(base, "POST", "/streams", {"url": f"udp://@:{port}", "name": f"live-{i}"})["stream_id"]
+            for i, port in enumerate(udp_ports)
+        ]
         t0 = time.monotonic()
         samples: list[dict[str, dict[str, Any]]] = []
         cpu0 = busy0 = snd0 = 0.0
+        tm = t0
         measuring = False
-        while time.monotonic() - t0 < seconds:
+        while True:
             time.sleep(SAMPLE_S)
-            if worker_pid is None:
-                worker_pid = next((c for c in _children(up.pid) if "worker" in _cmdline(c)), None)
-            if not measuring and time.monotonic() - t0 >= warmup_s:
+            now = time.monotonic() - t0
+            if not measuring and now >= warmup_s:
                 measuring, tm = True, time.monotonic()
                 cpu0 = _cpu_s(worker_pid) if worker_pid else 0.0
                 snd0, busy0 = _cpu_s(sender.pid), _busy_s()
-            if measuring:
-                listed = {s["stream_id"]: s for s in _api(base, "GET", "/streams?limit=100")["streams"]}
+            listed = {s["stream_id"]: s for s in _api(base, "GET", "/streams?limit=100")["streams"]}
+            if measuring and now < seconds:
                 samples.append(listed)
-        elapsed = time.monotonic() - tm
-        result.worker_cores = ((_cpu_s(worker_pid) if worker_pid else 0.0) - cpu0) / elapsed
-        result.sender_cores = (_cpu_s(sender.pid) - snd0) / elapsed
-        result.machine_cores = (_busy_s() - busy0) / elapsed
+            if now >= seconds and measuring and not result.worker_cores:
+                elapsed = time.monotonic() - tm
+                result.worker_cores = ((_cpu_s(worker_pid) if worker_pid else 0.0) - cpu0) / elapsed
+                result.sender_cores = (_cpu_s(sender.pid) - snd0) / elapsed
+                result.machine_cores = (_busy_s() - busy0) / elapsed
+            if second_worker_after_s is not None and second is None and now >= second_worker_after_s:
+                second = subprocess.Popen(
+                    [sys.executable, "-m", "avmon", "worker"], env=_worker_env(aws_port),
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+                second_at = now
+            if (
+                second is not None
+                and result.second_worker_s is None
+                and all(listed.get(sid, {}).get("owner") for sid in ids)
+            ):
+                result.second_worker_s = now - second_at
+            if now >= total_s or (now >= seconds and (second is None or result.second_worker_s is not None)):
+                break
+
+        def first(owner: object) -> bool:  # `avmon up` names its workers worker-N-<pid>
+            return isinstance(owner, str) and owner.startswith("worker-1-")
+
         for sid in ids:
             trace = [s.get(sid, {}) for s in samples]
-            owned = all(t.get("owner") for t in trace)
+            owners = [t.get("owner") for t in trace]
+            owned = bool(owners) and all(first(o) for o in owners)
             lags = [float(t.get("lag_s") or 0.0) for t in trace if t.get("owner")]
             defects = _api(base, "GET", f"/streams/{sid}/defects?limit=100")["defects"]
             worst = max(lags, default=0.0)
-            held = owned and worst <= MAX_LAG_S and not defects
-            result.held += held
-            result.owned_end += bool(trace and trace[-1].get("owner"))
+            result.held += owned and worst <= MAX_LAG_S and not defects
+            result.owned_end += bool(owners and owners[-1])
+            result.handovers += sum(a != b for a, b in itertools.pairwise(owners))
             if owned:
                 result.worst_lag_s = max(result.worst_lag_s, worst)
             result.defects += len(defects)
@@ -273,10 +314,14 @@ def run_live(
             result.per_stream.append(
                 {"stream_id": sid, "owned": owned, "worst_lag_s": worst, "defects": kinds, "status": status}
             )
+        result.owned_min = min(
+            (sum(first(s.get(sid, {}).get("owner")) for sid in ids) for s in samples), default=0
+        )
     finally:
-        if sender is not None and sender.poll() is None:
-            sender.terminate()
-            sender.wait(timeout=10)
+        for proc in (sender, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
         up.terminate()
         try:
             up.wait(timeout=40)
@@ -288,11 +333,17 @@ def run_live(
 
 
 def describe(run: LiveRun) -> str:
+    second = (
+        ""
+        if run.second_worker_s is None
+        else f"; a second worker: all owned {run.second_worker_s:.0f} s later"
+    )
     return (
-        f"offered {run.offered:2d}: held {run.held:2d}, owned at the end {run.owned_end:2d}, worst lag "
-        f"{run.worst_lag_s:.2f} s, defects {run.defects} ({run.defects_marked} marked overloaded); worker "
-        f"{run.worker_cores:.2f} cores ({run.cores_per_stream:.3f} per held stream), sender "
-        f"{run.sender_cores:.2f}, machine {run.machine_cores:.2f}"
+        f"offered {run.offered:2d}: held {run.held:2d} (owned {run.owned_min}-{run.owned_end}, "
+        f"{run.handovers} handovers), worst lag {run.worst_lag_s:.2f} s, defects {run.defects} "
+        f"({run.defects_marked} marked overloaded); worker {run.worker_cores:.2f} cores "
+        f"({run.cores_per_stream:.3f} per stream), sender {run.sender_cores:.2f}, machine "
+        f"{run.machine_cores:.2f}{second}"
     )
 
 
@@ -319,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=70.0)
     parser.add_argument("--warmup", type=float, default=25.0)
     parser.add_argument("--json", action="store_true", help="print the runs as JSON")
+    parser.add_argument(
+        "--second-worker", type=float, metavar="S", help="start a second worker S seconds in (overload runs)"
+    )
     parser.add_argument("--send", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -326,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         send([int(p) for p in args.ports.split(",")], args.send, args.seconds)
         return 0
     if args.streams:
-        run = run_live(args.streams, seconds=args.seconds, warmup_s=args.warmup)
+        run = run_live(
+            args.streams, seconds=args.seconds, warmup_s=args.warmup, second_worker_after_s=args.second_worker
+        )
         print(describe(run))
         if args.json:
             print(json.dumps(run.__dict__, indent=1, default=str))
