@@ -332,6 +332,58 @@ def run_live(
     return result
 
 
+def decode_only_cores(
+    streams: int, *, seconds: float = 30.0, warmup_s: float = 8.0, clip: Path | None = None
+) -> float:
+    """The baseline of the same run: cores per stream to only receive and decode the same live
+    UDP input (our own socket reader, one decoder thread, no detectors, no AWS), ``streams`` at
+    once in this process. The worker's cost per stream divided by this is its overhead."""
+    import threading
+
+    import av
+
+    from worker.udp import UdpInput
+
+    clip = clip or ensure_clip()
+    ports = [local.free_port() for _ in range(streams)]
+    stop = threading.Event()
+    inputs = [UdpInput(f"udp://@:{port}", read_timeout_s=5.0, stop=stop) for port in ports]
+
+    def decode(udp: UdpInput) -> None:
+        udp.first_read_timeout_s = 10.0
+        with av.open(udp, mode="r", format="mpegts", buffer_size=64 * 1316) as container:
+            video = container.streams.video[0]
+            video.thread_type, video.codec_context.thread_count = "SLICE", 1
+            for packet in container.demux(video, *container.streams.audio[:1]):
+                for _frame in packet.decode():
+                    pass
+                if stop.is_set():
+                    return
+
+    threads = [threading.Thread(target=decode, args=(u,), daemon=True) for u in inputs]
+    for thread in threads:
+        thread.start()
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "bench.live", "--send", str(clip), "--seconds", str(seconds + 5),
+         "--ports", ",".join(map(str, ports))],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(warmup_s)
+        t0, c0 = time.monotonic(), time.process_time()
+        time.sleep(seconds - warmup_s)
+        cores = (time.process_time() - c0) / (time.monotonic() - t0)
+    finally:
+        stop.set()
+        sender.terminate()
+        sender.wait(timeout=10)
+        for thread in threads:
+            thread.join(timeout=10)
+        for udp in inputs:
+            udp.close()
+    return cores / streams
+
+
 def describe(run: LiveRun) -> str:
     second = (
         ""
@@ -371,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=25.0)
     parser.add_argument("--json", action="store_true", help="print the runs as JSON")
     parser.add_argument(
+        "--baseline",
+        type=int,
+        metavar="N",
+        help="only the decode-only baseline with N streams, cores per stream",
+    )
+    parser.add_argument(
         "--second-worker", type=float, metavar="S", help="start a second worker S seconds in (overload runs)"
     )
     parser.add_argument("--send", type=Path, help=argparse.SUPPRESS)
@@ -378,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.send is not None:
         send([int(p) for p in args.ports.split(",")], args.send, args.seconds)
+        return 0
+    if args.baseline:
+        print(
+            f"decode only, {args.baseline} live UDP streams: "
+            f"{decode_only_cores(args.baseline):.3f} cores per stream"
+        )
         return 0
     if args.streams:
         run = run_live(
