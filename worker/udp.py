@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ipaddress
+import logging
 import select
 import socket
 import struct
@@ -36,6 +37,8 @@ from urllib.parse import urlsplit
 
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer
+
+log = logging.getLogger("avmon.worker.udp")
 
 RECEIVE_BUFFER_BYTES = 8 << 20  # ~16 s of a 4 Mb/s stream: time to catch up after a stall
 TS_PACKET = 188
@@ -90,6 +93,8 @@ class UdpInput:
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.receive_buffer = self._size_buffer(receive_buffer)
+            if self.receive_buffer < receive_buffer // 2:
+                _warn_small_buffer(self.receive_buffer, receive_buffer)
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
             with contextlib.suppress(OSError):
@@ -244,6 +249,22 @@ class UdpInput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_warned_small_buffer = False
+
+
+def _warn_small_buffer(granted: int, wanted: int) -> None:
+    """Once a process: the kernel capped the receive buffer (net.core.rmem_max, no CAP_NET_ADMIN)."""
+    global _warned_small_buffer
+    if not _warned_small_buffer:
+        _warned_small_buffer = True
+        log.warning(
+            "UDP receive buffers are %d KB, not the %d KB asked for (net.core.rmem_max): a stream "
+            "can fall behind by less before the kernel drops its datagrams",
+            granted // 1024,
+            wanted // 1024,
+        )
 
 
 def _ts_payload(data: bytes) -> bytes:
