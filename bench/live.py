@@ -49,11 +49,14 @@ SAMPLE_S = 2.0
 # ---------------------------------------------------------------- media
 
 
-def ensure_clip(seconds: float = 150.0, width: int = 1280, height: int = 720, fps: int = 25) -> Path:
+def ensure_clip(
+    seconds: float = 150.0, width: int = 1280, height: int = 720, fps: int = 25, preset: str = "veryfast"
+) -> Path:
     """A clean CBR MPEG-TS made by the ffmpeg CLI (cached): moving test pattern under film grain,
     a tone over pink noise at about -23 LUFS, keyframes every 2 s, 4 Mb/s with null stuffing."""
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"live-{width}x{height}p{fps}-{seconds:.0f}s.ts"
+    suffix = "" if preset == "veryfast" else f"-{preset}"
+    path = OUT / f"live-{width}x{height}p{fps}-{seconds:.0f}s{suffix}.ts"
     if path.exists():
         return path
     ffmpeg = shutil.which("ffmpeg")
@@ -67,7 +70,7 @@ def ensure_clip(seconds: float = 150.0, width: int = 1280, height: int = 720, fp
         "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.05:sample_rate=48000",
         "-filter_complex", "[1:a][2:a]amix=inputs=2:normalize=0,aformat=channel_layouts=stereo[a]",
         "-map", "0:v", "-map", "[a]", "-t", str(seconds),
-        "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p",
         "-g", str(2 * fps), "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "1500k",
         "-x264-params", "nal-hrd=cbr",
         "-c:a", "aac", "-b:a", "128k",

@@ -3,13 +3,23 @@ the router's API), and the timeline a taken-over stream continues; live MPEG-TS 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
 
 from avmon import testsrc
 from avmon.livesrc import LiveSource
+from bench import live as live_bench
 from infra import local
 from shared.models import Defect
 from tests.conftest import Api, WorkerFactory, wait_for
@@ -111,3 +121,71 @@ def test_a_stream_taken_over_after_a_sigkill_keeps_its_timeline(router: Api, wor
     # counts from the first packet the first worker read).
     gap = float(str(b["start_s"])) - float(str(a["start_s"]))
     assert abs(gap - 25.0) <= 0.2, (a, b)
+
+
+CPU_CGROUPS = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller, as on this project's machines
+
+
+@pytest.fixture
+def cpu_quota() -> Iterator[Callable[[int, float], None]]:
+    """A CPU cgroup of our own: ``limit(pid, cores)`` puts a process in it (first call) and sets
+    its quota, as ECS caps a task's CPU."""
+    if not os.access(CPU_CGROUPS, os.W_OK):
+        pytest.skip("needs a writable cgroup v1 cpu controller (root on this project's machines)")
+    group = CPU_CGROUPS / f"avmon-test-{os.getpid()}"
+    group.mkdir()
+
+    def limit(pid: int, cores: float) -> None:
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(int(cores * 100_000)))
+        if str(pid) not in (group / "cgroup.procs").read_text().split():
+            (group / "cgroup.procs").write_text(str(pid))
+
+    yield limit
+    for pid in (group / "cgroup.procs").read_text().split():
+        with contextlib.suppress(OSError):
+            (CPU_CGROUPS / "cgroup.procs").write_text(pid)
+    group.rmdir()
+
+
+def test_a_worker_that_loses_cpu_hands_back_one_stream_at_a_time_and_keeps_the_rest(
+    router: Api, workers: WorkerFactory, cpu_quota: Callable[[int, float], None]
+) -> None:
+    # The worker's task is capped at 0.6 of a core and fills it with live 720p streams; then the
+    # cap drops to 0.3 (costlier content, or a smaller share of the host: the same to the
+    # worker). It must shed only the excess, one stream per recovery period, and keep the rest.
+    clip = live_bench.ensure_clip(100, preset="ultrafast")
+    limits = {"AVMON_CPU_TARGET": "1.0", "AVMON_WORKER_CAPACITY": "8"}
+    worker = workers("o1", **limits, AVMON_SHED_LAG_S="2", AVMON_SHED_RECOVER_S="8")
+    cpu_quota(worker.pid, 0.6)  # before the worker starts its threads: they are in it too
+    ports = [local.free_port() for _ in range(8)]
+    ids = [_submit_udp(router, port) for port in ports]
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "bench.live", "--send", str(clip), "--seconds", "95",
+         "--ports", ",".join(map(str, ports))],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(35.0)  # admission fills the 0.6 core: its streams are measured by now
+        before = {sid for sid in ids if _stream(router, sid)["owner"] == "o1"}
+        assert len(before) >= 3, [_stream(router, s)["owner"] for s in ids]
+        cpu_quota(worker.pid, 0.3)
+        lost_at: dict[str, float] = {}
+        start = time.monotonic()
+        while time.monotonic() - start < 45.0:
+            for sid in before:
+                if sid not in lost_at and _stream(router, sid)["owner"] != "o1":
+                    lost_at[sid] = time.monotonic() - start
+            time.sleep(0.5)
+        final = {sid: _stream(router, sid) for sid in ids}
+    finally:
+        sender.kill()
+        sender.wait()
+    kept = {sid for sid in before if final[sid]["owner"] == "o1"}
+    assert lost_at, ("nothing was handed back", {s: final[s]["lag_s"] for s in before})
+    assert kept and kept == before - set(lost_at), (lost_at, final)
+    times = sorted(lost_at.values())
+    # One at a time: each hand-back a recovery period after the one before (sampling slack).
+    assert all(b - a >= 6.0 for a, b in itertools.pairwise(times)), times
+    # Handed back, not re-taken: a shed stream waits for another worker.
+    assert all(final[sid]["owner"] is None and final[sid]["status"] == "PENDING" for sid in lost_at), final

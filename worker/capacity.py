@@ -36,16 +36,39 @@ SAMPLE_WINDOW_S = 10.0
 
 
 def available_cores() -> float:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota
-    (ECS and Kubernetes limit a task's CPU that way; ``os.cpu_count`` sees the whole host)."""
+    """CPU cores this process may use: its affinity mask, capped by its cgroup's CPU quota (ECS
+    and Kubernetes limit a task's CPU that way; ``os.cpu_count`` sees the whole host). Reads the
+    process's own cgroup, v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``)."""
     cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return max(0.05, min(cores, quota) if quota is not None else cores)
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup, in cores (None: none set, or not readable)."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max" and float(period) > 0:
-            cores = min(cores, float(quota) / float(period))
-    except (OSError, ValueError):
-        pass
-    return max(0.1, cores)
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        try:
+            if controllers == "" and (root / rel / "cpu.max").exists():  # v2
+                quota, period = (root / rel / "cpu.max").read_text().split()[:2]
+                if quota != "max" and float(period) > 0:
+                    return float(quota) / float(period)
+            elif "cpu" in controllers.split(","):  # v1: cpu (often mounted as cpu,cpuacct)
+                base = next((root / d for d in ("cpu", "cpu,cpuacct") if (root / d).is_dir()), None)
+                if base is None:
+                    continue
+                quota_us = int((base / rel / "cpu.cfs_quota_us").read_text())
+                period_us = int((base / rel / "cpu.cfs_period_us").read_text())
+                if quota_us > 0 and period_us > 0:
+                    return quota_us / period_us
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 @dataclass

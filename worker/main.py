@@ -36,6 +36,7 @@ from worker.transport import TransportCounters
 
 log = logging.getLogger("avmon.worker")
 
+CORES_EVERY_S = 10.0  # how often the cores it may use are read again (affinity, cgroup quota)
 LOAD_SAMPLE_S = 2.0  # CPU and lag sampling period of the admission and shedding rules
 LEAVE_SHED_S = 20  # an assignment for a stream this worker shed is hidden this long (s) for others
 
@@ -453,8 +454,11 @@ class Worker:
     async def _load_loop(self) -> None:
         """Every LOAD_SAMPLE_S: sample the process's and each stream's CPU and lag, learn what a
         stream costs, mark overload, and hand back one stream when one falls behind."""
+        next_cores = time.monotonic() + CORES_EVERY_S
         while not self.stopping.is_set():
             now = time.monotonic()
+            if now >= next_cores:  # a task's CPU quota can be changed under it (docker update)
+                self.admission.cores, next_cores = available_cores(), now + CORES_EVERY_S
             self._cpu.append((now, time.process_time()))
             for running in list(self.running.values()):
                 f = running.session.figures
