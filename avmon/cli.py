@@ -216,6 +216,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from avmon.stack import is_local_endpoint, local_policy
+
+    if is_local_endpoint(os.environ.get("AWS_ENDPOINT_URL")):
+        # Joining `avmon up` (or another stack on this machine): accept what its router accepts.
+        os.environ.update(local_policy(os.environ))
     from worker.main import main
 
     main()

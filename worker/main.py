@@ -321,7 +321,7 @@ class Worker:
         )
         done.add_done_callback(lambda _: self._spawn(self._ended(lease.stream_id)))
         thread.start()
-        log.info("monitoring %s (%s)", lease.stream_id, lease.url)
+        log.info("opening %s (%s)", lease.stream_id, lease.url)  # the outcome is logged by _finish
 
     async def _ended(self, stream_id: str) -> None:
         running = self.running.get(stream_id)
@@ -353,6 +353,7 @@ class Worker:
             elif outcome is Outcome.COMPLETED:
                 await self.leases.release(lease, StreamStatus.COMPLETED, finished=True, figures=figures)
             elif outcome is Outcome.REFUSED:
+                log.warning("refused %s (%s): %s", stream_id, lease.url, reason)
                 await self.leases.release(
                     lease, StreamStatus.REFUSED, finished=True, reason=reason, figures=figures
                 )
