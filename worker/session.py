@@ -443,6 +443,7 @@ class StreamSession:
                         full_range=full_range,
                         key_frame=bool(frame.key_frame),
                         corrupt=bool(frame.is_corrupt or packet.is_corrupt),
+                        picture=frame,  # its chroma, for colour thumbnails
                     )
                     feed_video(vf)
                     ctx.last_video_t = t
