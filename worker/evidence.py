@@ -301,7 +301,7 @@ class EvidenceRecorder:
         self.live: LivePicture | None = None
 
     def publish_live(
-        self, on_item: Callable[[dict[str, Any]], None], interval_s: float = LIVE_INTERVAL_S
+        self, on_item: Callable[[dict[str, Any]], object], interval_s: float = LIVE_INTERVAL_S
     ) -> LivePicture:
         """Offer the live picture to ``on_item`` (from the decode thread, every ``interval_s``)."""
         self.live = LivePicture(on_item, interval_s=interval_s)

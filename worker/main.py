@@ -299,6 +299,9 @@ class Worker:
         session = StreamSession(
             lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
         )
+        if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink
+            offer, sid = self.sink.offer_live, lease.stream_id
+            session.recorder.publish_live(lambda item: loop.call_soon_threadsafe(offer, sid, item))
         done: asyncio.Future[tuple[Outcome, str | None]] = loop.create_future()
 
         def body() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ import numpy.typing as npt
 # RGB) is converted once, at thumbnail size, by swscale.
 _PLANAR_8BIT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 _BT709, _BT601 = (0.2126, 0.0722), (0.299, 0.114)  # (Kr, Kb)
-LIVE_INTERVAL_S = 15.0  # wall-clock seconds between live pictures: ≤ 240 writes per stream-hour
+# Wall-clock seconds between live pictures: ≤ 240 writes per stream-hour at the default.
+# AVMON_LIVE_PICTURE_S changes it (at least 1 s; each write is one PutItem, see BENCHMARKS.md).
+LIVE_INTERVAL_S = max(1.0, float(os.environ.get("AVMON_LIVE_PICTURE_S", "15")))
 LEVEL_FLOOR_DBFS = -90.0
 
 
@@ -115,7 +118,7 @@ class LivePicture:
 
     def __init__(
         self,
-        on_item: Callable[[dict[str, Any]], None],
+        on_item: Callable[[dict[str, Any]], object],
         *,
         interval_s: float = LIVE_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
