@@ -38,6 +38,7 @@ class Browser:
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._drainer: threading.Thread | None = None
 
     async def __aenter__(self) -> Browser:
         self._proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once: it is a daemon we talk to)
@@ -79,7 +80,8 @@ class Browser:
             found = re.search(rb"DevTools listening on ws://127\.0\.0\.1:(\d+)/", raw)
             if found:
                 # Keep draining stderr, or Chromium blocks once the pipe is full.
-                threading.Thread(target=self._proc.stderr.read, daemon=True).start()
+                self._drainer = threading.Thread(target=self._proc.stderr.read, daemon=True)
+                self._drainer.start()
                 return int(found.group(1))
         raise RuntimeError("chromium exited before its DevTools server started")
 
@@ -94,6 +96,10 @@ class Browser:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
+            if self._drainer is not None:
+                self._drainer.join(timeout=10)  # it reads until the pipe's end: the process is gone
+            if self._proc.stderr is not None:
+                self._proc.stderr.close()
 
     async def _read(self) -> None:
         assert self._ws is not None
