@@ -8,7 +8,7 @@ owner reports from its own reading), loudly.
 
 It also writes the live picture of each held stream (``worker/picture.py``, for the router's
 wall): the newest one offered, at most one ``PutItem`` per stream per ``live_interval_s``
-(15 s: ≤ 240 requests per stream-hour, counted in ``bench/aws_calls.py``). A picture that
+(20 s: ≤ 180 requests per stream-hour, counted in ``bench/aws_calls.py``). A picture that
 cannot be written is dropped: the next one is due soon.
 """
 
