@@ -378,9 +378,10 @@ def test_live_picture_is_offered_once_per_interval_with_channel_levels() -> None
     n = np.arange(4800)
     left = (0.5 * np.sin(2 * np.pi * 1000 * n / RATE)).astype(np.float32)
     rec.observe_audio(AudioBlock(t=0.0, samples=np.stack([left, np.zeros_like(left)]), rate=RATE))
+    pictures = [moving(i) for i in range(4)]
     for i in range(250):  # 10 s of media at 25 fps, in 10 s of wall clock
         now[0] = 100.0 + i / FPS
-        rec.observe_video(VideoFrame(t=i / FPS, luma=moving(i)))
+        rec.observe_video(VideoFrame(t=i / FPS, luma=pictures[i % 4]))
     assert len(items) == 2  # at 0 s and 5 s: one per interval, however many thumbnails
     item = items[0]
     assert item["levels_dbfs"] == [pytest.approx(-9.0, abs=0.1), -90.0]

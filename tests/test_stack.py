@@ -178,7 +178,7 @@ def test_a_refusing_worker_logs_the_refusal_not_monitoring(
 
 def test_ctrl_c_stops_workers_before_the_emulator(tmp_path: Path) -> None:
     clip = tmp_path / "long.ts"
-    testsrc.generate(clip, duration_s=30.0, defects=[], seed=2, width=320, height=180)
+    testsrc.generate(clip, duration_s=15.0, defects=[], seed=2, width=160, height=90)
     port, aws_port = local.free_port(), local.free_port()
     up = start_up(1, port, aws_port)
     try:
