@@ -253,17 +253,21 @@ def trace_svg(evidence: Mapping[str, Any], width: int = 560, row: int = 56) -> s
     trace = {k: v for k, v in dict(evidence.get("trace") or {}).items() if v}
     if not trace:
         return ""
-    window = evidence.get("window_s") or [0.0, 1.0]
-    t0, t1 = float(window[0]), float(window[1])
+    # The time axis covers what was measured and the defect itself (the window asked for may
+    # reach past the media that had been decoded when the record was made).
     times = [float(p[0]) for pts in trace.values() for p in pts]
-    t0, t1 = min([t0, *times]), max([t1, *times])
+    start = float(evidence.get("start_s", min(times)))
+    end = evidence.get("end_s")
+    t0, t1 = min([start, *times]), max([start if end is None else float(end), *times])
     left, right = 150, width - 8
     x = _scale(t0, t1, left, right)
-    start = float(evidence.get("start_s", t0))
-    end = evidence.get("end_s")
     span_end = t1 if end is None else float(end)
+    order = list(SERIES_LABELS)  # luma first, then picture difference, audio, loudness, offset
+    ranked = sorted(
+        trace.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])
+    )
     parts = []
-    for i, (name, pts) in enumerate(sorted(trace.items())):
+    for i, (name, pts) in enumerate(ranked):
         top = i * row
         values = [float(p[1]) for p in pts if math.isfinite(float(p[1]))]
         lo, hi = min(values), max(values)
