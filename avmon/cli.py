@@ -130,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with running_stack(_stack_config(args), stop) as base:
         print(
-            f"avmon is up: API {base} (a page of streams and defects at {base}/), "
+            f"avmon is up: API {base} (the wall of streams at {base}/), "
             f"AWS emulator http://127.0.0.1:{args.aws_port}, "
             f"{args.workers} worker(s). Ctrl-C stops everything.",
             flush=True,
