@@ -30,30 +30,77 @@ def _describe(d: dict[str, Any]) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from worker.session import Outcome, analyze
+    from avmon.report import Progress, report_dict, summarise, summary_table, write_report
+    from worker.session import Outcome, SessionConfig, StreamSession
 
     url = to_url(args.source)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    final: dict[str, dict[str, Any]] = {}  # defect_id → its latest record
+    evidence: dict[str, dict[str, Any]] = {}
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    lock = threading.Lock()  # the progress line and the defect lines share the terminal
 
     def emit(defect: Defect) -> None:
         record = defect.model_dump(mode="json")
-        if args.json:
-            if defect.end_s is not None:  # one line per defect: its final record
-                print(json.dumps(record), flush=True)
-        else:
-            state = "ended  " if defect.end_s is not None else "started"
-            print(f"{state} {_describe(record)}", flush=True)
+        final[defect.defect_id] = record
+        with lock:
+            if progress is not None:
+                progress.clear()
+            if args.json:
+                if defect.end_s is not None:  # one line per defect: its final record
+                    print(json.dumps(record), flush=True)
+            else:
+                state = "ended  " if defect.end_s is not None else "started"
+                print(f"{state} {_describe(record)}", flush=True)
 
+    def keep_evidence(defect: Defect, item: dict[str, Any]) -> None:
+        evidence[defect.defect_id] = item
+
+    config = SessionConfig(url=url, realtime=args.realtime, reconnect=False)
+    # Evidence (pictures and traces) only when a report will show it.
+    session = StreamSession(
+        "local", config, emit, stop=stop, on_evidence=keep_evidence if args.report else None
+    )
+    started = time.monotonic()
+    done = threading.Event()
+
+    def show_progress() -> None:
+        while not done.wait(0.5):
+            with lock:
+                if progress is not None and not done.is_set():
+                    still_open = sum(1 for d in final.values() if d.get("end_s") is None)
+                    progress.show(session.figures.media_time_s, len(final), still_open)
+
+    if progress is not None:
+        threading.Thread(target=show_progress, name="progress", daemon=True).start()
     try:
-        outcome, reason = analyze(url, emit, realtime=args.realtime, stop=stop)
+        outcome, reason = session.run()
     except Exception as exc:
         print(f"avmon analyze: cannot read {args.source}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        done.set()
+        with lock:
+            if progress is not None:
+                progress.clear()
     if outcome is Outcome.REFUSED:
         print(f"avmon analyze: refused: {reason}", file=sys.stderr)
         return 1
+    elapsed = time.monotonic() - started
+    media = session.figures.media_time_s
+    speed = "" if not media else f" ({media / max(elapsed, 1e-6):.1f}× real time)"
+    summary = (
+        f"{'—' if media is None else f'{media:.1f} s'} of media analysed in {elapsed:.1f} s{speed}\n"
+        + summary_table(summarise(list(final.values())))
+    )
+    # With --json, stdout carries only defects: the summary goes to the terminal's stderr.
+    print(summary, file=sys.stderr if args.json else sys.stdout, flush=True)
+    if args.report:
+        report = report_dict(args.source, list(final.values()), evidence, media_s=media, elapsed_s=elapsed)
+        write_report(Path(args.report), report)
+        print(f"report written to {args.report}", file=sys.stderr)
     return 0
 
 
@@ -83,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with running_stack(_stack_config(args), stop) as base:
         print(
-            f"avmon is up: API {base} (a page of streams and defects at {base}/), "
+            f"avmon is up: API {base} (the wall of streams at {base}/), "
             f"AWS emulator http://127.0.0.1:{args.aws_port}, "
             f"{args.workers} worker(s). Ctrl-C stops everything.",
             flush=True,
@@ -216,6 +263,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from avmon.stack import is_local_endpoint, local_policy
+
+    if is_local_endpoint(os.environ.get("AWS_ENDPOINT_URL")):
+        # Joining `avmon up` (or another stack on this machine): accept what its router accepts.
+        os.environ.update(local_policy(os.environ))
     from worker.main import main
 
     main()
@@ -260,7 +312,8 @@ def cmd_testsrc(args: argparse.Namespace) -> int:
     return testsrc.run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``command``: build only what that subcommand needs in full."""
     parser = argparse.ArgumentParser(prog="avmon", description="Live audio/video stream monitoring.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a file path or a URL (udp://, http(s)://, rtmp:// ...)")
     p.add_argument("--json", action="store_true", help="print one defect per line as JSON, nothing else")
     p.add_argument("--realtime", action="store_true", help="read a file at its own pace, as if live")
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write a report: FILE.html (pictures and traces drawn) or FILE.json",
+    )
     p.set_defaults(func=cmd_analyze)
 
     def stack_args(p: argparse.ArgumentParser) -> None:
@@ -314,15 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="the test-signal generator: real H.264/AAC with defects at scripted times",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from avmon import testsrc
+    if command in (None, "testsrc"):  # its arguments import the generator: only when it runs
+        from avmon import testsrc
 
-    testsrc.add_arguments(p)
+        testsrc.add_arguments(p)
     p.set_defaults(func=cmd_testsrc)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     default_level = "INFO" if args.command in ("worker", "router", "up") else "WARNING"
     level = "DEBUG" if args.verbose else os.environ.get("AVMON_LOG_LEVEL", default_level).upper()
     logging.basicConfig(

@@ -3,12 +3,21 @@
 The AWS emulator (moto's server) in its own process, the tables and queues from
 ``infra/template.yaml``, the router's handler behind the local HTTP adapter (with housekeeping
 on a schedule, as EventBridge would run it), and N ``avmon worker`` processes. Everything it
-started stops with it.
+started stops with it, in order: the workers first (they release their leases and flush their
+defects through the emulator), then the router, the emulator last. The children get no Ctrl-C of
+their own: a terminal's SIGINT goes to its whole foreground process group, and an emulator that
+died with it would leave the workers unable to let go of their leases.
+
+The local policy (:func:`local_policy`) is what makes it a local tool: local files and
+loopback/private sources are accepted. ``avmon worker`` applies the same policy when it joins a
+stack on a loopback ``AWS_ENDPOINT_URL``, so whatever the local router accepts, its workers
+monitor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -16,8 +25,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from infra import local
 from shared.settings import DEFAULT_PREFIX, LOCAL_SCHEMES
@@ -37,6 +47,29 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
+def local_policy(environ: Mapping[str, str]) -> dict[str, str]:
+    """The trust settings of a local stack (DESIGN.md §8: `avmon up` enables ``file`` and
+    loopback sources), unless ``environ`` sets them: local files and loopback or private hosts
+    are what people test with on their own machine."""
+    return {
+        "AVMON_ALLOWED_SCHEMES": environ.get("AVMON_ALLOWED_SCHEMES", LOCAL_SCHEMES),
+        "AVMON_ALLOW_PRIVATE_HOSTS": environ.get("AVMON_ALLOW_PRIVATE_HOSTS", "true"),
+    }
+
+
+def is_local_endpoint(endpoint: str | None) -> bool:
+    """Whether an ``AWS_ENDPOINT_URL`` is an emulator on this machine (loopback host)."""
+    if not endpoint:
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def local_env(config: StackConfig, endpoint: str) -> dict[str, str]:
     """Environment for every process of a local stack: the emulator, the names, local trust."""
     env = {
@@ -44,9 +77,7 @@ def local_env(config: StackConfig, endpoint: str) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
-        # `avmon up` is a local tool: local files and loopback sources are what people test with.
-        "AVMON_ALLOWED_SCHEMES": os.environ.get("AVMON_ALLOWED_SCHEMES", LOCAL_SCHEMES),
-        "AVMON_ALLOW_PRIVATE_HOSTS": os.environ.get("AVMON_ALLOW_PRIVATE_HOSTS", "true"),
+        **local_policy(os.environ),
         "AVMON_LOG_LEVEL": os.environ.get("AVMON_LOG_LEVEL", "WARNING"),
         **local.settings_env(config.prefix),
         **config.extra_env,
@@ -66,6 +97,9 @@ def spawn_worker(env: dict[str, str], worker_id: str) -> subprocess.Popen[bytes]
             "AVMON_HEALTH_FILE": f"/tmp/avmon-{worker_id}.health",
         },
         stdin=subprocess.DEVNULL,
+        # Its own process group: a Ctrl-C in the terminal reaches only `avmon up`, which stops
+        # the workers while the emulator still answers their lease releases.
+        start_new_session=True,
     )
 
 
@@ -87,7 +121,7 @@ def running_stack(config: StackConfig, stop: threading.Event) -> Iterator[str]:
     """Start everything; yield the router's base URL; stop everything on exit."""
     from router import local as router_local  # the router reads its settings from the environment
 
-    emulator = local.start_emulator(port=config.aws_port)
+    emulator = local.start_emulator(port=config.aws_port)  # in its own process group, like the workers
     workers: list[subprocess.Popen[bytes]] = []
     saved = dict(os.environ)
     try:
@@ -112,10 +146,11 @@ def running_stack(config: StackConfig, stop: threading.Event) -> Iterator[str]:
             yield f"http://{config.host}:{server.server_address[1]}"
         finally:
             stop.set()
-            stop_processes(workers)
+            stop_processes(workers)  # first: they release their leases through the emulator
             server.shutdown()
             server.server_close()
     finally:
-        emulator.stop()
+        stop_processes(workers)  # a failed start (the router's port taken) leaves none running
+        emulator.stop()  # last
         os.environ.clear()
         os.environ.update(saved)

@@ -43,6 +43,7 @@ PRICES: dict[str, Price] = {
 BILLING: dict[str, tuple[str, float]] = {
     "dynamodb:UpdateItem": ("dynamodb_write", 1.0),
     "dynamodb:PutItem": ("dynamodb_write", 1.0),
+    "dynamodb:PutItem live-picture": ("dynamodb_write", 5.0),  # a 3-5 KB item: a unit per KB
     "dynamodb:DeleteItem": ("dynamodb_write", 1.0),
     "dynamodb:TransactWriteItems": ("dynamodb_write", 4.0),  # one defect + its lease check, ×2
     "dynamodb:GetItem": ("dynamodb_read", 0.5),

@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 _SCOPE = re.compile(rb"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request")
 _CHUNK_LIMIT = 1 << 20
+# The worker's live picture of a stream (shared/store.py put_live_picture).
+_LIVE_PICTURE = re.compile(rb'"defect_id":\s*\{"S":\s*"~live"\}')
 _TARGETS = {"DynamoDB_20120810": "dynamodb", "AmazonSQS": "sqs", "AWSStepFunctions": "states"}
 
 
@@ -36,6 +38,8 @@ def operation(method: str, target: str, headers: dict[str, str], body: bytes) ->
     amz_target = headers.get("x-amz-target", "")
     if amz_target:
         prefix, _, op = amz_target.partition(".")
+        if op == "PutItem" and _LIVE_PICTURE.search(body):
+            op = "PutItem live-picture"  # per stream, where the worker's other PutItem is its own
         return f"{service or _TARGETS.get(prefix, prefix)}:{op}"
     if service == "s3" or not service:
         path = urlsplit(target).path.strip("/")

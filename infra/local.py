@@ -241,6 +241,9 @@ def start_emulator(host: str = "127.0.0.1", port: int = 4566, timeout_s: float =
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
+        # Its own process group: a terminal's Ctrl-C must not stop it before the processes that
+        # still need it (workers releasing their leases); whoever started it stops it.
+        start_new_session=True,
     )
     emulator = Emulator(process=process, url=f"http://{host}:{port}")
     deadline = time.monotonic() + timeout_s

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
 from pydantic import ValidationError
@@ -265,7 +266,7 @@ def _defect_record(stream_id: str, raw: store.Item) -> dict[str, Any]:
 @app.get("/streams/<stream_id>/defects")
 def list_defects(stream_id: str) -> Response[str]:
     d = deps()
-    _stream_item(d, stream_id)
+    acks = store.acks_of(_stream_item(d, stream_id))
     limit, start = _page_args(d.settings.max_page_size)
     defect_type = (app.current_event.query_string_parameters or {}).get("type")
     if defect_type is not None and defect_type not in set(DefectType):
@@ -285,10 +286,13 @@ def list_defects(stream_id: str) -> Response[str]:
             since_at=since_at,
         )
         page = call(d.ddb.query, **request)
-        defects.extend(_defect_record(stream_id, raw) for raw in page["Items"])
+        defects.extend(_defect_record(stream_id, raw) for raw in page["Items"] if not store.is_live_item(raw))
         start = page.get("LastEvaluatedKey")
         if not start or len(defects) >= limit:
             break
+    for record in defects:
+        if record["defect_id"] in acks:  # POST .../acknowledge: who took it on, and when
+            record["acknowledged"] = acks[record["defect_id"]]
     return _json(200, {"defects": defects, "next_token": store.encode_page_token(start)})
 
 
@@ -333,7 +337,7 @@ def get_thumbnail(stream_id: str, defect_id: str) -> Response[bytes]:
 
 @app.get("/")
 def web_page() -> Response[str]:
-    """A read-only HTML page: a page of streams and the latest defects of each, with thumbnails."""
+    """The live wall: a page of streams, each with its picture, state, open defects and levels."""
     d = deps()
     limit, start = _page_args(d.settings.max_page_size, default=web.STREAMS_PER_PAGE)
     page = call(d.ddb.scan, **store.scan_streams(d.tables, limit=limit, start_key=start))
@@ -341,25 +345,27 @@ def web_page() -> Response[str]:
     streams = sorted(
         (store.stream_from_item(store.unmarshal(i), now) for i in page["Items"]), key=lambda s: s.created_at
     )
-    views = [web.StreamView(s, _recent_defects(d, s.stream_id, now)) for s in streams]
+    live = _live_pictures(d, [s.stream_id for s in streams], now)
+    views = [web.StreamView(s, _recent_defects(d, s.stream_id, now), live.get(s.stream_id)) for s in streams]
     html = web.render_page(
         views,
         next_token=store.encode_page_token(page.get("LastEvaluatedKey")),
         updated_at=iso_from_epoch(now),
+        now=now,
     )
-    return Response(
-        status_code=200, content_type="text/html; charset=utf-8", body=html, headers=web.PAGE_HEADERS
-    )
+    return _html(200, html)
 
 
-def _recent_defects(d: Deps, stream_id: str, now: float) -> list[dict[str, Any]]:
-    """At most ``web.RECENT_DEFECTS`` defects, newest first, in one Query. It reads a few times
-    as many: Limit applies before the filter that hides expired defects."""
+def _recent_defects(
+    d: Deps, stream_id: str, now: float, count: int = web.RECENT_DEFECTS
+) -> list[dict[str, Any]]:
+    """At most ``count`` defects, newest first, in one Query. It reads a few times as many:
+    Limit applies before the filter that hides expired defects (and the live picture is one)."""
     request = store.query_defects(
-        d.tables, stream_id, now=now, limit=4 * web.RECENT_DEFECTS, start_key=None, newest_first=True
+        d.tables, stream_id, now=now, limit=4 * count, start_key=None, newest_first=True
     )
-    items = call(d.ddb.query, **request)["Items"][: web.RECENT_DEFECTS]
-    return [_defect_record(stream_id, raw) for raw in items]
+    items = [raw for raw in call(d.ddb.query, **request)["Items"] if not store.is_live_item(raw)]
+    return [_defect_record(stream_id, raw) for raw in items[:count]]
 
 
 @app.get("/streams/<stream_id>/notifications")
@@ -379,3 +385,122 @@ def list_deliveries(stream_id: str) -> Response[str]:
     return _json(
         200, {"deliveries": deliveries, "next_token": store.encode_page_token(page.get("LastEvaluatedKey"))}
     )
+
+
+# ================================================================ acknowledgements, the live picture
+# Acknowledging a defect (JSON: POST .../acknowledge {"by": "..."}), the live picture, the style
+# sheet, and what the wall and the stream pages (router/ui.py) read.
+
+MAX_BY_CHARS = 80
+
+
+def _html(status: int, html: str, headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type="text/html; charset=utf-8",
+        body=html,
+        headers={**web.PAGE_HEADERS, **(headers or {})},
+    )
+
+
+def _live_pictures(d: Deps, stream_ids: list[str], now: float) -> dict[str, dict[str, Any]]:
+    """stream id → its live picture item (``worker/picture.py``), in one BatchGetItem."""
+    if not stream_ids:
+        return {}
+    request = store.get_live_pictures(d.tables, stream_ids[:100])
+    got = call(d.ddb.batch_get_item, **request)
+    out: dict[str, dict[str, Any]] = {}
+    for raw in got.get("Responses", {}).get(d.tables.defects, []):
+        item = store.unmarshal(raw)
+        if float(item.get("expires_at", now + 1)) > now and isinstance(item.get("live"), dict):
+            out[str(item["stream_id"])] = item["live"]
+    return out  # UnprocessedKeys (throttling) only cost a tile its picture until the next refresh
+
+
+@app.get("/streams/<stream_id>/live.jpg")
+def get_live_picture(stream_id: str) -> Response[bytes]:
+    """The stream's current picture, as the worker last wrote it (a JPEG, refreshed every few s)."""
+    if not is_stream_id(stream_id):
+        raise ApiError(404, "no such stream", stream_id[:80])
+    d = deps()
+    got = call(d.ddb.get_item, **store.get_live_picture(d.tables, stream_id)).get("Item")
+    item = store.unmarshal(got) if got else {}
+    live = item.get("live")
+    if not isinstance(live, dict) or float(item.get("expires_at", 0)) <= time.time():
+        raise ApiError(404, "no live picture for this stream", stream_id)
+    return Response(
+        status_code=200,
+        content_type="image/jpeg",
+        body=base64.b64decode(live["jpeg_b64"]),
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@app.get("/static/<name>")
+def get_static(name: str) -> Response[str]:
+    body = _static_file(name)
+    if body is None:
+        raise ApiError(404, "no such file", name[:80])
+    return Response(
+        status_code=200,
+        content_type="text/css; charset=utf-8",
+        body=body,
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@cache
+def _static_file(name: str) -> str | None:
+    """A style sheet of router/static (nothing else is served: no path reaches outside it)."""
+    if not re.fullmatch(r"[a-z0-9_-]+\.css", name):
+        return None
+    path = web.STATIC_DIR / name
+    return path.read_text() if path.is_file() else None
+
+
+class _Ack(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    by: Annotated[
+        str, pydantic.StringConstraints(min_length=1, max_length=MAX_BY_CHARS, strip_whitespace=True)
+    ]
+
+
+def _acknowledge(d: Deps, stream_id: str, defect_id: str, by: str) -> dict[str, Any]:
+    item = _stream_item(d, stream_id)
+    if not DEFECT_ID.match(defect_id):
+        raise ApiError(404, "no such defect", defect_id[:80])
+    got = call(d.ddb.get_item, **store.get_defect_exists(d.tables, stream_id, defect_id)).get("Item")
+    if not got or float(store.unmarshal(got).get("expires_at", time.time() + 1)) <= time.time():
+        raise ApiError(404, "no such defect", defect_id)
+    acks = store.acks_of(item)
+    existing = acks.get(defect_id)
+    if existing is not None:  # the first acknowledgement stands: it says who took it on
+        return {"defect_id": defect_id, "acknowledged_by": existing["by"], "acknowledged_at": existing["at"]}
+    oldest = sorted((a for a in acks if a != defect_id), key=lambda a: str(acks[a].get("at")))
+    drop = oldest[: max(0, len(oldest) + 1 - store.MAX_ACKS)]
+    now = time.time()
+    call(
+        d.ddb.update_item,
+        **store.acknowledge_defect(d.tables, stream_id, defect_id, by=by, now=now, drop=drop),
+    )
+    return {"defect_id": defect_id, "acknowledged_by": by, "acknowledged_at": iso_from_epoch(now)}
+
+
+@app.post("/streams/<stream_id>/defects/<defect_id>/acknowledge")
+def acknowledge_defect(stream_id: str, defect_id: str) -> Response[str]:
+    """Record who acknowledged a defect and when (the first acknowledgement stands)."""
+    # JSON only: a cross-site HTML form cannot send this content type without CORS consent.
+    content_type = (app.current_event.headers or {}).get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "send the body as application/json")
+    try:
+        ack = _Ack.model_validate_json(_body() or "null")
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ApiError(400, "the body is not valid JSON") from None
+        raise ApiError(422, "invalid acknowledgement", _validation_detail(exc)) from None
+    return _json(200, _acknowledge(deps(), stream_id, defect_id, ack.by))
+
+
+# The operator's pages and their form actions live in router/ui.py; importing it registers them.
+from router import ui  # noqa: E402, F401

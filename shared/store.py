@@ -542,3 +542,103 @@ def query_defects(
     if start_key:
         req["ExclusiveStartKey"] = start_key
     return req
+
+
+# ---------------------------------------------------------------- the live picture (the wall)
+
+# The live picture of a stream lives in the defects table under this sort key: read and served
+# like evidence, expiring with the table's TTL. Defect ids start with a digit; "~" sorts after
+# them all, so a media-time listing meets it last and readers skip it (:func:`is_live_item`).
+LIVE_PICTURE_ID = "~live"
+LIVE_PICTURE_TTL_S = 3600  # a stream that stops leaves its last picture this long
+
+
+def put_live_picture(t: Tables, stream_id: str, picture: dict[str, Any], *, now: float) -> Request:
+    """The stream's current picture (``worker/picture.py``: JPEG, levels), replacing the last.
+
+    Unfenced: a worker that lost the lease stops within a renewal period, and its last picture
+    would be as true as the new owner's first.
+    """
+    item = {
+        "stream_id": stream_id,
+        "defect_id": LIVE_PICTURE_ID,
+        "live": picture,
+        "expires_at": int(now + LIVE_PICTURE_TTL_S),
+    }
+    return {"TableName": t.defects, "Item": marshal(item)}
+
+
+def get_live_pictures(t: Tables, stream_ids: list[str]) -> Request:
+    """One ``BatchGetItem`` for the live pictures of up to 100 streams (a page of the wall)."""
+    if not 1 <= len(stream_ids) <= 100:
+        raise ValueError("a batch reads 1 to 100 live pictures")
+    keys = [marshal({"stream_id": sid, "defect_id": LIVE_PICTURE_ID}) for sid in dict.fromkeys(stream_ids)]
+    return {
+        "RequestItems": {t.defects: {"Keys": keys, "ProjectionExpression": "stream_id, live, expires_at"}}
+    }
+
+
+def get_live_picture(t: Tables, stream_id: str) -> Request:
+    return {
+        "TableName": t.defects,
+        "Key": marshal({"stream_id": stream_id, "defect_id": LIVE_PICTURE_ID}),
+        "ProjectionExpression": "live, expires_at",
+    }
+
+
+def is_live_item(raw: Item) -> bool:
+    """Whether a defects-table item (as DynamoDB returns it) is a live picture, not a defect."""
+    return bool(raw.get("defect_id", {}).get("S") == LIVE_PICTURE_ID)
+
+
+# ---------------------------------------------------------------- acknowledgements
+
+# Acknowledgements ride on the stream's item (``ack#<defect_id>`` → {by, at}): the worker's close
+# write replaces the whole defect item and would wipe one kept there, and every lease renewal
+# already returns the stream's item to its owner (who can stop notifying an acknowledged defect
+# without another request). At most MAX_ACKS are kept, the oldest dropped.
+ACK_PREFIX = "ack#"
+MAX_ACKS = 20
+
+
+def acks_of(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """defect_id → {"by", "at"} of an unmarshalled streams item."""
+    return {
+        k[len(ACK_PREFIX) :]: v for k, v in item.items() if k.startswith(ACK_PREFIX) and isinstance(v, dict)
+    }
+
+
+def acknowledge_defect(
+    t: Tables,
+    stream_id: str,
+    defect_id: str,
+    *,
+    by: str,
+    now: float,
+    drop: list[str] | None = None,
+) -> Request:
+    """Record who acknowledged a defect and when; ``drop``: older acknowledgements to forget
+    in the same write (keeps the stream's item small: it is read by every renewal)."""
+    names = {"#ack": ACK_PREFIX + defect_id}
+    removes = []
+    for n, old in enumerate(drop or []):
+        names[f"#old{n}"] = ACK_PREFIX + old
+        removes.append(f"#old{n}")
+    expression = "SET #ack = :ack" + (" REMOVE " + ", ".join(removes) if removes else "")
+    return {
+        "TableName": t.streams,
+        "Key": marshal({"stream_id": stream_id}),
+        "UpdateExpression": expression,
+        "ConditionExpression": "attribute_exists(stream_id)",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": _values(ack={"by": by, "at": iso_from_epoch(now)}),
+        "ReturnValues": "UPDATED_NEW",
+    }
+
+
+def get_defect_exists(t: Tables, stream_id: str, defect_id: str) -> Request:
+    return {
+        "TableName": t.defects,
+        "Key": marshal({"stream_id": stream_id, "defect_id": defect_id}),
+        "ProjectionExpression": "defect_id, expires_at",
+    }

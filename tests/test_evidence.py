@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import subprocess
 import timeit
 from collections.abc import Iterator
+from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +30,10 @@ from worker.evidence import (
     thumbnail,
     to_full_range,
 )
+from worker.media import luma_view
+from worker.session import Outcome, SessionConfig, StreamSession
+
+FFMPEG = "/usr/bin/ffmpeg"
 
 FPS = 25.0
 RATE = 48_000
@@ -247,3 +255,135 @@ def test_observe_video_cost_720p(capsys: pytest.CaptureFixture[str]) -> None:
             f"\nEvidenceRecorder.observe_video 1280x720: {', '.join(results)}; "
             f"evidence_for {ev_us:.0f} µs, item {size} bytes"
         )
+
+
+# ------------------------------------------------------------------ colour, from real media
+
+
+COLOURS = {"red": (0, 0, 255), "green": (0, 128, 0), "blue": (255, 0, 0), "gray": (128, 128, 128)}
+
+
+@pytest.fixture(scope="module")
+def colour_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """Solid colours encoded by the ffmpeg CLI (an independent encoder): 720p tagged BT.709,
+    and SD (640x360) untagged, which ffmpeg converts with BT.601."""
+    root = tmp_path_factory.mktemp("colour")
+    clips = {}
+    for name in COLOURS:
+        for kind, size, extra in (
+            ("hd", "1280x720", ["-vf", "scale=out_color_matrix=bt709", "-colorspace", "bt709"]),
+            ("sd", "640x360", []),
+        ):
+            path = root / f"{name}-{kind}.mp4"
+            subprocess.run(
+                [
+                    FFMPEG,
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"color=c={name}:s={size}:r=25",
+                    "-t",
+                    "0.4",
+                    *extra,
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:v",
+                    "libx264",
+                    str(path),
+                ],
+                check=True,
+            )
+            clips[(name, kind)] = path
+    return clips
+
+
+def decoded_frames(path: Path) -> list[VideoFrame]:
+    with av.open(str(path)) as container:
+        out = []
+        for frame in container.decode(video=0):
+            luma, full_range = luma_view(frame)
+            out.append(
+                VideoFrame(t=float(frame.time), luma=luma.copy(), full_range=full_range, picture=frame)
+            )
+    return out
+
+
+@pytest.mark.parametrize("kind", ["hd", "sd"])
+@pytest.mark.parametrize("name", list(COLOURS))
+def test_thumbnail_shows_the_pictures_colour(
+    colour_clips: dict[tuple[str, str], Path], name: str, kind: str
+) -> None:
+    rec = EvidenceRecorder("stream-1")
+    for vf in decoded_frames(colour_clips[(name, kind)]):
+        rec.observe_video(vf)
+    th = rec.evidence_for(defect(0.0, None)).thumbnail_for("start")
+    assert th is not None
+    img = decode(th.jpeg)
+    assert img.shape == (90, 160, 3) and len(th.jpeg) < 4000
+    mean = img.reshape(-1, 3).mean(axis=0)
+    assert np.abs(mean - np.array(COLOURS[name])).max() < 10, (name, kind, mean)
+
+
+def test_a_green_screen_and_a_gray_picture_of_the_same_luma_differ() -> None:
+    """Luma-only thumbnails made these look alike: the chroma is what tells them apart."""
+    green = np.zeros((720, 1280, 3), np.uint8)
+    green[..., 1] = 200
+    gray_level = round(0.7152 * 200)  # BT.709 luma of that green
+    frames = []
+    for rgb in (green, np.full((720, 1280, 3), gray_level, np.uint8)):
+        picture = av.VideoFrame.from_ndarray(rgb[..., ::-1].copy(), format="bgr24").reformat(
+            format="yuv420p", dst_colorspace="ITU709"
+        )
+        luma, full_range = luma_view(picture)
+        frames.append(VideoFrame(t=0.0, luma=luma, full_range=full_range, picture=picture))
+    shown = []
+    for vf in frames:
+        rec = EvidenceRecorder("s")
+        rec.observe_video(vf)
+        th = rec.evidence_for(defect(0.0, None)).thumbnail_for("start")
+        assert th is not None
+        shown.append(decode(th.jpeg).reshape(-1, 3).mean(axis=0))
+    green_shown, gray_shown = shown
+    assert green_shown[0] < 20 and green_shown[2] < 20 and green_shown[1] > 180
+    assert np.abs(gray_shown - gray_level).max() < 8
+
+
+def test_session_evidence_is_in_colour(colour_clips: dict[tuple[str, str], Path]) -> None:
+    """Through the worker's own session: the decoded picture reaches the recorder."""
+    evidence: list[dict[str, object]] = []
+    session = StreamSession(
+        "s",
+        SessionConfig(url=colour_clips[("blue", "hd")].as_uri(), reconnect=False),
+        lambda d: None,
+        on_evidence=lambda d, e: evidence.append(e),
+    )
+    assert session.run()[0] is Outcome.COMPLETED
+    assert session.recorder is not None
+    th = session.recorder.evidence_for(defect(0.1, None)).thumbnail_for("start")
+    assert th is not None
+    assert np.abs(decode(th.jpeg).reshape(-1, 3).mean(axis=0) - COLOURS["blue"]).max() < 10
+
+
+# ------------------------------------------------------------------ the live picture
+
+
+def test_live_picture_is_offered_once_per_interval_with_channel_levels() -> None:
+    now = [100.0]
+    items: list[dict[str, object]] = []
+    rec = EvidenceRecorder("s")
+    rec.publish_live(items.append, interval_s=5.0).clock = lambda: now[0]
+    n = np.arange(4800)
+    left = (0.5 * np.sin(2 * np.pi * 1000 * n / RATE)).astype(np.float32)
+    rec.observe_audio(AudioBlock(t=0.0, samples=np.stack([left, np.zeros_like(left)]), rate=RATE))
+    pictures = [moving(i) for i in range(4)]
+    for i in range(250):  # 10 s of media at 25 fps, in 10 s of wall clock
+        now[0] = 100.0 + i / FPS
+        rec.observe_video(VideoFrame(t=i / FPS, luma=pictures[i % 4]))
+    assert len(items) == 2  # at 0 s and 5 s: one per interval, however many thumbnails
+    item = items[0]
+    assert item["levels_dbfs"] == [pytest.approx(-9.0, abs=0.1), -90.0]
+    jpeg = base64.b64decode(str(item["jpeg_b64"]))
+    assert decode(jpeg).shape == (90, 160) and (item["width"], item["height"]) == (160, 90)

@@ -3,8 +3,9 @@
 One :class:`EvidenceRecorder` per stream lives in the stream's decode thread and is fed every
 decoded frame and audio block. It keeps, for the last ``keep_s`` (12 s) of media time:
 
-* grayscale thumbnails (the luma plane only, ``width`` = 160 px, height from the storage
-  aspect ratio: 160×90 for 16:9) every ``thumb_interval_s`` (0.2 s) of media time;
+* colour thumbnails (``width`` = 160 px, height from the storage aspect ratio: 160×90 for 16:9)
+  every ``thumb_interval_s`` (0.2 s) of media time, from the luma plane and, when the frame
+  carries its decoded picture, the chroma planes (``worker/picture.py``; gray without one);
 * per frame, the mean luma and the mean absolute difference to the previous frame, both measured
   on a strided grid of ~160 columns (an estimate: the grid holds ~14,000 of 921,600 pixels at
   720p, which is exact to a fraction of a code value on real pictures and costs µs, not ms);
@@ -24,6 +25,9 @@ lifecycle rule) is the async side's job, with :meth:`Evidence.to_item`, whose JS
 Luma is kept in the stream's own coding: limited range (black = 16) or full range (black = 0),
 ``luma_range`` says which; thumbnails are expanded to full range when they are encoded, so black
 is 0 in every JPEG.
+
+With :meth:`EvidenceRecorder.publish_live` the recorder also offers the newest thumbnail as the
+stream's live picture every few seconds (:class:`worker.picture.LivePicture`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import json
 import math
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +47,7 @@ import numpy.typing as npt
 
 from shared.models import Defect
 from worker.detectors.base import AudioBlock, VideoFrame
+from worker.picture import LIVE_INTERVAL_S, Chroma, LivePicture, chroma_thumbnail, to_bgr
 
 EVIDENCE_VERSION = 1
 # DynamoDB items are capped at 400 KB and S3 GETs of small objects cost the same whatever their
@@ -99,9 +104,9 @@ def to_full_range(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 
 
 def encode_jpeg(gray: npt.NDArray[np.uint8], quality: int = JPEG_QUALITY) -> bytes:
-    """Baseline grayscale JPEG of a (H, W) uint8 array (values as given: full range expected).
+    """Baseline JPEG of a (H, W) gray or (H, W, 3) BGR uint8 array (full range expected).
 
-    A 160×90 thumbnail is 1-4 KB at quality 75 (up to ~9 KB for pure noise).
+    A 160×90 thumbnail is 1-4 KB at quality 75 (colour: 2-6 KB; up to ~9 KB for pure noise).
     """
     ok, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # only for an empty or malformed array
@@ -246,6 +251,13 @@ class _Thumb:
     t: float
     gray: npt.NDArray[np.uint8]
     full_range: bool
+    chroma: Chroma | None = None
+
+    def picture(self) -> npt.NDArray[np.uint8]:
+        """Full range, gray (H, W) or BGR (H, W, 3): what is encoded."""
+        if self.chroma is not None:
+            return to_bgr(self.gray, self.chroma, self.full_range)
+        return self.gray if self.full_range else to_full_range(self.gray)
 
 
 class EvidenceRecorder:
@@ -253,7 +265,7 @@ class EvidenceRecorder:
 
     ``observe_video``/``observe_audio``/``observe_value`` are called from the decode thread;
     ``evidence_for`` from any thread (a lock guards the rings; uncontended, it costs ~0.1 µs).
-    Memory: ~150 thumbnails of 14 KB (2 MB) plus ~40 KB of samples at 60 fps.
+    Memory: ~70 thumbnails of 14 KB luma + 7 KB chroma (1.5 MB) plus ~40 KB of samples at 60 fps.
     """
 
     def __init__(
@@ -286,6 +298,14 @@ class EvidenceRecorder:
         self._aw_index: int | None = None
         self._aw_sum = 0.0
         self._aw_n = 0
+        self.live: LivePicture | None = None
+
+    def publish_live(
+        self, on_item: Callable[[dict[str, Any]], object], interval_s: float = LIVE_INTERVAL_S
+    ) -> LivePicture:
+        """Offer the live picture to ``on_item`` (from the decode thread, every ``interval_s``)."""
+        self.live = LivePicture(on_item, interval_s=interval_s)
+        return self.live
 
     # -------------------------------------------------------------- feeding (decode thread)
 
@@ -310,7 +330,11 @@ class EvidenceRecorder:
             or t - self._last_thumb_t >= self.thumb_interval_s
             or t < self._last_thumb_t  # the timeline restarted: do not wait for it to catch up
         )
-        thumb = _Thumb(t, thumbnail(luma, self.thumb_width), frame.full_range) if take_thumb else None
+        thumb = None
+        if take_thumb:
+            picture = frame.picture
+            chroma = None if picture is None else chroma_thumbnail(picture, self.thumb_width, thumbnail)
+            thumb = _Thumb(t, thumbnail(luma, self.thumb_width), frame.full_range, chroma)
         with self._lock:
             self._full_range = frame.full_range
             self._luma.add(t, mean)
@@ -322,6 +346,10 @@ class EvidenceRecorder:
                 horizon = t - self.keep_s
                 while self._thumbs[0].t < horizon:
                     self._thumbs.popleft()
+        live = self.live
+        if thumb is not None and live is not None and live.due():
+            shown = thumb.picture()
+            live.offer(t, shown, encode_jpeg(shown))
 
     def observe_audio(self, block: AudioBlock) -> None:
         """Accumulate mean-square power into 100 ms windows aligned on media time (~5 µs a block)."""
@@ -329,6 +357,8 @@ class EvidenceRecorder:
         if samples.ndim != 2 or samples.shape[1] == 0:
             return
         channels, n = samples.shape
+        if self.live is not None:
+            self.live.observe_audio(samples)
         # Per-sample power averaged over channels: the level of the mix, whatever the layout.
         power = np.einsum("ij,ij->j", samples, samples, dtype=np.float64) / channels
         rate = float(block.rate)
@@ -480,9 +510,9 @@ def _pick_end(thumbs: deque[_Thumb], start: float, end: float) -> _Thumb | None:
 
 
 def _encode(th: _Thumb, role: str, quality: int) -> Thumbnail:
-    gray = th.gray if th.full_range else to_full_range(th.gray)
+    shown = th.picture()
     return Thumbnail(
-        role=role, t=th.t, width=gray.shape[1], height=gray.shape[0], jpeg=encode_jpeg(gray, quality)
+        role=role, t=th.t, width=shown.shape[1], height=shown.shape[0], jpeg=encode_jpeg(shown, quality)
     )
 
 

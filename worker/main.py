@@ -333,6 +333,9 @@ class Worker:
         session = StreamSession(
             lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
         )
+        if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink
+            offer, sid = self.sink.offer_live, lease.stream_id
+            session.recorder.publish_live(lambda item: loop.call_soon_threadsafe(offer, sid, item))
         done: asyncio.Future[tuple[Outcome, str | None]] = loop.create_future()
 
         def body() -> None:
@@ -355,7 +358,7 @@ class Worker:
         )
         done.add_done_callback(lambda _: self._spawn(self._ended(lease.stream_id)))
         thread.start()
-        log.info("monitoring %s (%s)", lease.stream_id, lease.url)
+        log.info("opening %s (%s)", lease.stream_id, lease.url)  # the outcome is logged by _finish
 
     async def _ended(self, stream_id: str) -> None:
         running = self.running.get(stream_id)
@@ -387,6 +390,7 @@ class Worker:
             elif outcome is Outcome.COMPLETED:
                 await self.leases.release(lease, StreamStatus.COMPLETED, finished=True, figures=figures)
             elif outcome is Outcome.REFUSED:
+                log.warning("refused %s (%s): %s", stream_id, lease.url, reason)
                 await self.leases.release(
                     lease, StreamStatus.REFUSED, finished=True, reason=reason, figures=figures
                 )

@@ -575,6 +575,7 @@ class StreamSession:
                         full_range=full_range,
                         key_frame=bool(frame.key_frame),
                         corrupt=bool(frame.is_corrupt or packet.is_corrupt),
+                        picture=frame,  # its chroma, for colour thumbnails
                     )
                     feed_video(vf)
                     if figures.frames_analysed % 50 == 0:

@@ -5,6 +5,11 @@ Records arrive from the stream threads (through the event loop), are kept per st
 ``TransactWriteItems`` per stream whose condition is the writer's lease. A store that does not
 answer keeps the records in the buffer for the next attempt; a lost lease drops them (the new
 owner reports from its own reading), loudly.
+
+It also writes the live picture of each held stream (``worker/picture.py``, for the router's
+wall): the newest one offered, at most one ``PutItem`` per stream per ``live_interval_s``
+(20 s: ≤ 180 requests per stream-hour, counted in ``bench/aws_calls.py``). A picture that
+cannot be written is dropped: the next one is due soon.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +25,7 @@ from typing import Any
 from shared import aws, store
 from shared.models import Defect
 from worker.leases import call
+from worker.picture import LIVE_INTERVAL_S  # the bound on live-picture writes, per stream
 
 log = logging.getLogger("avmon.worker.sink")
 MAX_PER_TRANSACTION = 99  # 100 items per TransactWriteItems, one is the lease check
@@ -34,6 +41,7 @@ class DefectWriter:
         ttl_days: int,
         max_buffered: int = 10_000,
         on_written: Callable[[Defect], None] | None = None,
+        live_interval_s: float = LIVE_INTERVAL_S,
     ) -> None:
         self.ddb, self.tables, self.worker_id = ddb, tables, worker_id
         self.ttl_days, self.max_buffered = ttl_days, max_buffered
@@ -45,6 +53,10 @@ class DefectWriter:
         self.dropped = 0
         self._backoff_until = 0.0
         self._failures = 0
+        self.live_interval_s = live_interval_s
+        self._live: dict[str, dict[str, Any]] = {}  # the newest picture offered, per stream
+        self._live_at: dict[str, float] = {}  # monotonic time of each stream's last live write
+        self.live_written = 0
 
     def fence(self, stream_id: str, counter: int) -> None:
         """Writes for ``stream_id`` carry this lease counter from now on."""
@@ -64,6 +76,35 @@ class DefectWriter:
             self._pending[oldest_stream].pop(victim)
             self.dropped += 1
             log.error("defect buffer full (%d): dropped %s/%s", self.max_buffered, oldest_stream, victim)
+
+    def offer_live(self, stream_id: str, picture: dict[str, Any]) -> None:
+        """The stream's newest live picture (event-loop thread only); replaces an unwritten one."""
+        self._live[stream_id] = picture
+
+    async def write_live(self) -> int:
+        """Write the live pictures that are due; how many were written."""
+        if time.monotonic() < self._backoff_until:
+            return 0
+        written = 0
+        for stream_id, picture in list(self._live.items()):
+            if self._fences.get(stream_id, -1) < 0:  # not ours (any more)
+                del self._live[stream_id]
+                self._live_at.pop(stream_id, None)
+                continue
+            now = time.monotonic()
+            if now - self._live_at.get(stream_id, -math.inf) < self.live_interval_s:
+                continue
+            del self._live[stream_id]
+            self._live_at[stream_id] = now
+            request = store.put_live_picture(self.tables, stream_id, picture, now=time.time())
+            try:
+                await call(self.ddb.put_item, **request)
+            except aws.AvmonError as exc:
+                log.debug("live picture of %s not written: %s", stream_id, exc)
+                continue
+            written += 1
+        self.live_written += written
+        return written
 
     @property
     def buffered(self) -> int:
@@ -133,5 +174,6 @@ class DefectWriter:
     async def run(self, interval_s: float, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             await self.flush()
+            await self.write_live()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval_s)

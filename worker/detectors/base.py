@@ -36,6 +36,8 @@ class VideoFrame:
     code 0 (JPEG/full range) or code 16 (MPEG/limited range). Detectors may keep a picture's
     ``luma`` (freeze keeps its reference picture) instead of copying it: whoever feeds a picture
     must not write to its array afterwards, as a decoder never does to a picture it has output.
+    ``picture`` is the decoded ``av.VideoFrame`` itself when the feeder has one (the evidence
+    recorder reads its chroma planes for colour thumbnails); detectors do not need it.
     """
 
     t: float  # media seconds from the stream's origin
@@ -43,6 +45,7 @@ class VideoFrame:
     full_range: bool = False
     key_frame: bool = False
     corrupt: bool = False
+    picture: Any = None
 
 
 @dataclass(frozen=True, slots=True)
