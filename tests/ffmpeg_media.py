@@ -1,0 +1,88 @@
+"""Real media made by the ffmpeg CLI (an encoder independent of PyAV's and of our generator), and
+the worker's own decode path to read it back.
+
+Each maker writes one short clip with defects placed where the test chooses, from FFmpeg's lavfi
+sources (``testsrc2``, ``sine``...) and its broadcast encoders (libx264, libx265, mpeg2video, ac3,
+mp2). :func:`decode` reads a file the way the session does (``luma_view``, ``AudioConverter``,
+``AudioBatcher``) and feeds one detector.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+
+from worker.detectors.base import AudioBlock, Detector, Finding, VideoFrame
+from worker.media import ANALYSIS_RATE, AudioBatcher, AudioConverter, luma_view
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the ffmpeg CLI quietly; raises with its log when it fails."""
+    if FFMPEG is None:
+        raise RuntimeError("the ffmpeg CLI is not installed")
+    done = subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+
+
+def surround_5_1_ac3(path: Path, seconds: float, silent: dict[str, tuple[float, float]]) -> None:
+    """AC-3 5.1(side) at 384 kbit/s: a different tone in every channel (LFE at 50 Hz), each channel
+    in ``silent`` (layout name -> (start, end) s) muted over that span."""
+    names = ("FL", "FR", "FC", "LFE", "SL", "SR")
+    tones = (440, 550, 330, 50, 660, 770)
+    inputs: list[str] = []
+    chains: list[str] = []
+    for i, (name, hz) in enumerate(zip(names, tones, strict=True)):
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency={hz}:sample_rate=48000:duration={seconds}"]
+        gain = "volume=0.5"
+        if name in silent:
+            start, end = silent[name]
+            gain += f",volume=0:enable='between(t,{start},{end})'"
+        chains.append(f"[{i}:a]{gain}[c{i}]")
+    joined = "".join(f"[c{i}]" for i in range(6))
+    mapping = "|".join(f"{i}.0-{name}" for i, name in enumerate(names))
+    graph = ";".join(chains) + f";{joined}join=inputs=6:channel_layout=5.1(side):map={mapping}[a]"
+    ffmpeg(*inputs, "-filter_complex", graph, "-map", "[a]", "-c:a", "ac3", "-b:a", "384k", str(path))
+
+
+def decode(path: Path, detector: Detector) -> list[Finding]:
+    """Every finding of ``detector`` on the file at ``path``, decoded as the session does (media
+    time from the first timestamp of the file, audio at the analysis rate in batched blocks)."""
+    findings: list[Finding] = []
+    with av.open(str(path)) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        selected = [s for s in (video, audio) if s is not None]
+        starts = [
+            float(s.start_time * s.time_base) for s in selected if s.start_time is not None and s.time_base
+        ]
+        origin = min(starts) if starts else 0.0
+        converter = AudioConverter(audio.codec_context.channels or 2) if audio is not None else None
+        batcher = AudioBatcher()
+        last_t = 0.0
+        for frame in container.decode(*selected):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            t = float(frame.pts * frame.time_base) - origin
+            if isinstance(frame, av.VideoFrame):
+                luma, full_range = luma_view(frame)
+                findings += detector.feed_video(VideoFrame(t=t, luma=luma, full_range=full_range))
+            elif converter is not None:
+                for samples in converter.convert(frame):
+                    for block in batcher.add(t, samples, converter.names):
+                        findings += detector.feed_audio(block)
+                    t += samples.shape[1] / ANALYSIS_RATE
+            last_t = max(last_t, t)
+        pending: AudioBlock | None = batcher.drain()
+        if pending is not None:
+            findings += detector.feed_audio(pending)
+    return findings + detector.flush(last_t)
