@@ -54,10 +54,31 @@ def surround_5_1_ac3(path: Path, seconds: float, silent: dict[str, tuple[float, 
     ffmpeg(*inputs, "-filter_complex", graph, "-map", "[a]", "-c:a", "ac3", "-b:a", "384k", str(path))
 
 
-def decode(path: Path, detector: Detector) -> list[Finding]:
-    """Every finding of ``detector`` on the file at ``path``, decoded as the session does (media
+def h264_ts(path: Path, seconds: float, *, vf: str = "", size: str = "320x180", rate: int = 25) -> None:
+    """libx264 in MPEG-TS from ``testsrc2`` (moving pattern), filtered by ``vf`` with every
+    picture keeping its own timestamp (``-fps_mode passthrough``: a ``select`` that drops
+    pictures leaves a gap), with a 1 kHz MP2 tone."""
+    chain = f"testsrc2=size={size}:rate={rate}:duration={seconds}" + (f",{vf}" if vf else "")
+    ffmpeg(
+        "-f", "lavfi", "-i", chain,
+        "-f", "lavfi", "-i", f"sine=frequency=1000:sample_rate=48000:duration={seconds}",
+        "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        "-c:a", "mp2", "-b:a", "192k", "-f", "mpegts", str(path),
+    )  # fmt: skip
+
+
+def decode(path: Path, *detectors: Detector) -> list[Finding]:
+    """Every finding of ``detectors`` on the file at ``path``, decoded as the session does (media
     time from the first timestamp of the file, audio at the analysis rate in batched blocks)."""
     findings: list[Finding] = []
+
+    def feed(item: VideoFrame | AudioBlock) -> None:
+        for detector in detectors:
+            if isinstance(item, VideoFrame):
+                findings.extend(detector.feed_video(item))
+            else:
+                findings.extend(detector.feed_audio(item))
+
     with av.open(str(path)) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -75,14 +96,24 @@ def decode(path: Path, detector: Detector) -> list[Finding]:
             t = float(frame.pts * frame.time_base) - origin
             if isinstance(frame, av.VideoFrame):
                 luma, full_range = luma_view(frame)
-                findings += detector.feed_video(VideoFrame(t=t, luma=luma, full_range=full_range))
+                feed(
+                    VideoFrame(
+                        t=t,
+                        luma=luma,
+                        full_range=full_range,
+                        key_frame=frame.key_frame,
+                        corrupt=frame.is_corrupt,
+                    )
+                )
             elif converter is not None:
                 for samples in converter.convert(frame):
                     for block in batcher.add(t, samples, converter.names):
-                        findings += detector.feed_audio(block)
+                        feed(block)
                     t += samples.shape[1] / ANALYSIS_RATE
             last_t = max(last_t, t)
         pending: AudioBlock | None = batcher.drain()
         if pending is not None:
-            findings += detector.feed_audio(pending)
-    return findings + detector.flush(last_t)
+            feed(pending)
+    for detector in detectors:
+        findings += detector.flush(last_t)
+    return findings
