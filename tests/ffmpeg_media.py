@@ -67,6 +67,32 @@ def h264_ts(path: Path, seconds: float, *, vf: str = "", size: str = "320x180", 
     )  # fmt: skip
 
 
+def under_overlay_ts(
+    path: Path,
+    seconds: float,
+    freeze: tuple[float, float] | None,
+    *,
+    inset: str = "",
+    size: str = "640x360",
+    rate: int = 25,
+    codec: tuple[str, ...] = ("-c:v", "libx264", "-preset", "veryfast"),
+) -> None:
+    """``testsrc2`` (moving), its picture held over ``freeze`` (start, end) s by ``freezeframes``,
+    under a live overlay at (16, 16): a burned-in running clock (``drawtext`` of the timestamp
+    to the millisecond, white on a black box: new digits every picture), or with ``inset``
+    ("WxH") a moving ``testsrc2`` picture of that size instead. No audio."""
+    graph = f"testsrc2=size={size}:rate={rate}:duration={seconds}"
+    if freeze is not None:
+        first, last = round(freeze[0] * rate), round(freeze[1] * rate) - 1
+        graph += f",split[a][b];[a][b]freezeframes=first={first}:last={last}:replace={first}"
+    if inset:
+        graph += f"[p];testsrc2=size={inset}:rate={rate}:duration={seconds}[c];[p][c]overlay=x=16:y=16[v]"
+    else:
+        clock = "drawtext=text='%{pts\\:hms}':fontsize=24:fontcolor=white:box=1:boxcolor=black:x=16:y=16"
+        graph += f",{clock}[v]"
+    ffmpeg("-filter_complex", graph, "-map", "[v]", *codec, "-pix_fmt", "yuv420p", "-f", "mpegts", str(path))
+
+
 def decode(path: Path, *detectors: Detector) -> list[Finding]:
     """Every finding of ``detectors`` on the file at ``path``, decoded as the session does (media
     time from the first timestamp of the file, audio at the analysis rate in batched blocks)."""
