@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
+from worker.detectors.loudness import loudness_profile
 
 FLOOR_DB = -150.0  # reported for digital zero instead of -inf
 TRUE_PEAK_GATE_DB = 6.0  # interpolate only around samples this close to a threshold, dB
@@ -130,6 +131,12 @@ class ClippingOptions:
             raise ValueError(f"d and critical_s must be >= 0 s, got {self.d}, {self.critical_s}")
         if not 0.0 <= self.gap_s <= 10.0:
             raise ValueError(f"gap_s must be in [0, 10] s, got {self.gap_s}")
+
+    @classmethod
+    def for_profile(cls, name: str, **changes: float) -> ClippingOptions:
+        """The options for loudness profile ``name`` (``ebu_r128``: -1 dBTP, ``atsc_a85``: -2
+        dBTP), with ``changes`` to any other option."""
+        return cls(**{"tp_dbtp": loudness_profile(name).true_peak_dbtp, **changes})
 
 
 def db(amplitude: float) -> float:
