@@ -103,6 +103,83 @@ def stereo_aac(path: Path, seconds: float, pan: str = "") -> None:
     ffmpeg("-f", "lavfi", "-i", chain, "-c:a", "aac", "-b:a", "192k", str(path))
 
 
+H264 = ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p")
+HEVC_MAIN = (
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-pix_fmt",
+    "yuv420p",
+    "-x265-params",
+    "log-level=error",
+)
+HEVC_MAIN10 = (
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-pix_fmt",
+    "yuv420p10le",
+    "-x265-params",
+    "log-level=error",
+)
+MPEG2_INTERLACED = (
+    "-c:v",
+    "mpeg2video",
+    "-b:v",
+    "4M",
+    "-flags",
+    "+ilme+ildct",
+    "-top",
+    "1",
+    "-pix_fmt",
+    "yuv420p",
+)
+MP2 = ("-c:a", "mp2", "-b:a", "192k")
+AC3 = ("-c:a", "ac3", "-b:a", "192k")
+
+
+def programme_ts(
+    path: Path,
+    seconds: float,
+    video: tuple[str, ...] = H264,
+    *,
+    black: tuple[float, float] | None = None,
+    freeze: tuple[float, float] | None = None,
+    size: str = "320x180",
+    rate: float = 25,
+    interlaced: bool = False,
+    full_range: bool = False,
+    audio: tuple[str, ...] = MP2,
+    out: tuple[str, ...] = (),
+) -> None:
+    """A programme in MPEG-TS from ``testsrc2`` (moving) and a mono 1 kHz tone, encoded by
+    ``video`` and ``audio`` (e.g. :data:`HEVC_MAIN10`, :data:`MPEG2_INTERLACED`), with a black
+    picture (``drawbox`` filled) over ``black`` and the picture held by ``freezeframes`` over
+    ``freeze`` (start, end) s. ``interlaced`` weaves fields of a source at twice ``rate``, top
+    field first; ``full_range`` makes full-range (JPEG) luma, black at code 0; ``out`` adds
+    output options (e.g. ``-output_ts_offset``)."""
+    source_rate = 2 * rate if interlaced else rate
+    graph = f"testsrc2=size={size}:rate={source_rate}:duration={seconds}"
+    if freeze is not None:
+        first, last = round(freeze[0] * source_rate), round(freeze[1] * source_rate) - 1
+        graph += f",split[a][b];[a][b]freezeframes=first={first}:last={last}:replace={first}"
+    if black is not None:
+        graph += f",drawbox=color=black:t=fill:enable='between(t,{black[0]},{black[1] - 0.001})'"
+    if interlaced:
+        graph += ",tinterlace=mode=interleave_top,setfield=tff"
+    if full_range:
+        graph += ",scale=out_range=full"
+    graph += "[v]"
+    ffmpeg(
+        "-filter_complex", graph,
+        "-f", "lavfi", "-i", f"sine=frequency=1000:sample_rate=48000:duration={seconds}",
+        "-map", "[v]", "-map", "0:a", *video, *(("-color_range", "pc") if full_range else ()),
+        *audio, *out, "-f", "mpegts", str(path),
+    )  # fmt: skip
+
+
 def decode(path: Path, *detectors: Detector) -> list[Finding]:
     """Every finding of ``detectors`` on the file at ``path``, decoded as the session does (media
     time from the first timestamp of the file, audio at the analysis rate in batched blocks)."""
