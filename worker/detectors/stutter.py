@@ -17,11 +17,12 @@ cannot act on it:
 * every missing picture is counted in :attr:`StutterDetector.frames_dropped`, published as
   ``StreamContext.extra["frames_dropped"]`` (the stream's frames-dropped metric);
 * a ``stutter`` defect (severity warning) opens when the missing pictures are visible: a gap of
-  at least ``run_frames`` pictures in a row, or at least ``rate_frames`` pictures missing within
-  ``window`` seconds. It starts at the first missing picture of the gaps that made it (the gap
-  itself, for a run; the earliest gap in the window, for a rate), stays open while pictures keep
-  going missing, and closes once ``window`` seconds pass without a gap; ``end_s`` is the first
-  picture after its last gap. Metrics: ``missing_frames`` (in the defect), ``gaps``,
+  at least ``run_frames`` (3) pictures in a row, or at least ``rate_frames`` (3) pictures missing
+  within ``window`` (5) seconds: a judder a viewer sees (hard cuts that each lose a picture
+  usually come seconds apart). It starts at the first missing picture of the gaps that made it
+  (the gap itself, for a run; the earliest gap in the window, for a rate), stays open while
+  pictures keep going missing, and closes once ``window`` seconds pass without a gap; ``end_s``
+  is the first picture after its last gap. Metrics: ``missing_frames`` (in the defect), ``gaps``,
   ``longest_gap_frames`` and ``longest_gap_s`` (the longest interval between two pictures).
 
 Pictures the decoder refused or the transport damaged (``decode_error``'s evidence, read from
@@ -53,16 +54,16 @@ class StutterOptions:
     ===========  =======  =======  ========  ===============================================
     run_frames   frames   3        [2, inf)  pictures missing in a row that are a stutter
                                              (120 ms at 25 fps)
-    rate_frames  frames   5        [2, inf)  pictures missing within ``window`` that are a
+    rate_frames  frames   3        [2, inf)  pictures missing within ``window`` that are a
                                              stutter (single ones, repeatedly)
-    window       s        10.0     (0, inf)  the span ``rate_frames`` is counted over; a
+    window       s        5.0      (0, inf)  the span ``rate_frames`` is counted over; a
                                              stutter ends after this long without a gap
     ===========  =======  =======  ========  ===============================================
     """
 
     run_frames: int = 3
-    rate_frames: int = 5
-    window: float = 10.0
+    rate_frames: int = 3
+    window: float = 5.0
 
     def __post_init__(self) -> None:
         if not (self.run_frames >= 2 and self.rate_frames >= 2):
