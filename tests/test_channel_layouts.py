@@ -7,9 +7,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from shared.models import Defect
 from tests.ffmpeg_media import surround_5_1_ac3
 from worker.detectors.base import AudioBlock, channel_names
 from worker.media import AudioBatcher, AudioConverter
+from worker.session import analyze
 
 
 def test_converter_names_the_channels_of_an_ac3_5_1_stream(tmp_path: Path) -> None:
@@ -48,3 +50,13 @@ def test_unnamed_channels_take_ffmpegs_default_layout_for_their_count() -> None:
     assert channel_names(2) == ("FL", "FR")
     assert channel_names(11) == tuple(f"ch{c}" for c in range(11))
     assert channel_names(2, ("FC",)) == ("FL", "FR")  # names that do not fit the count are ignored
+
+
+def test_the_session_reports_a_lost_centre_channel_by_its_name(tmp_path: Path) -> None:
+    clip = tmp_path / "dialogue_lost.ac3"
+    surround_5_1_ac3(clip, 16.0, {"FC": (3.0, 13.0)})
+    records: dict[str, Defect] = {}
+    analyze(str(clip), lambda d: records.__setitem__(d.defect_id, d))
+    [silence] = [d for d in records.values() if d.type == "silence"]
+    assert silence.defect_id.endswith("-silence-FC")
+    assert silence.end_s is not None and abs(silence.end_s - silence.start_s - 10.0) < 0.1
