@@ -130,3 +130,21 @@ def test_ffmpeg_encoded_single_drop_is_counted_and_a_visible_one_is_a_stutter(tm
     assert findings[0].start_s == pytest.approx(4.0, abs=0.05)  # media time counts from the audio
     assert findings[1].metrics["missing_frames"] == 4
     assert ctx.extra["frames_dropped"] == 5
+
+
+def test_pictures_lost_one_apart_are_all_counted() -> None:
+    # Every other picture missing three times: long intervals in a row, then a normal one.
+    detector = StutterDetector()
+    [opened, _] = feed(detector, steady(200, {100, 102, 104}))
+    assert detector.frames_dropped == 3
+    assert opened.start_s == pytest.approx(100 / FPS)
+
+
+def test_a_picture_out_of_order_is_ignored_not_a_new_timeline() -> None:
+    # A decoder missing references outputs a picture 0.72 s back; the rate and gaps go on.
+    times = steady(300, {150, 151, 152})
+    times.insert(160, times[140])
+    detector = StutterDetector()
+    [opened, _] = feed(detector, times)
+    assert opened.start_s == pytest.approx(150 / FPS)
+    assert detector.frames_dropped == 3

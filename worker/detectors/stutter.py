@@ -5,8 +5,9 @@ between decoded pictures are within 10 % of their median, an interval is more th
 ``GAP_FACTOR`` times that median and at most ``MAX_GAP_S``, and the next interval is normal
 again. The gap holds ``round(interval / median) - 1`` missing pictures. That is what frames lost
 without a transport layer to report it look like (frames missing from an MP4 or an HLS segment,
-an encoder dropping frames), and also an edit or a loop that leaves out a picture. A change of
-frame rate is not a loss (the next interval is not normal again), an irregular rate (variable
+an encoder dropping frames), and also an edit or a loop that leaves out a picture. Up to
+``MAX_PENDING_GAPS`` (3) long intervals in a row wait together for the normal one (pictures lost
+one apart). A change of frame rate is not a loss (long intervals go on), an irregular rate (variable
 frame rate: phone and WebRTC recordings) is not judged, and longer gaps are
 ``timestamp_jump``'s.
 
@@ -43,6 +44,9 @@ STEADY_FRAMES = 25  # intervals between pictures that establish the frame rate
 GAP_FACTOR = 1.75  # an interval this many times the usual one has lost pictures
 MAX_GAP_S = 1.0  # longer gaps are timestamp jumps (timestamp_jump's max_gap)
 STEADY_TOLERANCE = 0.1  # intervals within this fraction of each other are a steady rate
+# Gaps in a row awaiting a normal interval: pictures lost at random leave some one picture apart
+# (two long intervals in a row). More in a row than this is a new frame rate, not losses.
+MAX_PENDING_GAPS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +112,9 @@ class StutterDetector(Detector):
         self.frames_dropped = 0  # missing pictures counted since the stream began
         self._last_picture: float | None = None  # time of the previous decoded picture, s
         self._intervals: deque[float] = deque(maxlen=STEADY_FRAMES)  # between pictures, s
-        self._gap: _Gap | None = None  # a gap awaiting a normal interval to confirm it
-        self._explained = False  # video errors came between the gap's pictures
+        # Gaps in a row awaiting a normal interval to confirm them, each with whether video
+        # errors came between its pictures.
+        self._pending: list[tuple[_Gap, bool]] = []
         self._errors_then = 0  # decode_error's video error count at the previous picture
         self._recent: deque[_Gap] = deque()  # confirmed gaps (not explained) within the window
         self._open: _Stutter | None = None
@@ -125,16 +130,21 @@ class StutterDetector(Detector):
         if last is None:
             return findings
         dt = t - last
+        if -MAX_GAP_S <= dt <= 0.0:
+            # Out of order (a decoder whose references went missing, a field repeated): not
+            # a picture of the timeline the rate was learnt on. Keep the latest time.
+            self._last_picture = last
+            return findings
         if not 0.0 < dt <= MAX_GAP_S:
             self._intervals.clear()  # a discontinuity: the rate is learnt afresh
-            self._gap = None
+            self._pending = []
             if dt < 0.0:  # a new timeline: what came before is over
                 self._recent.clear()
                 findings += self.flush(last)
             return findings
         intervals = self._intervals
         steady = len(intervals) == STEADY_FRAMES
-        if steady and self._gap is None:
+        if steady and not self._pending:
             lo, hi = min(intervals), max(intervals)
             if hi - lo <= STEADY_TOLERANCE * lo and dt <= GAP_FACTOR * lo:
                 # The median lies in [lo, hi]: steady, and no gap whatever its value (the common
@@ -144,14 +154,19 @@ class StutterDetector(Detector):
         usual = statistics.median(intervals) if steady else 0.0
         if steady and max(intervals) - min(intervals) > STEADY_TOLERANCE * usual:
             steady = False
-        if self._gap is not None:
-            gap, self._gap = self._gap, None
-            if steady and abs(dt - usual) <= STEADY_TOLERANCE * usual:
-                findings += self._confirm(gap)
         if steady and dt > GAP_FACTOR * usual:
-            self._gap = _Gap(last + usual, t, round(dt / usual) - 1, dt)
-            self._explained = explained
+            if len(self._pending) == MAX_PENDING_GAPS:
+                # Long intervals that go on: a lower frame rate. Learn it afresh.
+                self._pending = []
+                intervals.clear()
+                intervals.append(dt)
+                return findings
+            self._pending.append((_Gap(last + usual, t, round(dt / usual) - 1, dt), explained))
             return findings  # the gap does not teach the rate
+        pending, self._pending = self._pending, []
+        if steady and abs(dt - usual) <= STEADY_TOLERANCE * usual:
+            for gap, gap_explained in pending:
+                findings += self._confirm(gap, gap_explained)
         intervals.append(dt)
         return findings
 
@@ -162,11 +177,11 @@ class StutterDetector(Detector):
 
     # ------------------------------------------------------------ state
 
-    def _confirm(self, gap: _Gap) -> list[Finding]:
+    def _confirm(self, gap: _Gap, explained: bool) -> list[Finding]:
         """A gap followed by a normal interval: count it, and judge whether it is visible."""
         self.frames_dropped += gap.missing
         self.ctx.extra["frames_dropped"] = self.frames_dropped
-        if self._explained:
+        if explained:
             return []  # decode_error reports the damage that lost these pictures
         opts = self.options
         recent = self._recent
