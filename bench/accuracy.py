@@ -16,6 +16,15 @@ The corpus, drawn from ``--seed``:
   (black, freeze, silence, clipping, loudness, av_offset) decoded and encoded again by FFmpeg's
   MPEG-2 (with and without B pictures) and MPEG-4 Part 2, x265 and libvpx VP9, with MP2, AC-3,
   Opus and MP3 sound, in MPEG-TS, Matroska and WebM, every picture and sample kept at its time;
+* **the ffmpeg CLI corpus** (:data:`CLI_FORMATS` x :data:`CLI_CASES`): clips encoded by Debian's
+  ffmpeg, an encoder independent of ours, from its lavfi sources, in H.264/AAC 25p, H.264 59.94p
+  with AC-3, HEVC Main with AC-3 5.1(side), HEVC Main10 50p full range with AAC, and MPEG-2
+  576i25 (top field first) with MP2, all in MPEG-TS. Defects placed by FFmpeg's filters at known
+  times: black, freeze, a freeze under a burned-in running clock, stutter (pictures removed,
+  timestamps kept), silence, a +10 LU loudness step, phase inversion (stereo) and a lost centre
+  channel (5.1); and clean programme of six kinds per format (graphics, a zooming fractal, sharp
+  graphics over a gradient, grain, a dark scene, fast cellular motion), 60 s each: 30 minutes
+  (20 s of one kind per format with ``--quick``). The report has a table per format;
 * **clean clips**: the generator's programme with no defect, some with sync marks;
 * **documented limits** (:data:`LIMITS`): content a detector's docs say it reports although a
   person would not call it a defect; run and shown, not counted;
@@ -100,8 +109,10 @@ TRUTH_TYPES = (
     "av_sync",
     "decode_error",
     "timestamp_jump",
+    "stutter",
+    "phase_inversion",
 )
-REPORT_TYPES = (*TRUTH_TYPES, "blockiness", "signal_loss")
+REPORT_TYPES = (*TRUTH_TYPES, "blockiness", "signal_loss", "stereo_collapsed")
 SOUND_TYPES = frozenset({"silence", "clipping", "loudness"})
 MEDIA_SUFFIXES = frozenset({".ts", ".m2ts", ".mts", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".flv", ".mxf"})
 
@@ -130,6 +141,7 @@ class ClipPlan:
     recipe: str = ""  # hard negatives: a key of HARD_NEGATIVES
     path: str = ""  # user clips: the file
     encoder: str = ""  # defect clips re-encoded by another encoder: a key of ENCODERS
+    cli: str = ""  # clips the ffmpeg CLI encodes: "<format>/<case>", keys of CLI_FORMATS and CLI_CASES
 
     @property
     def note(self) -> str:
@@ -137,6 +149,9 @@ class ClipPlan:
             return RECIPES[self.recipe].what
         if self.kind == "user":
             return "real footage (--clean)"
+        if self.cli:
+            fmt, case = self.cli.split("/")
+            return f"ffmpeg CLI {CLI_FORMATS[fmt].what}: {CLI_CASES[case].what}"
         if self.kind == "clean":
             return "generator programme, no defect" + (", sync marks" if self.sync_marks else "")
         if self.encoder:
@@ -784,6 +799,10 @@ def make_clip(plan: ClipPlan, out_dir: Path) -> tuple[Path, testsrc.GroundTruth]
         "height": plan.height,
         "sync_marks": plan.sync_marks,
     }
+    if plan.cli:
+        truth = make_cli_clip(plan, path)
+        truth_file.write_text(truth.to_json())
+        return path, truth
     if plan.kind not in ("hard", "limit") and not plan.encoder:
         truth = testsrc.generate(path, defects=testsrc.parse_script(plan.script), **common)
         return path, truth
@@ -806,6 +825,280 @@ def make_clip(plan: ClipPlan, out_dir: Path) -> tuple[Path, testsrc.GroundTruth]
     truth = replace(base_truth, source=str(path), defects=[], sync_marks_s=[])
     truth_file.write_text(truth.to_json())
     return path, truth
+
+
+# ------------------------------------------------------------------ the ffmpeg CLI corpus
+
+
+@dataclass(frozen=True)
+class CliFormat:
+    """A broadcast format the ffmpeg CLI encodes (Debian's ffmpeg: an encoder independent of ours)."""
+
+    what: str
+    video: tuple[str, ...]  # encoder options
+    audio: tuple[str, ...]
+    size: str = "320x180"
+    rate: float = 25.0  # pictures per second (frames; an interlaced format weaves 2 fields each)
+    interlaced: bool = False
+    channels: int = 2  # 2: stereo, 6: 5.1(side)
+    full_range: bool = False
+
+    @property
+    def audio_frame(self) -> int:
+        """Samples per frame the sound encoder takes (filter_complex does not adapt to it)."""
+        codec = self.audio[self.audio.index("-c:a") + 1]
+        return {"ac3": 1536, "mp2": 1152}.get(codec, 1024)
+
+
+_X265 = ("-x265-params", "log-level=error")
+CLI_FORMATS: dict[str, CliFormat] = {
+    "h264-aac": CliFormat(
+        "H.264 High (libx264) + AAC stereo, 25p",
+        ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
+        ("-c:a", "aac", "-b:a", "160k"),
+    ),
+    "h264-5994-ac3": CliFormat(
+        "H.264 (libx264) 59.94p + AC-3 stereo",
+        ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
+        ("-c:a", "ac3", "-b:a", "192k"),
+        rate=60000 / 1001,
+    ),
+    "hevc-ac3-51": CliFormat(
+        "HEVC Main (libx265) + AC-3 5.1(side)",
+        ("-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *_X265),
+        ("-c:a", "ac3", "-b:a", "384k"),
+        channels=6,
+    ),
+    "hevc10-aac-50p": CliFormat(
+        "HEVC Main10 (libx265) 50p, full range + AAC stereo",
+        ("-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le", *_X265),
+        ("-c:a", "aac", "-b:a", "160k"),
+        rate=50.0,
+        full_range=True,
+    ),
+    "mpeg2i-mp2": CliFormat(
+        "MPEG-2 video 576i25 (top field first) + MP2 stereo",
+        ("-c:v", "mpeg2video", "-b:v", "5M", "-flags", "+ilme+ildct", "-top", "1", "-pix_fmt", "yuv420p"),
+        ("-c:a", "mp2", "-b:a", "192k"),
+        size="720x576",
+        interlaced=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CliDefect:
+    """One defect placed in a CLI clip: ``kind`` over [start, end) s."""
+
+    kind: str  # black, freeze, freeze_overlay, silence, centre_lost, loudness, stutter, phase_inversion
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class CliCase:
+    what: str
+    duration_s: float
+    defects: tuple[CliDefect, ...] = ()
+    picture: str = "testsrc2"  # a key of CLI_PICTURES
+    clock: bool = False  # a burned-in running clock over the whole clip
+    stereo_only: bool = False  # needs a stereo pair of its own (phase inversion)
+    surround_only: bool = False  # needs 5.1 (a centre channel)
+
+
+# Moving programme pictures of different kinds (lavfi sources, then filters).
+CLI_PICTURES: dict[str, str] = {
+    "testsrc2": "testsrc2=size={size}:rate={rate}",  # graphics: bars, moving shapes, a counter
+    "mandelbrot": "mandelbrot=size={size}:rate={rate}",  # zooming fractal: fine, sharp detail
+    "lower_third": (  # sharp graphics over a smooth, slowly panning gradient (blockiness bait)
+        "gradients=size={size}:rate={rate}:speed=0.02:c0=0x203060:c1=0x80a0c0,"
+        "drawbox=x=iw/20:y=ih*0.72:w=iw*0.9:h=ih/8:color=white:t=fill,"
+        "drawbox=x=iw/20:y=ih*0.66:w=iw*0.4:h=ih/16:color=0x102040:t=fill"
+    ),
+    "grain": "testsrc2=size={size}:rate={rate},noise=alls=12:allf=t",  # camera-like grain
+    "dark": "testsrc2=size={size}:rate={rate},eq=brightness=-0.35:contrast=0.5",  # a dark scene
+    "sport": "life=size={size}:rate={rate}:ratio=0.3:death_color=0x206020:life_color=0xe0e0e0:mold=10",
+}
+
+CLI_CASES: dict[str, CliCase] = {
+    "picture": CliCase(
+        "black, freeze, stutter",
+        30.0,
+        (CliDefect("black", 4.0, 8.0), CliDefect("freeze", 12.0, 16.0), CliDefect("stutter", 22.0, 22.2)),
+    ),
+    "overlay": CliCase(
+        "freeze under a burned-in running clock, black",
+        24.0,
+        (CliDefect("freeze_overlay", 4.0, 10.0), CliDefect("black", 15.0, 19.0)),
+        clock=True,
+    ),
+    "sound": CliCase(
+        "silence, a loudness step of +10 LU",
+        40.0,
+        (CliDefect("silence", 4.0, 8.0), CliDefect("loudness", 14.0, 34.0)),
+    ),
+    "stereo": CliCase(
+        "phase inversion, silence",
+        30.0,
+        (CliDefect("phase_inversion", 4.0, 14.0), CliDefect("silence", 20.0, 24.0)),
+        stereo_only=True,
+    ),
+    "dialogue": CliCase(
+        "centre channel lost (dialogue), silence",
+        30.0,
+        (CliDefect("centre_lost", 4.0, 14.0), CliDefect("silence", 20.0, 24.0)),
+        surround_only=True,
+    ),
+}
+CLEAN_KINDS = tuple(CLI_PICTURES)
+CLEAN_CLIP_S = 60.0  # 5 formats x 6 kinds x 60 s: 30 minutes of clean content
+
+# Programme sound (measured with FFmpeg's ebur128): stereo at -23 LUFS, a chord whose 660 Hz
+# note is common to both channels (correlation about 0.9, like centred dialogue) and the rest
+# not; 5.1 at about -24.5 LUFS, the chord in the front pair, a syllabic tone in the centre (its
+# loss leaves the loudness in range: that is silence's defect, not loudness's), 50 Hz in the LFE
+# and quieter tones in the surrounds.
+_CHORD = (
+    "0.024*sin(2*PI*440*t)*(1+0.5*sin(2*PI*0.3*t))+0.071*sin(2*PI*660*t)",
+    "0.024*sin(2*PI*550*t)*(1+0.5*sin(2*PI*0.2*t))+0.071*sin(2*PI*660*t)",
+)
+_SURROUND = (
+    "0.8*(" + _CHORD[0] + ")",
+    "0.8*(" + _CHORD[1] + ")",
+    "0.04*sin(2*PI*330*t)*(0.6+0.4*sin(2*PI*3*t))",
+    "0.1*sin(2*PI*50*t)",
+    "0.012*sin(2*PI*770*t)",
+    "0.012*sin(2*PI*880*t)",
+)
+
+
+def cli_clips(*, quick: bool) -> list[ClipPlan]:
+    """The ffmpeg CLI corpus: every defect case in every format it fits, and clean programme of
+    every picture kind in every format (quick: one clean kind per format, 20 s)."""
+    plans: list[ClipPlan] = []
+    for fmt_name, fmt in CLI_FORMATS.items():
+        for case_name, case in CLI_CASES.items():
+            if (case.stereo_only and fmt.channels != 2) or (case.surround_only and fmt.channels != 6):
+                continue
+            plans.append(
+                ClipPlan(
+                    f"cli-{fmt_name}-{case_name}", "defects", case.duration_s, cli=f"{fmt_name}/{case_name}"
+                )
+            )
+        kinds = (
+            CLEAN_KINDS[list(CLI_FORMATS).index(fmt_name) % len(CLEAN_KINDS) :][:1] if quick else CLEAN_KINDS
+        )
+        for kind in kinds:
+            plans.append(
+                ClipPlan(
+                    f"cli-{fmt_name}-clean-{kind}",
+                    "clean",
+                    20.0 if quick else CLEAN_CLIP_S,
+                    cli=f"{fmt_name}/clean-{kind}",
+                )
+            )
+    return plans
+
+
+def _cli_case(name: str) -> CliCase:
+    if name.startswith("clean-"):
+        kind = name.removeprefix("clean-")
+        return CliCase(f"clean programme: {kind}", 0.0, picture=kind)
+    return CLI_CASES[name]
+
+
+def _within(d: CliDefect) -> str:
+    return f"between(t,{d.start},{d.end - 1e-6})"
+
+
+def make_cli_clip(plan: ClipPlan, path: Path) -> testsrc.GroundTruth:
+    """Encode ``plan``'s clip with the ffmpeg CLI (MPEG-TS), defects placed by FFmpeg's filters
+    where the case says; returns its truth."""
+    from tests.ffmpeg_media import ffmpeg  # the CLI runner the tests use
+
+    fmt_name, case_name = plan.cli.split("/")
+    fmt, case = CLI_FORMATS[fmt_name], _cli_case(case_name)
+    seconds = plan.duration_s
+    rate = 2 * fmt.rate if fmt.interlaced else fmt.rate  # the source weaves two pictures a frame
+    video = CLI_PICTURES[case.picture].format(size=fmt.size, rate=f"{rate:.6f}") + f",trim=duration={seconds}"
+    truths: list[dict[str, Any]] = []
+    dropped: list[str] = []
+    for d in case.defects:
+        if d.kind in ("freeze", "freeze_overlay"):
+            first, last = round(d.start * rate), round(d.end * rate) - 1
+            a, b = f"fa{first}", f"fb{first}"
+            video += f",split[{a}][{b}];[{a}][{b}]freezeframes=first={first}:last={last}:replace={first}"
+            truths.append(
+                {"type": "freeze", "start_s": d.start, "end_s": d.end, "params": {"injected": d.kind}}
+            )
+        elif d.kind == "black":
+            video += f",drawbox=color=black:t=fill:enable='{_within(d)}'"
+            truths.append({"type": "black", "start_s": d.start, "end_s": d.end, "params": {}})
+        elif d.kind == "stutter":
+            first, last = round(d.start * rate), round(d.end * rate) - 1
+            dropped.append(f"not(between(n,{first},{last}))")
+            truths.append(
+                {
+                    "type": "stutter",
+                    "start_s": d.start,
+                    "end_s": (last + 1) / rate,
+                    "params": {"frames": last - first + 1},
+                }
+            )
+    if case.clock:
+        video += (
+            ",drawtext=text='%{pts\\:hms}':fontsize=h/12:fontcolor=white:box=1:boxcolor=black:x=w/40:y=h/30"
+        )
+    if dropped:
+        video += ",select='" + "*".join(dropped).replace(",", "\\,") + "'"
+    if fmt.interlaced:
+        video += ",tinterlace=mode=interleave_top,setfield=tff"
+    if fmt.full_range:
+        video += ",scale=out_range=full"
+    channels = list(_SURROUND if fmt.channels == 6 else _CHORD)
+    for d in case.defects:
+        if d.kind == "silence":
+            channels = [f"({c})*not({_within(d)})" for c in channels]
+            truths.append({"type": "silence", "start_s": d.start, "end_s": d.end, "params": {}})
+        elif d.kind == "loudness":
+            channels = [f"({c})*if({_within(d)},3.1623,1)" for c in channels]
+            truths.append(
+                {"type": "loudness", "start_s": d.start, "end_s": d.end, "params": {"gain_db": 10.0}}
+            )
+        elif d.kind == "phase_inversion":
+            channels[1] = f"({channels[1]})*if({_within(d)},-1,1)"
+            truths.append({"type": "phase_inversion", "start_s": d.start, "end_s": d.end, "params": {}})
+        elif d.kind == "centre_lost":
+            channels[2] = f"({channels[2]})*not({_within(d)})"
+            truths.append(
+                {"type": "silence", "start_s": d.start, "end_s": d.end, "params": {"channel": "FC"}}
+            )
+    layout = "5.1(side)" if fmt.channels == 6 else "stereo"
+    sound = f"aevalsrc='{'|'.join(channels)}':s=48000:d={seconds}:c={layout}:n={fmt.audio_frame}"
+    sound = sound.replace(",", "\\,")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg(
+        "-filter_complex", f"{video}[v];{sound}[a]",
+        "-map", "[v]", "-map", "[a]", "-fps_mode", "passthrough", *fmt.video,
+        *(("-color_range", "pc") if fmt.full_range else ()), *fmt.audio, "-f", "mpegts", str(path),
+    )  # fmt: skip
+    w, h = (int(x) for x in fmt.size.split("x"))
+    return testsrc.GroundTruth(
+        source=str(path), duration_s=seconds, seed=0, width=w, height=h, fps=round(fmt.rate),
+        sample_rate=48_000, channels=fmt.channels, gop_s=0.0, origin_s=0.0, audio_start_s=0.0,
+        scene_cuts_s=[], defects=sorted(truths, key=lambda t: t["start_s"]),
+    )  # fmt: skip
+
+
+def by_cli_format(results: Sequence[ClipResult]) -> list[tuple[str, str, TypeFigures]]:
+    """(format, defect type, figures) of the ffmpeg CLI corpus, clean clips included."""
+    rows: list[tuple[str, str, TypeFigures]] = []
+    for fmt_name, fmt in CLI_FORMATS.items():
+        mine = [r for r in results if r.plan.cli.split("/")[0] == fmt_name]
+        for name, fig in figures(mine).items():
+            if fig.truths or fig.found:
+                rows.append((fmt.what, name, fig))
+    return rows
 
 
 def _empty_truth(path: Path) -> testsrc.GroundTruth:
@@ -867,7 +1160,11 @@ class Truth:
 
     @property
     def accepts(self) -> tuple[str, ...]:
-        return tuple(self.params.get("expect", [self.type]))
+        accepted = tuple(self.params.get("expect", [self.type]))
+        if self.params.get("injected") == "drop":
+            # Whole frames removed (MP4: no transport packets to lose) are missing pictures.
+            accepted = (*accepted, "stutter")
+        return accepted
 
     def admits(self, start_s: float, tolerance: float) -> bool:
         """Whether a record starting at ``start_s`` may be this truth: within the tolerance of
@@ -1204,6 +1501,25 @@ def render(
         for what, n, k, fp, errs in encoded:
             mean = statistics.fmean(abs(e) for e in errs) if errs else None
             lines.append(f"| {what} | {n} | {k} | {fp} | {k / n:.2f} | {_num(mean)} |")
+    cli = by_cli_format(results)
+    if cli:
+        clean_s = sum(r.media_s for r in results if r.plan.cli and r.plan.kind == "clean")
+        clean_found = sum(len(r.found) for r in results if r.plan.cli and r.plan.kind == "clean")
+        lines += [
+            "",
+            f"### Formats encoded by the ffmpeg CLI (in the tables above too): {clean_found} defect(s) on "
+            f"{clean_s / 60:.1f} min of clean programme",
+            "",
+            "| format | type | truth | found | FP | recall | precision | mean \\|Δstart\\| s "
+            "| max \\|Δstart\\| s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for what, name, fig in cli:
+            lines.append(
+                f"| {what} | {name} | {fig.truths} | {fig.found} | {fig.fp} | {_num(fig.recall, '.2f')} "
+                f"| {_num(fig.precision, '.2f')} | {_num(fig.mean_start_error)} "
+                f"| {_num(fig.max_start_error)} |"
+            )
     negatives = [r for r in results if r.plan.kind in ("clean", "hard", "user")]
     if negatives:
         fps = sum(len(r.found) for r in negatives)
@@ -1646,10 +1962,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="clips in parallel")
     parser.add_argument("--no-ffmpeg", action="store_true", help="skip the comparison with FFmpeg's filters")
+    parser.add_argument("--no-cli", action="store_true", help="skip the clips the ffmpeg CLI encodes")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     plans = corpus(quick=args.quick, seed=args.seed)
+    if not args.no_cli:
+        plans += cli_clips(quick=args.quick)
     if args.clean is not None:
         plans += user_clips(args.clean)
     media_dir = args.out / "accuracy"

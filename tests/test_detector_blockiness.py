@@ -19,7 +19,10 @@ from worker.detectors.blockiness import (
     BlockinessDetector,
     BlockinessOptions,
     blockiness_ratio,
+    edge_periods,
     edge_profile,
+    grid_line_ratio,
+    profile_of,
 )
 from worker.media import Limits, luma_view
 from worker.session import SessionConfig, StreamSession
@@ -203,6 +206,58 @@ def test_grid_aligned_pattern_that_stays_is_absorbed_into_the_baseline() -> None
     [episode] = closed(findings)  # reported once, not forever
     assert episode.start_s == pytest.approx(2.0, abs=0.1)
     assert episode.end_s is not None and episode.end_s <= 2.0 + options.baseline / 2 + 0.5
+
+
+GRADIENT = cv2.resize(
+    np.random.default_rng(5).uniform(40, 200, (4, 8)).astype(np.float32),
+    (2 * W, H),
+    interpolation=cv2.INTER_CUBIC,
+)
+
+
+def gradient(i: int) -> Luma:
+    """A smooth upscaled gradient panning 2 pixels per picture: almost no detail inside blocks."""
+    x = (2 * i) % W
+    return to_luma(GRADIENT[:, x : x + W])
+
+
+def lower_third(i: int) -> Luma:
+    """``gradient`` under a sharp-edged graphic: a white box on the grid, with dark text strokes."""
+    picture = gradient(i)
+    picture[96:128, 16:240] = 235
+    picture[80:96, 16:112] = 30  # the name strap above it
+    picture[104:120, 35:200:11] = 16  # text strokes, off the grid
+    return picture
+
+
+def test_grid_line_ratio_sees_graphics_edges_as_few_and_blocking_as_everywhere() -> None:
+    graphic = edge_periods(lower_third(0))
+    # The mean reads it as blocking (over the floor, and 1.3 times the gradient's)...
+    assert blockiness_ratio(profile_of(graphic)) > max(1.5, 1.3 * blockiness_ratio(edge_profile(gradient(0))))
+    assert grid_line_ratio(graphic) < 1.3  # ... the median over the periods does not
+    assert grid_line_ratio(edge_periods(blocky(moving(0)))) > 3.0
+    assert grid_line_ratio(edge_periods(moving(0))) == pytest.approx(1.0, abs=0.15)
+
+
+def test_profile_of_the_periods_is_the_edge_profile() -> None:
+    picture = lower_third(3)
+    assert np.allclose(profile_of(edge_periods(picture)), edge_profile(picture))
+
+
+def test_sharp_graphics_over_a_gradient_are_not_blockiness() -> None:
+    assert run(between(2.0, 8.0, lower_third, gradient), 10.0) == []
+
+
+def test_blocking_of_a_gradient_under_graphics_is_blockiness() -> None:
+    [episode] = closed(run(between(2.0, 6.0, lambda i: blocky(lower_third(i)), lower_third), 8.0))
+    assert episode.start_s == pytest.approx(2.0, abs=0.1)
+    assert episode.severity is Severity.WARNING
+
+
+def test_graphics_with_decoder_evidence_are_still_critical_blockiness() -> None:
+    findings = run(between(2.0, 8.0, lower_third, gradient), 10.0, corrupt=lambda i: i == 75)
+    [episode] = closed(findings)
+    assert episode.severity is Severity.CRITICAL
 
 
 def test_blocking_below_the_absolute_floor_is_ignored() -> None:

@@ -309,3 +309,18 @@ def test_clipping_survives_aac() -> None:
 
 def test_clean_programme_through_aac_gives_nothing() -> None:
     assert run(aac_round_trip(music(8.0, peak_dbfs=-1.0, seed=2))) == []
+
+
+def test_segment_names_the_channels_that_clipped() -> None:
+    # 5.1(side): only the centre is driven into the rails, the rest of the programme is clean.
+    clean = music(4.0, peak_dbfs=-6.0)
+    x = np.concatenate([clean, clean, clean]) * 0.5
+    x[2] = clip_section(clean, 1.0, 2.5)[0]
+    names = ("FL", "FR", "FC", "LFE", "SL", "SR")
+    blocks = [
+        AudioBlock(t=i / RATE, samples=x[:, i : i + BLOCK], rate=RATE, channels=names)
+        for i in range(0, x.shape[1], BLOCK)
+    ]
+    [segment] = closed(run(blocks))
+    assert segment.channels == ("FC",)
+    assert span(segment) == pytest.approx((1.0, 2.5), abs=WINDOW_S)

@@ -11,10 +11,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tests.ffmpeg_media import decode, under_overlay_ts
 from worker.detectors.base import Finding, Severity, StreamContext, VideoFrame
 from worker.detectors.freeze import (
+    PROBE_REST,
     FreezeDetector,
     FreezeOptions,
+    RegionGrid,
     block_means,
     db_to_ratio,
     dc_shifts,
@@ -447,3 +450,86 @@ def test_h264_freeze_with_keyframe_refreshes_between_grain(tmp_path: Path) -> No
     assert freeze.start_s == pytest.approx(1.0, abs=0.1)
     assert freeze.end_s == pytest.approx(4.0, abs=0.1)
     assert freeze.metrics["reencoded"] >= 1
+
+
+# ------------------------------------------------------------------ overlays on a frozen picture
+
+
+def with_patch(picture: Luma, i: int, top: int, left: int, height: int, width: int) -> Luma:
+    """``picture`` with a live patch (new random content in every picture ``i``) at (top, left)."""
+    out = picture.copy()
+    out[top : top + height, left : left + width] = textured(1000 + i)[:height, :width]
+    return out
+
+
+def test_region_grid_covers_the_picture_on_macroblock_boundaries() -> None:
+    grid = RegionGrid((24, 160), grid=16, block_rows=4)  # 6 x 10 macroblocks, every 4th row
+    assert grid.area.shape == (6, 10)
+    assert grid.area.sum() == pytest.approx(1.0)
+    assert list(grid.cols) == [16 * c for c in range(10)]
+    diff = np.zeros((24, 160), np.uint8)
+    diff[4:8, 32:48] = 128
+    assert np.argwhere(grid.mafd(diff) > 0).tolist() == [[1, 2]]
+    assert grid.mafd(diff)[1, 2] == pytest.approx(0.5)
+
+
+def test_frozen_picture_under_a_small_live_overlay_is_frozen() -> None:
+    # A clock-like patch of 2 macroblocks (3 % of the picture) changes in every picture.
+    def picture(i: int) -> Luma:
+        return moving(i) if i < 25 or i >= 150 else with_patch(moving(25), i, 16, 16, 16, 32)
+
+    [freeze] = closed(run(picture, 8.0))
+    # After moving pictures the overlay probe rests for PROBE_REST pictures: up to 2 late.
+    assert 1.0 <= freeze.start_s <= 1.0 + PROBE_REST / FPS
+    assert freeze.end_s == pytest.approx(6.0)
+    assert freeze.metrics["frozen_share"] == pytest.approx(1 - 2 / 60)
+
+
+def test_frozen_picture_under_a_large_live_area_is_live() -> None:
+    # 12 macroblocks of 60 (20 %) keep moving: that is motion that matters.
+    picture: Picture = lambda i: with_patch(BASE, i, 16, 16, 48, 64)  # noqa: E731
+    assert run(picture, 6.0) == []
+
+
+def test_small_object_moving_across_a_static_picture_is_live() -> None:
+    # One macroblock of new content that moves to the next one every 4 pictures: each picture
+    # changes little, but the area that changes outgrows any overlay.
+    def picture(i: int) -> Luma:
+        k = i // 4
+        return with_patch(BASE, k, 16 * (k // 10 % 6), 16 * (k % 10), 16, 16)
+
+    assert run(picture, 6.0) == []
+
+
+def test_a_change_outside_the_overlay_ends_the_freeze() -> None:
+    def picture(i: int) -> Luma:
+        held = with_patch(BASE if i < 100 else moving(i), i, 16, 16, 16, 32)  # the live overlay
+        return held  # ... over a picture held until 4 s, then moving again
+
+    [freeze] = closed(run(picture, 6.0))
+    assert span(freeze) == pytest.approx((0.0, 4.0))
+
+
+def test_overlay_zero_restores_whole_picture_judgement() -> None:
+    picture: Picture = lambda i: with_patch(BASE, i, 16, 16, 16, 32)  # noqa: E731
+    assert run(picture, 6.0, FreezeOptions(overlay=0.0)) == []
+
+
+def test_ffmpeg_encoded_freeze_under_a_burned_in_running_clock(tmp_path: Path) -> None:
+    clip = tmp_path / "clock.ts"
+    under_overlay_ts(clip, 12.0, (3.0, 9.0))  # libx264, a drawtext clock to the millisecond
+    [freeze] = closed(decode(clip, FreezeDetector()))
+    assert span(freeze) == pytest.approx((3.0, 9.0), abs=0.05)
+    assert 0.9 < freeze.metrics["frozen_share"] < 1.0
+
+
+def test_ffmpeg_encoded_live_picture_under_a_running_clock_is_not_frozen(tmp_path: Path) -> None:
+    clip = tmp_path / "clock_live.ts"
+    under_overlay_ts(clip, 8.0, None)
+    assert decode(clip, FreezeDetector()) == []
+
+
+def test_ffmpeg_encoded_frozen_picture_under_a_large_moving_inset_is_live(tmp_path: Path) -> None:
+    clip = tmp_path / "inset.ts"
+    under_overlay_ts(clip, 8.0, (2.0, 7.0), inset="240x136")  # 14 % of the picture moves
+    assert decode(clip, FreezeDetector()) == []

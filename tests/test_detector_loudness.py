@@ -9,6 +9,7 @@ import pytest
 from scipy.signal import lfilter
 
 from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
+from worker.detectors.clipping import ClippingOptions
 from worker.detectors.loudness import (
     FLOOR_LUFS,
     LoudnessDetector,
@@ -254,6 +255,26 @@ def test_loud_speech_with_pauses_has_boundaries_within_half_a_second() -> None:
     assert span(finding) == pytest.approx((start, end), abs=0.5)
 
 
+def test_loud_programme_starting_after_a_pause_is_dated_where_it_starts() -> None:
+    # Speech, a 1.2 s pause, then a programme 10 LU louder from its first syllable: the gain
+    # change fits equally well anywhere in the pause; it is dated at the loud audio, not before.
+    x = at_lufs(speech_like(45.0, seed=4), -23.0)
+    start, end = 12.0, 32.0
+    x[:, round((start - 1.2) * RATE) : round(start * RATE)] = 0.0
+    x[:, round(start * RATE) : round((start + 0.3) * RATE)] = at_lufs(music(1.0, seed=9), -23.0)[
+        :, : round(0.3 * RATE)
+    ]
+    [finding] = closed(run(gain(x, start, end, 10.0)))
+    assert finding.key == "loud"
+    assert finding.start_s == pytest.approx(start, abs=0.1)
+
+
+def test_step_onset_places_a_step_up_after_a_pause_and_a_step_down_before_it() -> None:
+    levels = np.array([-23.0] * 10 + [-80.0] * 5 + [-13.0] * 10)
+    assert step_onset(levels, rising=True, gate=-50.0) == 15
+    assert step_onset(levels[::-1], rising=False, gate=-50.0) == 10
+
+
 def test_quiet_section_is_a_defect_too() -> None:
     start, end = 12.0, 30.55  # -8 dB: -31 LUFS, under -28 but not twice the tolerance
     [finding] = closed(run(gain(at_lufs(noise(40.0), -23.0), start, end, -8.0)))
@@ -290,6 +311,27 @@ def test_atsc_target_is_an_option() -> None:
     assert run(x, LoudnessOptions(target=-24.0, tolerance=2.0)) == []
     [finding] = closed(run(x, LoudnessOptions(target=-31.0, tolerance=2.0)))
     assert finding.key == "loud"
+
+
+def test_atsc_a85_profile_targets_minus_24_lkfs_with_a_minus_2_dbtp_ceiling() -> None:
+    a85 = LoudnessOptions.for_profile("atsc_a85")
+    assert (a85.target, a85.tolerance) == (-24.0, LoudnessOptions().tolerance)
+    assert ClippingOptions.for_profile("atsc_a85").tp_dbtp == -2.0
+    assert (LoudnessOptions.for_profile("ebu_r128"), ClippingOptions.for_profile("ebu_r128")) == (
+        LoudnessOptions(),
+        ClippingOptions(),
+    )
+    # -18.5 LUFS is within R128's -23 ± 5 but 5.5 LU over A/85's -24.
+    x = programme(30.0, lufs=-18.5)
+    assert run(x) == []
+    [finding] = closed(run(x, a85))
+    assert (finding.key, finding.metrics["target_lufs"]) == ("loud", -24.0)
+
+
+def test_profile_options_can_be_changed_and_unknown_profiles_are_refused() -> None:
+    assert LoudnessOptions.for_profile("atsc_a85", tolerance=2.0).tolerance == 2.0
+    with pytest.raises(ValueError, match="atsc_a85"):
+        LoudnessOptions.for_profile("arib")
 
 
 def test_digital_silence_gives_nothing() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tests.ffmpeg_media import decode, surround_5_1_ac3
 from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
 from worker.detectors.silence import (
     BATCH_HOPS,
@@ -48,11 +51,12 @@ def run(
     options: SilenceOptions | None = None,
     ctx: StreamContext | None = None,
     t0: float = 0.0,
+    names: tuple[str, ...] = (),
 ) -> list[Finding]:
     detector = SilenceDetector(options, ctx)
     findings: list[Finding] = []
     for i in range(0, signal.shape[1], BLOCK):
-        block = AudioBlock(t=t0 + i / RATE, samples=signal[:, i : i + BLOCK], rate=RATE)
+        block = AudioBlock(t=t0 + i / RATE, samples=signal[:, i : i + BLOCK], rate=RATE, channels=names)
         findings += detector.feed_audio(block)
     findings += detector.flush(t0 + signal.shape[1] / RATE)
     return findings
@@ -147,7 +151,8 @@ def test_open_finding_is_emitted_once_silence_lasts_min_duration() -> None:
 def test_one_silent_channel_reported_with_key() -> None:
     findings = run(silence_between(6.0, 1.0, 4.0, silent=(1,)))
     [silence] = closed(findings)
-    assert silence.key == "ch1"
+    assert silence.key == "FR"
+    assert silence.channels == ("FR",)
     assert silence.end_s is not None
     assert silence.start_s == pytest.approx(1.0, abs=BOUNDARY_S)
     assert silence.end_s == pytest.approx(4.0, abs=BOUNDARY_S)
@@ -160,7 +165,7 @@ def test_silent_centre_lfe_and_surrounds_of_a_5_1_stream_are_not_reported() -> N
 
 def test_dead_front_channel_of_a_5_1_stream_is_reported() -> None:
     [silence] = closed(run(silence_between(6.0, 1.0, 4.0, channels=6, silent=(0,))))
-    assert silence.key == "ch0"
+    assert silence.key == "FL"
     assert span(silence) == pytest.approx((1.0, 4.0), abs=BOUNDARY_S)
 
 
@@ -177,10 +182,10 @@ def test_dead_channel_outlasting_a_total_silence_is_reported_separately() -> Non
     signal[1, 1 * RATE : 9 * RATE] = 0.0  # right channel dead from 1 s to 9 s
     signal[0, 4 * RATE : 6 * RATE + RATE // 2] = 0.0  # both silent from 4 s to 6.5 s
     by_key = {f.key: f for f in closed(run(signal))}
-    assert set(by_key) == {"", "ch1"}
+    assert set(by_key) == {"", "FR"}
     assert by_key[""].start_s == pytest.approx(4.0, abs=BOUNDARY_S)
-    assert by_key["ch1"].start_s == pytest.approx(1.0, abs=BOUNDARY_S)
-    assert by_key["ch1"].end_s == pytest.approx(9.0, abs=BOUNDARY_S)
+    assert by_key["FR"].start_s == pytest.approx(1.0, abs=BOUNDARY_S)
+    assert by_key["FR"].end_s == pytest.approx(9.0, abs=BOUNDARY_S)
 
 
 def test_context_tracks_when_all_channels_fell_silent() -> None:
@@ -230,3 +235,59 @@ def test_timestamp_gap_reanchors_times() -> None:
     opened, closing = findings
     assert opened.end_s is None
     assert closing.start_s == pytest.approx(10.0, abs=BOUNDARY_S)
+
+
+SIDE_5_1 = ("FL", "FR", "FC", "LFE", "SL", "SR")  # what an AC-3 5.1 decoder names its channels
+
+
+def test_centre_channel_lost_in_5_1_is_one_defect_naming_it() -> None:
+    # Dialogue lost: the centre goes silent for 10 s while the rest of the programme plays on.
+    signal = silence_between(16.0, 3.0, 13.0, channels=6, silent=(2,))
+    [silence] = closed(run(signal, names=SIDE_5_1))
+    assert (silence.key, silence.channels) == ("FC", ("FC",))
+    assert span(silence) == pytest.approx((3.0, 13.0), abs=BOUNDARY_S)
+
+
+def test_centre_silent_for_less_than_other_d_is_not_reported() -> None:
+    signal = silence_between(10.0, 3.0, 3.0 + SilenceOptions().other_d - 0.5, channels=6, silent=(2,))
+    assert run(signal, names=SIDE_5_1) == []
+
+
+def test_silent_lfe_is_exempt() -> None:
+    assert run(silence_between(16.0, 3.0, 13.0, channels=6, silent=(3,)), names=SIDE_5_1) == []
+
+
+def test_surround_pair_lost_together_is_one_defect_naming_both() -> None:
+    [silence] = closed(run(silence_between(16.0, 3.0, 13.0, channels=6, silent=(4, 5)), names=SIDE_5_1))
+    assert (silence.key, silence.channels) == ("SL+SR", ("SL", "SR"))
+
+
+def test_channel_lost_during_another_loss_joins_its_defect() -> None:
+    signal = silence_between(20.0, 2.0, 12.0, channels=6, silent=(2,))
+    signal[4, 6 * RATE : 16 * RATE] = 0.0  # SL lost while FC still is, and for longer
+    [silence] = closed(run(signal, names=SIDE_5_1))
+    assert (silence.key, silence.channels) == ("FC", ("FC", "SL"))
+    assert span(silence) == pytest.approx((2.0, 16.0), abs=BOUNDARY_S)
+
+
+def test_programme_silent_but_for_the_lfe_is_an_all_channel_silence() -> None:
+    signal = silence_between(10.0, 2.0, 6.0, channels=6, silent=(0, 1, 2, 4, 5))
+    [silence] = closed(run(signal, names=SIDE_5_1))
+    assert silence.key == ""
+    assert silence.channels == ("FL", "FR", "FC", "SL", "SR")
+    assert span(silence) == pytest.approx((2.0, 6.0), abs=BOUNDARY_S)
+
+
+def test_unnamed_six_channels_are_taken_as_ffmpegs_5_1() -> None:
+    [silence] = closed(run(silence_between(16.0, 3.0, 13.0, channels=6, silent=(2,))))
+    assert silence.channels == ("FC",)
+    assert run(silence_between(16.0, 3.0, 13.0, channels=6, silent=(3,))) == []
+
+
+def test_centre_channel_lost_in_ffmpeg_encoded_ac3_5_1_is_reported(tmp_path: Path) -> None:
+    clip = tmp_path / "dialogue_lost.ac3"
+    surround_5_1_ac3(clip, 16.0, {"FC": (3.0, 13.0)})
+    [silence] = closed(decode(clip, SilenceDetector()))
+    assert (silence.key, silence.channels) == ("FC", ("FC",))
+    # AC-3's decoder delay (256 samples) moves both ends by 5 ms.
+    assert span(silence) == pytest.approx((3.0, 13.0), abs=BOUNDARY_S)

@@ -293,6 +293,8 @@ class AudioConverter:
         self._input: tuple[str, str, int] | None = None  # format, layout and rate of the input
         self._direct = False  # ... which is already the analysis format
         self._resampler: av.AudioResampler | None = None
+        # Layout names of the rows it outputs (FL, FR, FC, LFE...): what AudioBlock.channels carries.
+        self.names: tuple[str, ...] = ()
 
     def convert(self, frame: Any) -> Iterator[npt.NDArray[np.float32]]:
         source = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -305,6 +307,10 @@ class AudioConverter:
                 and (self._layout is None or frame.layout.name == self._layout)
             )
             self._resampler = None
+            if self._layout is None:
+                self.names = tuple(channel.name for channel in frame.layout.channels)
+            else:
+                self.names = tuple(channel.name for channel in av.AudioLayout(self._layout).channels)
         if self._direct:
             yield _planar(frame)
             return
@@ -330,7 +336,8 @@ class AudioBatcher:
     """Joins contiguous (channels, n) blocks into :class:`AudioBlock` s of at least ``min_samples``.
 
     A block that does not start where the pending ones end (beyond ``tolerance_s``), or has
-    another channel count, first releases what is pending: detectors see every discontinuity.
+    another channel count or layout, first releases what is pending: detectors see every
+    discontinuity.
     """
 
     def __init__(
@@ -345,17 +352,24 @@ class AudioBatcher:
         self._parts: list[npt.NDArray[np.float32]] = []
         self._t = 0.0  # media time of the first pending sample
         self._n = 0  # pending samples
+        self._channels: tuple[str, ...] = ()  # layout names of the pending samples' rows
 
-    def add(self, t: float, samples: npt.NDArray[np.float32]) -> list[AudioBlock]:
-        """Queue ``samples`` (starting at media time ``t``); returns the blocks now complete."""
+    def add(
+        self, t: float, samples: npt.NDArray[np.float32], channels: tuple[str, ...] = ()
+    ) -> list[AudioBlock]:
+        """Queue ``samples`` (starting at media time ``t``; rows named by ``channels``, the
+        layout's names, or FFmpeg's default for the count when empty); returns the blocks now
+        complete."""
         ready: list[AudioBlock] = []
         if self._parts and (
             abs(t - (self._t + self._n / self.rate)) > self.tolerance_s
             or samples.shape[0] != self._parts[0].shape[0]
+            or channels != self._channels
         ):
             ready.append(self._release())
         if not self._parts:
             self._t = t
+            self._channels = channels
         self._parts.append(samples)
         self._n += samples.shape[1]
         if self._n >= self.min_samples:
@@ -369,4 +383,4 @@ class AudioBatcher:
     def _release(self) -> AudioBlock:
         parts, self._parts, self._n = self._parts, [], 0
         samples = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        return AudioBlock(t=self._t, samples=samples, rate=self.rate)
+        return AudioBlock(t=self._t, samples=samples, rate=self.rate, channels=self._channels)

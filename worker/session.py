@@ -583,7 +583,7 @@ class StreamSession:
                     figures.frames_analysed += 1
                 elif converter is not None:
                     for samples in converter.convert(frame):
-                        for block in batcher.add(t, samples):
+                        for block in batcher.add(t, samples, converter.names):
                             self._feed_audio(block)
                         t += samples.shape[1] / ANALYSIS_RATE
                     ctx.last_audio_t = t

@@ -48,17 +48,50 @@ class VideoFrame:
     picture: Any = None
 
 
+# FFmpeg's default layout for each channel count (``av_channel_layout_default``), in its channel
+# order: the names a block carries when its source did not say (e.g. 6 channels are 5.1).
+DEFAULT_CHANNELS: dict[int, tuple[str, ...]] = {
+    1: ("FC",),
+    2: ("FL", "FR"),
+    3: ("FL", "FR", "LFE"),
+    4: ("FL", "FR", "FC", "BC"),
+    5: ("FL", "FR", "FC", "BL", "BR"),
+    6: ("FL", "FR", "FC", "LFE", "BL", "BR"),
+    7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"),
+    8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
+}
+
+
+def channel_names(count: int, names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Layout names (FL, FR, FC, LFE, SL, SR...) of ``count`` channels: ``names`` when they are
+    that many, else FFmpeg's default layout for the count, else ``ch0``, ``ch1``..."""
+    if len(names) == count:
+        return names
+    return DEFAULT_CHANNELS.get(count) or tuple(f"ch{c}" for c in range(count))
+
+
 @dataclass(frozen=True, slots=True)
 class AudioBlock:
-    """A block of decoded audio: (channels, samples) float32, nominal full scale ±1.0."""
+    """A block of decoded audio: (channels, samples) float32, nominal full scale ±1.0.
+
+    ``channels`` names each row by the layout's channel names in FFmpeg's order (``FL``, ``FR``,
+    ``FC``, ``LFE``, ``SL``, ``SR``...); empty when the feeder did not say (:attr:`names` then
+    gives FFmpeg's default layout for the count).
+    """
 
     t: float  # media seconds of the first sample
     samples: npt.NDArray[np.float32]
     rate: int  # Hz
+    channels: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float:
         return float(self.samples.shape[1]) / self.rate
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """One layout name per row of ``samples``."""
+        return channel_names(self.samples.shape[0], self.channels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +115,10 @@ class Finding:
     end_s: float | None
     severity: Severity
     metrics: dict[str, float] = field(default_factory=dict)
-    key: str = ""  # distinguishes parallel defects of one type, e.g. a channel: "ch1"
+    key: str = ""  # distinguishes parallel defects of one type, e.g. a channel: "FC"
+    # Layout names of the audio channels the defect is in (DESIGN.md §4: ``metrics.channels``);
+    # empty when it is not about particular channels.
+    channels: tuple[str, ...] = ()
 
 
 @dataclass

@@ -24,6 +24,16 @@ Two kinds of evidence make a picture *damaged*:
    (CRF 51: medians 1.35-1.7 on textured content, 2.2 on flat gradients), 8x8 block averaging
    to 3 and more. Concealment raises it only where it leaves blocky macroblocks, not smear.
 
+   A picture-only episode (no decoder evidence in it) must also be *strong and sustained*: blocky
+   almost everywhere, not only on average. Sharp-edged graphics over a smooth, upscaled gradient
+   (a lower third, a caption box) put a few very strong edges on the grid, and the mean over the
+   picture reads as blocking (measured from outside: 1.34 times the baseline, more than real
+   bitstream damage reads, 1.22, with no decoder evidence). So each 16-pixel period of the
+   picture gets its own ratio, and the median over the periods (:func:`grid_line_ratio`: 1.1
+   for a synthetic lower third over a gradient whose mean ratio is 5.1; 15.9 for 8x8 block
+   averaging) must stay above the same threshold for ``d`` without a break before a picture-only
+   episode becomes a defect. Decoder evidence needs none of this: it stays the main signal.
+
    Content can be blocky by itself (a grid-aligned overlay, a checkerboard, pixel art), so the
    smoothed ratio (median of the last 3 evaluations) must exceed both an absolute floor ``th`` and
    ``rise`` times the stream's own *baseline*, the median ratio of the last ``baseline`` seconds.
@@ -75,6 +85,7 @@ from worker.detectors.base import Detector, Finding, Severity, StreamContext, Vi
 PERIOD = 16  # pixels: the macroblock grid, which contains the 8x8 transform grid
 BLOCK_EDGES = (7, 15)  # difference positions mod 16 that cross an 8x8 block edge (7|8, 15|16)
 MACROBLOCK_EDGE = 15  # ... and the one that crosses a 16x16 macroblock edge
+_INSIDE = [k for k in range(16) if k not in BLOCK_EDGES]  # the 14 positions inside blocks
 EPS = 1.0  # luma codes added to both sides of the ratio: flat pictures score about 1, not noise
 SMOOTHING = 3  # evaluations in the running median that decides (rejects one-picture spikes)
 BASELINE_REFRESH_S = 1.0  # the baseline median (of up to 750 values) is recomputed at most this often
@@ -143,27 +154,29 @@ class BlockinessOptions:
                 raise ValueError(f"{name} must be in [1, 16], got {getattr(self, name)}")
 
 
-def edge_profile(luma: Luma, row_step: int = 8, band_step: int = 4) -> Profile:
-    """Mean absolute luma difference (codes) between neighbouring pixels, by grid position.
+def edge_periods(luma: Luma, row_step: int = 8, band_step: int = 4) -> tuple[Profile, Profile]:
+    """Mean absolute luma difference (codes) between neighbouring pixels, by grid position, in
+    every 16-pixel period of the picture.
 
-    Returns a (2, 16) float64 array: row 0 holds horizontal neighbours (columns c and c+1, on
-    every ``row_step``-th row) and row 1 vertical neighbours (rows r and r+1, every column, in
-    every ``band_step``-th 16-row band), averaged separately for each position ``c mod 16`` (``r mod 16``).
-    Position 7 crosses an 8x8 block edge, 15 a macroblock edge too. ``luma`` is (height, width)
-    uint8, possibly a row-strided view; only whole 16-pixel periods are used, and a picture
-    smaller than 17 pixels in a direction gives zeros there.
+    Returns ``(horizontal, vertical)``, each (periods, 16) float64: horizontal neighbours
+    (columns c and c+1, on every ``row_step``-th row) averaged down each 16-column period, and
+    vertical neighbours (rows r and r+1, every column) averaged across each sampled 16-row band
+    (every ``band_step``-th one). Position 7 crosses an 8x8 block edge, 15 a macroblock edge too.
+    ``luma`` is (height, width) uint8, possibly a row-strided view; only whole periods are used,
+    and a picture smaller than 17 pixels in a direction has no periods there.
     """
     if luma.strides[-1] != 1:
         luma = np.ascontiguousarray(luma)
-    profile = np.zeros((2, PERIOD), np.float64)
     height, width = luma.shape
+    horizontal: Profile = np.zeros((0, PERIOD), np.float64)
+    vertical: Profile = np.zeros((0, PERIOD), np.float64)
     if width > PERIOD:
         rows = luma[::row_step]
         # absdiff of uint8 is exact (|a - b| <= 255); OpenCV takes row-strided views as they are.
         diff = cv2.absdiff(rows[:, 1:], rows[:, :-1])
         sums = cv2.reduce(diff, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0]
         n = (width - 1) // PERIOD * PERIOD
-        profile[0] = sums[:n].reshape(-1, PERIOD).sum(axis=0) / (rows.shape[0] * (n // PERIOD))
+        horizontal = np.asarray(sums[:n].reshape(-1, PERIOD) / float(rows.shape[0]), np.float64)
     if height > PERIOD:
         # Every band_step-th band of 16 row pairs (rows 16 band_step k to 16 band_step k + 16),
         # as the horizontal differences take every row_step-th row. A band's 17 rows lie end to
@@ -183,8 +196,49 @@ def edge_profile(luma: Luma, row_step: int = 8, band_step: int = 4) -> Profile:
         cv2.absdiff(view[:, pitch:], view[:, :-pitch], dst=diff[:, : (PERIOD - 1) * pitch + width])
         pairs = diff.reshape(bands * PERIOD, pitch)[:, :width]  # padding columns left out
         sums = cv2.reduce(pairs, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
-        profile[1] = sums.reshape(bands, PERIOD).sum(axis=0) / (width * bands)
+        vertical = np.asarray(sums.reshape(bands, PERIOD) / float(width), np.float64)
+    return horizontal, vertical
+
+
+def profile_of(periods: tuple[Profile, Profile]) -> Profile:
+    """The (2, 16) :func:`edge_profile` of :func:`edge_periods` (each direction's mean period)."""
+    profile = np.zeros((2, PERIOD), np.float64)
+    for row, direction in enumerate(periods):
+        if direction.shape[0]:
+            profile[row] = direction.mean(axis=0)
     return profile
+
+
+def edge_profile(luma: Luma, row_step: int = 8, band_step: int = 4) -> Profile:
+    """Mean absolute luma difference (codes) between neighbouring pixels, by grid position.
+
+    Returns a (2, 16) float64 array: row 0 holds horizontal neighbours (columns c and c+1, on
+    every ``row_step``-th row) and row 1 vertical neighbours (rows r and r+1, every column, in
+    every ``band_step``-th 16-row band), averaged separately for each position ``c mod 16`` (``r mod 16``).
+    Position 7 crosses an 8x8 block edge, 15 a macroblock edge too. ``luma`` is (height, width)
+    uint8, possibly a row-strided view; only whole 16-pixel periods are used, and a picture
+    smaller than 17 pixels in a direction gives zeros there.
+    """
+    return profile_of(edge_periods(luma, row_step, band_step))
+
+
+def grid_line_ratio(periods: tuple[Profile, Profile], eps: float = EPS) -> float:
+    """The blockiness ratio of each 16-pixel period of :func:`edge_periods`, and its median over
+    the periods of both directions: how blocky the picture is *almost everywhere*.
+
+    Blocking from coarse quantisation or block averaging raises every period's ratio; content
+    edges that happen to lie on the grid (graphics, text, a lower third over a smooth gradient)
+    raise a few periods' ratios a lot, and with them :func:`blockiness_ratio`'s means, but not
+    this median (synthetic lower third over an upscaled gradient: mean ratio 5.1, this 1.1; 8x8
+    block averaging: 16.6 and 15.9).
+    """
+    horizontal, vertical = periods
+    both = np.concatenate((horizontal, vertical))
+    if both.shape[0] == 0:
+        return 1.0
+    inside = np.median(both[:, _INSIDE], axis=1)
+    edges = np.maximum(both[:, list(BLOCK_EDGES)].mean(axis=1), both[:, MACROBLOCK_EDGE])
+    return float(np.median((edges + eps) / (inside + eps)))
 
 
 def blockiness_ratio(profile: Profile, eps: float = EPS) -> float:
@@ -234,6 +288,10 @@ class BlockinessDetector(Detector):
         self._corrupt_frames = 0
         self._decode_errors = 0
         self._last_end: float | None = None  # end of the previous run: the next starts after it
+        # Strong evidence for a run without decoder evidence: grid_line_ratio's recent values,
+        # and since when their median has been over the threshold.
+        self._line_recent: deque[float] = deque(maxlen=SMOOTHING)
+        self._strong_since: float | None = None
 
     # ------------------------------------------------------------ feeding
 
@@ -261,8 +319,11 @@ class BlockinessDetector(Detector):
 
         self._pictures += 1
         if (self._pictures - 1) % self.options.step == 0:
-            ratio = blockiness_ratio(edge_profile(frame.luma, self.options.row_step, self.options.band_step))
+            periods = edge_periods(frame.luma, self.options.row_step, self.options.band_step)
+            ratio = blockiness_ratio(profile_of(periods))
             self._measure(t, ratio, clean=not frame.corrupt and self._evidence_t is None)
+            if self._start is not None and not self._decoder:
+                self._judge_alone(t, grid_line_ratio(periods))
             if self._start is not None:
                 self._peak = max(self._peak, self._ratio)
         return findings + self._advance(t)
@@ -318,13 +379,28 @@ class BlockinessDetector(Detector):
                 onset = min(ti for ti, r in self._recent if r > on)
                 self._begin(max(onset, self._last_end) if self._last_end is not None else onset)
 
+    def _judge_alone(self, t: float, line_ratio: float) -> None:
+        """Whether a run without decoder evidence is blocky almost everywhere (strong evidence):
+        the running median of :func:`grid_line_ratio` above the same threshold as the ratio."""
+        self._line_recent.append(line_ratio)
+        ratios = sorted(self._line_recent)
+        smoothed = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[0] + ratios[-1]) / 2
+        baseline = self._baseline if self._baseline is not None else 1.0
+        if smoothed > max(self.options.th, baseline * self.options.rise):
+            if self._strong_since is None:
+                # Strong from its first look: from the evaluation that began the run.
+                first = len(self._line_recent) == 1 and self._start is not None
+                self._strong_since = self._start if first and self._start is not None else t
+        elif self._strong_since is not None and not self._open:
+            self._strong_since = None  # not sustained: it must hold for d without a break
+
     def _advance(self, t: float) -> list[Finding]:
         """Extend, open or end the current run after the picture at ``t``."""
         if self._start is None:
             return []
         if self._evidence_t is not None or self._blocky:
             self._clean_since = None
-            if not self._open and t - self._start >= self.options.d:
+            if not self._open and self._strong_since is not None and t - self._strong_since >= self.options.d:
                 self._open = True
                 return [self._finding(None)]
             return []
@@ -342,6 +418,8 @@ class BlockinessDetector(Detector):
         self._decoder = False
         self._peak = self._ratio
         self._run_baseline = self._baseline
+        self._line_recent.clear()
+        self._strong_since = None
         self._corrupt_frames = 0
         self._decode_errors = 0
 
@@ -351,7 +429,8 @@ class BlockinessDetector(Detector):
             return []
         end = max(self._clean_since if self._clean_since is not None else t, self._start)
         findings: list[Finding] = []
-        if not self._open and end - self._start >= self.options.d:
+        strong = self._strong_since
+        if not self._open and strong is not None and end - strong >= self.options.d:
             # Long enough only once its end is known (an episode of exactly d): report it whole.
             self._open = True
             findings.append(self._finding(None))

@@ -27,7 +27,10 @@ Severity is ``warning``; ``critical`` once the windows flagged by ``clipped_rati
 distortion, not merely a true peak over the R128 ceiling) add up to ``critical_s``. A close
 finding carries the severity reached. Metrics: ``peak_dbfs`` (largest sample magnitude),
 ``true_peak_dbtp``, ``clipped_ratio`` (clipped samples / samples over the whole segment, gaps
-included, worst channel per window) and, on close, ``duration_s``.
+included, worst channel per window) and, on close, ``duration_s``. A segment is judged over all
+channels at once (one defect, key ``""``); ``Finding.channels`` names, by the block's layout
+(FL, FR, FC, LFE...), every channel that had a flagged window in it (DESIGN.md §4:
+``metrics.channels``).
 
 Cost. The ratio and sample peak are one pass over the samples. The 4x interpolation (48
 multiply-adds per sample and channel) is computed only for the intervals next to a sample at most
@@ -52,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
+from worker.detectors.loudness import loudness_profile
 
 FLOOR_DB = -150.0  # reported for digital zero instead of -inf
 TRUE_PEAK_GATE_DB = 6.0  # interpolate only around samples this close to a threshold, dB
@@ -128,12 +132,35 @@ class ClippingOptions:
         if not 0.0 <= self.gap_s <= 10.0:
             raise ValueError(f"gap_s must be in [0, 10] s, got {self.gap_s}")
 
+    @classmethod
+    def for_profile(cls, name: str, **changes: float) -> ClippingOptions:
+        """The options for loudness profile ``name`` (``ebu_r128``: -1 dBTP, ``atsc_a85``: -2
+        dBTP), with ``changes`` to any other option."""
+        return cls(**{"tp_dbtp": loudness_profile(name).true_peak_dbtp, **changes})
+
 
 def db(amplitude: float) -> float:
     """Magnitude (full scale 1.0) in dB (dBFS, or dBTP for a true peak), floored at FLOOR_DB."""
     if amplitude <= 0.0:
         return FLOOR_DB
     return max(20.0 * math.log10(amplitude), FLOOR_DB)
+
+
+def channel_window_levels(
+    samples: npt.NDArray[np.float32], window: int, level: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+    """Clipped ratio and sample peak of every whole window of ``window`` samples, per channel.
+
+    ``samples`` is (channels, n) float32, full scale ±1.0. Returns two (channels, n // window)
+    arrays: the fraction (0..1) of the window's samples with ``|x| >= level``, and the largest
+    ``|x|`` (full scale 1.0).
+    """
+    channels, n = samples.shape
+    windows = n // window
+    magnitude = np.abs(samples[:, : windows * window]).reshape(channels, windows, window)
+    clipped = np.count_nonzero(magnitude >= level, axis=2)
+    peak: npt.NDArray[np.float32] = magnitude.max(axis=2, initial=0.0)
+    return clipped / float(window), peak
 
 
 def window_levels(
@@ -145,12 +172,8 @@ def window_levels(
     fraction (0..1) of the window's samples with ``|x| >= level`` in its worst channel, and the
     largest ``|x|`` over all channels (full scale 1.0).
     """
-    channels, n = samples.shape
-    windows = n // window
-    magnitude = np.abs(samples[:, : windows * window]).reshape(channels, windows, window)
-    clipped = np.count_nonzero(magnitude >= level, axis=2).max(axis=0, initial=0)
-    peak: npt.NDArray[np.float32] = magnitude.max(axis=2, initial=0.0).max(axis=0, initial=0.0)
-    return clipped / float(window), peak
+    ratio, peak = channel_window_levels(samples, window, level)
+    return ratio.max(axis=0, initial=0.0), peak.max(axis=0, initial=0.0)
 
 
 def oversample_4x(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -175,14 +198,23 @@ def _halves(y: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.ND
 
 
 def true_peak_windows(x: npt.NDArray[np.float32], window: int, gate: float) -> npt.NDArray[np.float64]:
-    """Largest 4x-interpolated magnitude of every window, where it may reach ``gate``.
+    """Largest 4x-interpolated magnitude of every window over all channels: the maximum over
+    channels of :func:`channel_true_peak_windows`, (n // window,)."""
+    result: npt.NDArray[np.float64] = channel_true_peak_windows(x, window, gate).max(axis=0)
+    return result
+
+
+def channel_true_peak_windows(
+    x: npt.NDArray[np.float32], window: int, gate: float
+) -> npt.NDArray[np.float64]:
+    """Largest 4x-interpolated magnitude of every window and channel, where it may reach ``gate``.
 
     ``x`` is (channels, HISTORY + n + LOOKAHEAD), full scale 1.0: the n samples to measure with
     the neighbours their interpolation needs; n is a multiple of ``window``. Each interpolated
     value belongs to the window of its nearer sample, so that a window next to a clipped one is
     not flagged by the ramp between them. Intervals are interpolated only when one of their two
     ends has ``|x| >= gate``; elsewhere the result is 0 (combine it with the sample peak).
-    Returns (n // window,), the maximum over channels.
+    Returns (channels, n // window).
     """
     channels, total = x.shape
     n = total - HISTORY - LOOKAHEAD
@@ -201,7 +233,7 @@ def true_peak_windows(x: npt.NDArray[np.float32], window: int, gate: float) -> n
             early[rows, cols], late[rows, cols] = _halves(picked @ _TP_MATRIX)
     # Sample m's neighbourhood: the late half of the interval before it, the early half after it.
     around = np.maximum(late[:, :n], early[:, 1:])
-    result: npt.NDArray[np.float64] = around.reshape(channels, n // window, window).max(axis=(0, 2))
+    result: npt.NDArray[np.float64] = around.reshape(channels, n // window, window).max(axis=2)
     return result.astype(np.float64)
 
 
@@ -209,10 +241,11 @@ class _Segment:
     """A run of flagged windows, gaps of at most ``gap_s`` included."""
 
     __slots__ = (
-        "clipped_s", "flagged_s", "gap_clipped_s", "hard_s", "last_end", "open", "peak", "start", "tp",
+        "channels", "clipped_s", "flagged_s", "gap_clipped_s", "hard_s", "last_end", "open", "peak",
+        "start", "tp",
     )  # fmt: skip
 
-    def __init__(self, start: float) -> None:
+    def __init__(self, start: float, channels: int) -> None:
         self.start = start  # start of the first flagged window, s
         self.last_end = start  # end of the last flagged window, s
         self.flagged_s = 0.0  # time of flagged windows, s
@@ -222,6 +255,7 @@ class _Segment:
         self.peak = 0.0  # sample peak of the flagged windows, full scale 1.0
         self.tp = 0.0  # true peak of the flagged windows, full scale 1.0
         self.open = False  # an open finding has been emitted
+        self.channels = np.zeros(channels, np.bool_)  # channels with a flagged window in it
 
 
 class ClippingDetector(Detector):
@@ -237,6 +271,7 @@ class ClippingDetector(Detector):
         self._tp_limit = 10.0 ** (opts.tp_dbtp / 20.0) if math.isfinite(opts.tp_dbtp) else math.inf
         self._gate = min(opts.level, self._tp_limit) * 10.0 ** (-TRUE_PEAK_GATE_DB / 20.0)
         self._layout: tuple[int, int] | None = None  # (channels, rate) the state below is for
+        self._names: tuple[str, ...] = ()  # the layout's channel names
         self._window = 0  # samples per window
         self._window_s = 0.0  # exact window duration at this rate, s
         self._rate = 0
@@ -256,9 +291,12 @@ class ClippingDetector(Detector):
         if samples.ndim != 2 or samples.shape[1] == 0 or block.rate <= 0:
             return []
         findings: list[Finding] = []
-        if self._layout != (samples.shape[0], block.rate):
+        if self._layout != (samples.shape[0], block.rate) or (
+            block.channels and block.channels != self._names
+        ):
             findings += self._close()
             self._reset(samples.shape[0], block.rate)
+            self._names = block.names
         if self._next_t is None or abs(block.t - self._next_t) > self._window_s / 2:
             # A gap or overlap in the timestamps: a segment cannot extend across it, and the
             # window grid follows the stream's clock again.
@@ -332,20 +370,25 @@ class ClippingDetector(Detector):
         following the history, and advance the segment over them."""
         opts = self.options
         n = signal.shape[1] - LOOKAHEAD
-        ratio, peak = window_levels(signal[:, :n], window, opts.level)
+        channel_ratio, channel_peak = channel_window_levels(signal[:, :n], window, opts.level)
         x = np.concatenate((self._history, signal), axis=1)
         self._history = x[:, n : n + HISTORY].copy()  # the last HISTORY of the n
         if float(np.abs(x).max()) >= self._gate:
-            tp = np.maximum(true_peak_windows(x, window, self._gate), peak)
+            channel_tp = np.maximum(channel_true_peak_windows(x, window, self._gate), channel_peak)
         else:
-            tp = peak.astype(np.float64)  # nothing near a threshold: the sample peak will do
-        starts = self._anchor_t + (self._measured + window * np.arange(ratio.size)) / self._rate
+            channel_tp = channel_peak.astype(np.float64)  # nothing near a threshold: the sample peak will do
+        channel_flagged: npt.NDArray[np.bool_] = np.asarray(
+            (channel_ratio >= opts.ratio) | (channel_tp > self._tp_limit)
+        )
+        flagged = np.asarray(channel_flagged.any(axis=0))
+        starts = self._anchor_t + (self._measured + window * np.arange(flagged.size)) / self._rate
         self._measured += n
-        hard = ratio >= opts.ratio
-        flagged = hard | (tp > self._tp_limit)
         if self._segment is None and not flagged.any():
             return []  # the common case: clean audio, nothing running
-        return self._track(window / self._rate, starts, flagged, hard, ratio, peak, tp)
+        ratio = channel_ratio.max(axis=0)
+        hard = ratio >= opts.ratio
+        peak, tp = channel_peak.max(axis=0), channel_tp.max(axis=0)
+        return self._track(window / self._rate, starts, flagged, hard, ratio, peak, tp, channel_flagged)
 
     def _track(
         self,
@@ -356,8 +399,10 @@ class ClippingDetector(Detector):
         ratio: npt.NDArray[np.float64],
         peak: npt.NDArray[np.float32],
         tp: npt.NDArray[np.float64],
+        channel_flagged: npt.NDArray[np.bool_],
     ) -> list[Finding]:
-        """Advance the segment over consecutive windows of ``duration`` seconds starting at ``starts``."""
+        """Advance the segment over consecutive windows of ``duration`` seconds starting at
+        ``starts``; ``channel_flagged`` is (channels, windows), the rest (windows,)."""
         opts = self.options
         findings: list[Finding] = []
         for j, start in enumerate(starts.tolist()):
@@ -375,7 +420,8 @@ class ClippingDetector(Detector):
                 findings += self._close()
                 seg = None
             if seg is None:
-                seg = self._segment = _Segment(start)
+                seg = self._segment = _Segment(start, channel_flagged.shape[0])
+            seg.channels |= channel_flagged[:, j]
             seg.clipped_s += seg.gap_clipped_s + float(ratio[j]) * duration
             seg.gap_clipped_s = 0.0
             seg.last_end = end
@@ -418,4 +464,7 @@ class ClippingDetector(Detector):
             end_s=end_s,
             severity=Severity.CRITICAL if critical else Severity.WARNING,
             metrics=metrics,
+            channels=tuple(
+                name for name, hit in zip(self._names, seg.channels.tolist(), strict=False) if hit
+            ),
         )

@@ -6,14 +6,13 @@ Three reports count as an *error*, per stream kind (``"video"`` / ``"audio"``):
   gives ``InvalidDataError``; FFmpeg's H.264 decoder almost never raises, it conceals);
 * a corrupt packet (``PacketInfo.corrupt``: the demuxer saw e.g. an MPEG-TS continuity-counter
   gap, i.e. lost transport packets);
-* a corrupt picture (``VideoFrame.corrupt``: the decoder concealed errors in it);
-* missing pictures (``missing_frames``): in a steady frame rate (the last ``STEADY_FRAMES``
-  intervals between pictures within 10 % of their median), an interval of more than
-  ``GAP_FACTOR`` times the median and at most ``MAX_GAP_S``, followed by a normal one again.
-  That is what packet loss looks like where no transport layer reports it (frames missing from
-  an MP4 or an HLS segment: the decoder conceals the lost references silently). A change of
-  frame rate is not a loss (the next interval is not normal again); longer gaps are
-  ``timestamp_jump``'s.
+* a corrupt picture (``VideoFrame.corrupt``: the decoder concealed errors in it).
+
+Pictures missing from a steady frame rate with no such report (a timestamp step of two frame
+durations: an edit, a loop, an encoder's frame drop) are not a decoding error: ``stutter``
+counts them and reports them when they are visible. This detector publishes its count of video
+errors as ``StreamContext.extra["video_errors"]``, so that ``stutter`` leaves the pictures lost
+to them to this defect.
 
 Errors less than ``window`` seconds apart are one defect (keyed by kind). It opens at the first
 error, with no minimum duration (a decode error is an event), and closes once ``window`` seconds
@@ -39,8 +38,6 @@ that closes defects is the latest time seen in any feed; a step back of more tha
 
 from __future__ import annotations
 
-import statistics
-from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -55,11 +52,8 @@ from worker.detectors.base import (
 )
 
 DISCONTINUITY_S = 5.0  # the clock going back more than this (a timestamp reset) restarts it
-STEADY_FRAMES = 25  # intervals between pictures that establish the frame rate
-GAP_FACTOR = 1.75  # an interval this many times the usual one has lost pictures
-MAX_GAP_S = 1.0  # longer gaps are timestamp jumps (timestamp_jump's max_gap)
 
-Counter = Literal["decode_errors", "corrupt_packets", "corrupt_frames", "missing_frames"]
+Counter = Literal["decode_errors", "corrupt_packets", "corrupt_frames"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +90,10 @@ class _Defect:
     decode_errors: int = 0
     corrupt_packets: int = 0
     corrupt_frames: int = 0
-    missing_frames: int = 0
 
     @property
     def errors(self) -> int:
-        return self.decode_errors + self.corrupt_packets + self.corrupt_frames + self.missing_frames
+        return self.decode_errors + self.corrupt_packets + self.corrupt_frames
 
 
 class DecodeErrorDetector(Detector):
@@ -114,11 +107,7 @@ class DecodeErrorDetector(Detector):
         super().__init__(options, ctx)
         self._open: dict[str, _Defect] = {}  # kind → its open defect
         self._now: float | None = None  # the media clock: latest time seen in any feed
-        self._last_picture: float | None = None  # time of the previous decoded picture
-        self._intervals: deque[float] = deque(maxlen=STEADY_FRAMES)  # between pictures, s
-        self._gap: tuple[float, int] | None = None  # (time, pictures missing) awaiting a normal interval
-        self._video_errors = 0  # video errors other than missing pictures, ever
-        self._errors_then = 0  # the same, at the previous picture
+        self._video_errors = 0  # video errors, ever (StreamContext.extra["video_errors"])
 
     # ------------------------------------------------------------ feeding
 
@@ -129,7 +118,7 @@ class DecodeErrorDetector(Detector):
         return findings
 
     def feed_video(self, frame: VideoFrame) -> list[Finding]:
-        findings = self._tick(frame.t) + self._missing(frame.t)
+        findings = self._tick(frame.t)
         if frame.corrupt:
             return findings + self._error("video", frame.t, "corrupt_frames")
         self._clean("video", frame.t)
@@ -149,43 +138,6 @@ class DecodeErrorDetector(Detector):
             # Nothing clean came since the last error: the failure lasted to the end.
             end = defect.clean_since if defect.clean_since is not None else max(defect.last, t_end)
             findings.append(self._close(kind, end))
-        return findings
-
-    def _missing(self, t: float) -> list[Finding]:
-        """Follow the intervals between pictures; report a confirmed gap as missing pictures."""
-        last, self._last_picture = self._last_picture, t
-        # Pictures the decoder refused or the transport lost are already counted.
-        explained = self._video_errors != self._errors_then
-        self._errors_then = self._video_errors
-        if last is None:
-            return []
-        dt = t - last
-        if not 0.0 < dt <= MAX_GAP_S:
-            self._intervals.clear()  # a discontinuity: the rate is learnt afresh
-            self._gap = None
-            return []
-        steady = len(self._intervals) == STEADY_FRAMES
-        if steady and self._gap is None:
-            lo, hi = min(self._intervals), max(self._intervals)
-            if hi - lo <= 0.1 * lo and dt <= GAP_FACTOR * lo:
-                # The median lies in [lo, hi]: steady, and no gap whatever its value (the common
-                # case, decided without sorting the intervals).
-                self._intervals.append(dt)
-                return []
-        findings: list[Finding] = []
-        usual = statistics.median(self._intervals) if steady else 0.0
-        if steady and max(self._intervals) - min(self._intervals) > 0.1 * usual:
-            steady = False
-        if self._gap is not None:
-            at, lost = self._gap
-            self._gap = None
-            if steady and abs(dt - usual) <= 0.1 * usual:
-                findings += self._error("video", at, "missing_frames", lost)
-        if steady and dt > GAP_FACTOR * usual:
-            if not explained:
-                self._gap = (last + usual, round(dt / usual) - 1)
-            return findings  # the gap does not teach the rate
-        self._intervals.append(dt)
         return findings
 
     # ------------------------------------------------------------ state
@@ -208,8 +160,9 @@ class DecodeErrorDetector(Detector):
         at = t if t is not None else self._now
         if at is None:
             at = 0.0
-        if kind == "video" and counter != "missing_frames":
+        if kind == "video":
             self._video_errors += n
+            self.ctx.extra["video_errors"] = self._video_errors
         findings: list[Finding] = []
         defect = self._open.get(kind)
         if defect is not None and at < defect.start - self.options.window:
@@ -242,7 +195,6 @@ class DecodeErrorDetector(Detector):
             "decode_errors": float(defect.decode_errors),
             "corrupt_packets": float(defect.corrupt_packets),
             "corrupt_frames": float(defect.corrupt_frames),
-            "missing_frames": float(defect.missing_frames),
         }
         if end_s is not None:
             metrics["duration_s"] = end_s - defect.start

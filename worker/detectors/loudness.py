@@ -101,8 +101,31 @@ Power = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
+class LoudnessProfile:
+    """A loudness recommendation: the programme loudness it aims at and its true-peak ceiling."""
+
+    name: str
+    target_lufs: float  # LUFS (LKFS in ATSC's terms: the same BS.1770 measure)
+    true_peak_dbtp: float  # dBTP: the clipping detector's ``tp_dbtp``
+
+
+EBU_R128 = LoudnessProfile("ebu_r128", -23.0, -1.0)  # EBU R128 (2020) and Tech 3343
+ATSC_A85 = LoudnessProfile("atsc_a85", -24.0, -2.0)  # ATSC A/85:2013, section 5 and Annex J
+PROFILES = {profile.name: profile for profile in (EBU_R128, ATSC_A85)}
+
+
+def loudness_profile(name: str) -> LoudnessProfile:
+    """The profile called ``name`` (``ebu_r128`` or ``atsc_a85``); ValueError for any other."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown loudness profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class LoudnessOptions:
-    """Options of the ``loudness`` detector (EBU R128 by default; ATSC A/85 is target=-24).
+    """Options of the ``loudness`` detector (EBU R128 by default; :meth:`for_profile` gives
+    ATSC A/85's, target -24 LKFS, with ``ClippingOptions.for_profile`` for its -2 dBTP ceiling).
 
     ===========  =====  =======  ===============  ==============================================
     name         unit   default  range            meaning
@@ -135,6 +158,11 @@ class LoudnessOptions:
             raise ValueError(f"gap_s must be in [0, 10] s, got {self.gap_s}")
         if not ABSOLUTE_GATE_LUFS <= self.floor_lufs < self.target:
             raise ValueError(f"floor_lufs must be in [-70, target) LUFS, got {self.floor_lufs}")
+
+    @classmethod
+    def for_profile(cls, name: str, **changes: float) -> LoudnessOptions:
+        """The options for profile ``name`` (its target), with ``changes`` to any other option."""
+        return cls(**{"target": loudness_profile(name).target_lufs, **changes})
 
 
 # -- measurement -------------------------------------------------------------------------------
@@ -278,6 +306,11 @@ def step_onset(levels: Power, rising: bool, first: int = 1, gate: float = -math.
     and after index ``k`` (``first <= k < m``, ``first >= 1``), by least squares. Values under
     ``gate`` are left out of the fit (pauses, as BS.1770's gates leave out quiet blocks). Only
     steps in the given direction (up when ``rising``) are considered, unless there is none.
+
+    A step next to a pause fits equally well anywhere in the pause; the pause is taken as part
+    of the quieter side, so a step up is placed at the first value after the pause (a loud
+    programme that starts after a pause starts there, not where the pause began: measured on
+    speech-like audio, 1.4 s early otherwise) and a step down at the first value of the pause.
     """
     m = levels.size
     k = np.arange(max(1, first), m)
@@ -295,6 +328,8 @@ def step_onset(levels: Power, rising: bool, first: int = 1, gate: float = -math.
     right_way = both & (step > 0 if rising else step < 0)
     # The wrong way (or a side with nothing to fit) only if there is nothing else.
     sse = np.where(right_way, sse, sse + np.where(both, 1e12, 2e12))
+    if rising:
+        return int(k[k.size - 1 - np.argmin(sse[::-1])])  # the last of equal fits
     return int(k[np.argmin(sse)])
 
 
@@ -538,8 +573,11 @@ class LoudnessDetector(Detector):
         hop_s = self._hop / self._rate
         if not 2 <= k <= len(powers) - 2 or abs(starts[k] - starts[k - 1] - hop_s) > 1e-6:
             return starts[k]
-        old = statistics.median(powers[max(0, k - 1 - STEP_LEVEL_SUBBLOCKS) : k - 1])
         new = statistics.median(powers[k + 1 : k + 1 + STEP_LEVEL_SUBBLOCKS])
+        if new > 0.0 and lufs(powers[k - 1]) < lufs(new) - GATE_LU:
+            # Out of a pause: the new level begins inside sub-block k, after the pause's share.
+            return starts[k] + (1.0 - min(1.0, powers[k] / new)) * hop_s
+        old = statistics.median(powers[max(0, k - 1 - STEP_LEVEL_SUBBLOCKS) : k - 1])
         if not (old > 0.0 and new > 0.0) or abs(lufs(old) - lufs(new)) < STEP_MIN_LU:
             return starts[k]
         share = sum(min(1.0, max(0.0, (powers[j] - new) / (old - new))) for j in (k - 1, k))

@@ -14,14 +14,22 @@ stretch is silent when the RMS of every ``window_s`` window in it is below ``noi
   by up to ``window_s * 10 ** ((noise_db - neighbour_db) / 10)``;
 * a defect is a silence that lasts at least ``d``.
 
-Keys: when every channel is silent the defect has key ``""`` and the channels are not reported
-one by one. A channel is reported (key ``"ch0"``, ``"ch1"``...) when it stays silent for at least
-``d`` while another channel is not (a dead channel of a stereo pair). Its ``start_s`` / ``end_s``
-are those of the channel's whole silence, which may overlap an all-channel defect. With more than
-two channels only the front pair (the first two: FFmpeg orders every standard layout, 2.1 to
-7.1, from front left and right) is judged channel by channel: a centre, LFE or surround channel
-is silent for long stretches of normal programmes, and always in stereo carried as 5.1 (measured
-on a stereo clip re-encoded to AC-3 5.1: four channels silent from start to end).
+Channels. Each channel is named by the block's layout (``AudioBlock.names``: FL, FR, FC, LFE,
+SL, SR...), and every finding lists the channels it is about in ``Finding.channels`` (DESIGN.md
+§4: ``metrics.channels``). The channels in ``exempt`` (the LFE by default: a subwoofer feed is
+silent whenever the programme has no bass effects) are never judged, alone or with the others.
+
+* When every other channel is silent the defect has key ``""`` and names them all.
+* A channel silent while another is not is judged alone: the front pair (FL, FR; for unnamed
+  layouts the first two) after ``d``, any other channel after ``other_d`` (a centre or
+  surround channel carries less, and its loss - "dialogue lost" for the centre - is a defect
+  once it lasts). A channel beyond the front pair is judged only once it has been heard since
+  the layout began: stereo carried as 5.1 has a silent centre and surrounds from start to end
+  (measured on a stereo clip re-encoded to AC-3 5.1), and that is not a loss.
+* Channels lost while another channel is lost make *one* defect naming them all: its key is the
+  names of the channels that opened it, joined by ``+`` (``"FC"``, ``"SL+SR"``), its
+  ``start_s`` the start of the first channel's silence and its ``end_s`` the end of the last
+  one. These spans may overlap an all-channel defect.
 
 Times are media seconds, counted in samples from the block timestamps: ``AudioBlock.t`` is taken
 as the time of the block's first sample, and a block that does not continue the previous one
@@ -44,7 +52,8 @@ import numpy.typing as npt
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
 
 ALL_CHANNELS = ""  # key of a silence of every channel
-JUDGED_ALONE = 2  # channels judged one by one: the front pair
+FRONT = ("FL", "FR")  # the pair judged after ``d``; other channels after ``other_d``
+FRONT_INDEXES = 2  # ... or, for a layout without those names, its first two channels
 BATCH_HOPS = 10  # hops of audio gathered before they are analysed (100 ms by default)
 FLOOR_DBFS = -150.0  # reported for digital zero instead of -inf (float32 audio cannot go lower)
 
@@ -62,6 +71,9 @@ class SilenceOptions:
     window_s  s      0.4      [hop_s, 10]     RMS window: long enough to bridge the gaps of
                                               speech and music, so only energy counts
     hop_s     s      0.01     (0, window_s]   window step: the boundary resolution
+    other_d   s      5.0      [0, inf)        minimum duration of the silence of one channel
+                                              beyond the front pair (FC, SL, SR...), alone
+    exempt    names  ("LFE",)                 channels never judged, alone or with the others
     ========  =====  =======  ==============  ==================================================
     """
 
@@ -69,12 +81,14 @@ class SilenceOptions:
     d: float = 2.0
     window_s: float = 0.4
     hop_s: float = 0.01
+    other_d: float = 5.0
+    exempt: tuple[str, ...] = ("LFE",)
 
     def __post_init__(self) -> None:
         if not -150.0 <= self.noise_db <= 0.0:
             raise ValueError(f"noise_db must be in [-150, 0] dBFS, got {self.noise_db}")
-        if not self.d >= 0.0:
-            raise ValueError(f"d must be >= 0 s, got {self.d}")
+        if not (self.d >= 0.0 and self.other_d >= 0.0):
+            raise ValueError(f"d and other_d must be >= 0 s, got {self.d}, {self.other_d}")
         if not 0.0 < self.hop_s <= self.window_s <= 10.0:
             raise ValueError(f"need 0 < hop_s <= window_s <= 10 s, got {self.hop_s}, {self.window_s}")
 
@@ -126,6 +140,20 @@ class _Run:
         self.exclusive = 0  # consecutive windows in which this channel alone (not all) was silent
 
 
+class _Loss:
+    """Channels lost (silent alone) together: one defect naming them all."""
+
+    __slots__ = ("active", "end", "key", "max_rms", "members", "start")
+
+    def __init__(self, start: float, key: str) -> None:
+        self.start = start  # start of the first member's silence, s
+        self.end = start  # end of the last member's silence that ended, s
+        self.key = key
+        self.max_rms = 0.0  # loudest window RMS of its members (full scale 1.0)
+        self.members: set[int] = set()  # every channel that was part of it
+        self.active: set[int] = set()  # members still silent
+
+
 class SilenceDetector(Detector):
     """Reports silences (window RMS below ``noise_db``) of at least ``d`` (severity critical)."""
 
@@ -136,10 +164,11 @@ class SilenceDetector(Detector):
     def __init__(self, options: SilenceOptions | None = None, ctx: StreamContext | None = None) -> None:
         super().__init__(options, ctx)
         self._threshold = 10.0 ** (self.options.noise_db / 20.0)  # window RMS, full scale 1.0
-        self._layout: tuple[int, int] | None = None  # (channels, rate) the state below is for
+        # (channels, rate, names) the state below is for
+        self._layout: tuple[int, int, tuple[str, ...]] | None = None
+        self._names: tuple[str, ...] = ()
         self._hop = 0  # samples per hop
         self._hops_per_window = 0
-        self._exclusive_needed = 1  # windows of channel-only silence that make a channel defect
         self._hop_s = 0.0  # exact hop duration at this rate, s
         self._pending = np.zeros((0, 0), np.float32)  # samples not yet making up a whole hop
         self._pending_t = 0.0  # media time of the first pending sample, s
@@ -149,7 +178,13 @@ class SilenceDetector(Detector):
         self._history_t = np.zeros(0, np.float64)  # start times of those hops, s
         self._next_t: float | None = None  # media time of the sample expected next, s
         self._all: _Run | None = None
+        self._counted = np.zeros(0, np.bool_)  # channels judged together (all but the exempt)
+        self._alone: list[int] = []  # channels judged one by one
+        self._front = np.zeros(0, np.bool_)  # ... after d (the others after other_d)
+        self._heard = np.zeros(0, np.bool_)  # channels audible at some time since the layout began
+        self._needed: list[int] = []  # per channel: windows of channel-only silence making a loss
         self._channels: list[_Run | None] = []
+        self._loss: _Loss | None = None
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -159,10 +194,14 @@ class SilenceDetector(Detector):
             return []
         findings: list[Finding] = []
         channels = samples.shape[0]
-        if self._layout != (channels, block.rate):
+        if (
+            self._layout is None
+            or self._layout[:2] != (channels, block.rate)
+            or (block.channels and block.channels != self._layout[2])
+        ):
             findings += self._drain()
             findings += self._close_all(block.t)
-            self._reset(channels, block.rate)
+            self._reset(channels, block.rate, block.names)
         tolerance = self._hop_s / 2
         if self._next_t is None or abs(block.t - self._next_t) > tolerance:
             # A gap or overlap in the timestamps: keep the energies (the level does not jump) but
@@ -210,9 +249,19 @@ class SilenceDetector(Detector):
         win_start = all_starts[:windows]
         win_end = all_starts[keep:] + self._hop_s
         silent = rms < self._threshold
-        if not silent.any() and self._all is None and not any(self._channels):
-            return []  # the common case: sound everywhere, nothing running
-        return self._track(silent, rms, win_start, win_end)
+        # A channel heard anywhere in this batch counts as heard for all of it: a run it starts
+        # before that is ended by the sound within the batch, far short of a defect.
+        self._heard |= ~silent.all(axis=1)
+        everything = silent[self._counted].all(axis=0)
+        judged = self._front | self._heard
+        if (
+            not everything.any()
+            and not silent[self._alone][judged[self._alone]].any()
+            and self._all is None
+            and not any(self._channels)
+        ):
+            return []  # the common case: sound everywhere it is judged, nothing running
+        return self._track(silent, everything, judged, rms, win_start, win_end)
 
     def flush(self, t_end: float) -> list[Finding]:
         findings = self._drain()
@@ -223,16 +272,13 @@ class SilenceDetector(Detector):
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _reset(self, channels: int, rate: int) -> None:
+    def _reset(self, channels: int, rate: int, names: tuple[str, ...]) -> None:
         opts = self.options
-        self._layout = (channels, rate)
+        self._layout = (channels, rate, names)
+        self._names = names
         self._hop = max(1, round(opts.hop_s * rate))
         self._hop_s = self._hop / rate
         self._hops_per_window = max(1, round(opts.window_s / self._hop_s))
-        # A channel's exclusive stretch of k windows spans (k - 1) hops plus one window: the
-        # number of windows for that span to reach d.
-        window = self._hops_per_window * self._hop_s
-        self._exclusive_needed = max(1, math.ceil((opts.d - window) / self._hop_s - 1e-9) + 1)
         self._pending = np.zeros((channels, 0), np.float32)
         self._queue = []
         self._queued = 0
@@ -240,29 +286,49 @@ class SilenceDetector(Detector):
         self._history_t = np.zeros(0, np.float64)
         self._next_t = None
         self._all = None
+        self._loss = None
+        exempt = np.array([name in opts.exempt for name in names], np.bool_)
+        self._counted = ~exempt if not exempt.all() else np.ones(channels, np.bool_)
+        named_front = [name in FRONT for name in names]
+        self._front = np.array(
+            named_front if any(named_front) else [c < FRONT_INDEXES for c in range(channels)], np.bool_
+        )
+        self._heard = np.zeros(channels, np.bool_)
         # One channel is "all channels": only the "" key is used for mono.
-        self._channels = [None] * min(channels, JUDGED_ALONE) if channels > 1 else []
+        self._alone = [c for c in range(channels) if self._counted[c]] if self._counted.sum() > 1 else []
+        # A channel's exclusive stretch of k windows spans (k - 1) hops plus one window: the
+        # number of windows for that span to reach its minimum duration.
+        window = self._hops_per_window * self._hop_s
+        self._needed = [
+            max(1, math.ceil(((opts.d if front else opts.other_d) - window) / self._hop_s - 1e-9) + 1)
+            for front in self._front.tolist()
+        ]
+        self._channels = [None] * channels
 
     def _track(
         self,
         silent: npt.NDArray[np.bool_],
+        everything: npt.NDArray[np.bool_],
+        judged: npt.NDArray[np.bool_],
         rms: npt.NDArray[np.float64],
         win_start: npt.NDArray[np.float64],
         win_end: npt.NDArray[np.float64],
     ) -> list[Finding]:
-        """Advance every key's run over the windows of one block, in time order."""
+        """Advance every run over the windows of one batch, in time order."""
         findings: list[Finding] = []
         d = self.options.d
+        alone = [c for c in self._alone if judged[c]]
         silent_t = silent.T.tolist()
         rms_t = rms.T.tolist()
+        counted_rms = rms[self._counted].max(axis=0).tolist()
         for j, (start, end) in enumerate(zip(win_start.tolist(), win_end.tolist(), strict=True)):
             channel_silent: list[bool] = silent_t[j]
             channel_rms: list[float] = rms_t[j]
-            everything = all(channel_silent)
+            all_silent = bool(everything[j])
 
             run = self._all
-            if everything:
-                loudest = max(channel_rms)
+            if all_silent:
+                loudest = counted_rms[j]
                 if run is None:
                     run = self._all = _Run(start, end, loudest)
                     self.ctx.audio_silent_since = start
@@ -270,30 +336,60 @@ class SilenceDetector(Detector):
                 run.max_rms = max(run.max_rms, loudest)
                 if not run.open and end - run.start >= d:
                     run.open = True
-                    findings.append(self._finding(run, ALL_CHANNELS, None))
+                    findings.append(self._finding(run, ALL_CHANNELS, None, self._counted_names()))
             elif run is not None:
-                findings += self._end(run, ALL_CHANNELS)
+                findings += self._end(run)
                 self._all = None
                 self.ctx.audio_silent_since = None
 
-            for c, ch_run in enumerate(self._channels):
+            lost: list[int] = []
+            for c in alone:
+                ch_run = self._channels[c]
                 if channel_silent[c]:
                     if ch_run is None:
                         ch_run = self._channels[c] = _Run(start, end, channel_rms[c])
                     ch_run.end = end
                     ch_run.max_rms = max(ch_run.max_rms, channel_rms[c])
-                    ch_run.exclusive = 0 if everything else ch_run.exclusive + 1
-                    if not ch_run.open and ch_run.exclusive >= self._exclusive_needed:
-                        ch_run.open = True
-                        findings.append(self._finding(ch_run, f"ch{c}", None))
+                    ch_run.exclusive = 0 if all_silent else ch_run.exclusive + 1
+                    if not ch_run.open and ch_run.exclusive >= self._needed[c]:
+                        lost.append(c)
                 elif ch_run is not None:
-                    findings += self._end(ch_run, f"ch{c}")
-                    self._channels[c] = None
+                    findings += self._channel_ended(c, ch_run)
+            if lost:
+                findings += self._lose(lost)
         return findings
 
-    def _end(self, run: _Run, key: str) -> list[Finding]:
-        """Findings for a run that ended at ``run.end`` (nothing if it never became a defect)."""
-        return [self._finding(run, key, run.end)] if run.open else []
+    def _lose(self, lost: list[int]) -> list[Finding]:
+        """Channels ``lost`` have been silent alone long enough: they open a loss, or join the one open."""
+        runs = [run for c in lost if (run := self._channels[c]) is not None]
+        for run in runs:
+            run.open = True
+        loss = self._loss
+        opened = loss is None
+        if loss is None:
+            loss = self._loss = _Loss(min(run.start for run in runs), "+".join(self._names[c] for c in lost))
+        loss.members.update(lost)
+        loss.active.update(lost)
+        loss.max_rms = max(loss.max_rms, *(run.max_rms for run in runs))
+        return [self._loss_finding(loss, None)] if opened else []
+
+    def _channel_ended(self, c: int, run: _Run) -> list[Finding]:
+        """Channel ``c``'s silence ``run`` ended at ``run.end``."""
+        self._channels[c] = None
+        loss = self._loss
+        if not run.open or loss is None:
+            return []
+        loss.active.discard(c)
+        loss.end = max(loss.end, run.end)
+        loss.max_rms = max(loss.max_rms, run.max_rms)
+        if loss.active:
+            return []
+        self._loss = None
+        return [self._loss_finding(loss, loss.end)]
+
+    def _end(self, run: _Run) -> list[Finding]:
+        """Findings for an all-channel run that ended at ``run.end`` (nothing if it never became a defect)."""
+        return [self._finding(run, ALL_CHANNELS, run.end, self._counted_names())] if run.open else []
 
     def _close_all(self, t_end: float) -> list[Finding]:
         """End every run at ``t_end``; runs that are long enough by then are reported whole."""
@@ -303,25 +399,41 @@ class SilenceDetector(Detector):
             run = self._all
             run.end = max(t_end, run.start)
             if not run.open and run.end - run.start >= d:
-                findings.append(self._finding(run, ALL_CHANNELS, None))
+                findings.append(self._finding(run, ALL_CHANNELS, None, self._counted_names()))
                 run.open = True
-            findings += self._end(run, ALL_CHANNELS)
+            findings += self._end(run)
+        lost: list[int] = []
         for c, ch_run in enumerate(self._channels):
             if ch_run is None:
                 continue
             tail = max(t_end, ch_run.start) - ch_run.end
             span = (ch_run.exclusive - 1) * self._hop_s + self._hops_per_window * self._hop_s + tail
             ch_run.end = max(t_end, ch_run.start)
-            if not ch_run.open and ch_run.exclusive > 0 and span >= d:
-                findings.append(self._finding(ch_run, f"ch{c}", None))
-                ch_run.open = True
-            findings += self._end(ch_run, f"ch{c}")
+            minimum = self.options.d if self._front[c] else self.options.other_d
+            if not ch_run.open and ch_run.exclusive > 0 and span >= minimum:
+                lost.append(c)
+        if lost:
+            findings += self._lose(lost)
+        for c, ch_run in enumerate(self._channels):
+            if ch_run is not None:
+                findings += self._channel_ended(c, ch_run)
         self._all = None
+        self._loss = None
         self._channels = [None] * len(self._channels)
         self.ctx.audio_silent_since = None
         return findings
 
-    def _finding(self, run: _Run, key: str, end_s: float | None) -> Finding:
+    def _counted_names(self) -> tuple[str, ...]:
+        return tuple(
+            name for name, counted in zip(self._names, self._counted.tolist(), strict=True) if counted
+        )
+
+    def _loss_finding(self, loss: _Loss, end_s: float | None) -> Finding:
+        run = _Run(loss.start, loss.end, loss.max_rms)
+        names = tuple(self._names[c] for c in sorted(loss.members))
+        return self._finding(run, loss.key, end_s, names)
+
+    def _finding(self, run: _Run, key: str, end_s: float | None, channels: tuple[str, ...]) -> Finding:
         metrics = {"rms_dbfs": dbfs(run.max_rms)}
         if end_s is not None:
             metrics["duration_s"] = end_s - run.start
@@ -332,4 +444,5 @@ class SilenceDetector(Detector):
             severity=Severity.CRITICAL,
             metrics=metrics,
             key=key,
+            channels=channels,
         )
