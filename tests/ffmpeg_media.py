@@ -204,6 +204,8 @@ def decode(path: Path, *detectors: Detector) -> list[Finding]:
         batcher = AudioBatcher()
         last_t = 0.0
         for frame in container.decode(*selected):
+            if not isinstance(frame, av.VideoFrame | av.AudioFrame):
+                continue
             if frame.pts is None or frame.time_base is None:
                 continue
             t = float(frame.pts * frame.time_base) - origin
