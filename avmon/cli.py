@@ -20,9 +20,16 @@ from shared.models import Defect
 from shared.urlpolicy import to_url
 
 
+def _value(v: Any) -> str:
+    """A metric as a person reads it: numbers short, channel lists joined."""
+    if isinstance(v, float | int):
+        return f"{v:g}"
+    return "+".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
 def _describe(d: dict[str, Any]) -> str:
     end = "…" if d.get("end_s") is None else f"{d['end_s']:8.2f}"
-    metrics = " ".join(f"{k}={v:g}" for k, v in sorted((d.get("metrics") or {}).items()))
+    metrics = " ".join(f"{k}={_value(v)}" for k, v in sorted((d.get("metrics") or {}).items()))
     return f"{d['type']:<12} {d['start_s']:8.2f} → {end} s  {d['severity']:<8} {metrics}"
 
 

@@ -1123,7 +1123,8 @@ class Found:
     def of(cls, d: Defect) -> Found:
         prefix = f"{max(d.start_s, 0.0):013.3f}-{d.type.value}"
         key = d.defect_id[len(prefix) + 1 :] if d.defect_id.startswith(prefix + "-") else ""
-        return cls(d.type.value, d.start_s, d.end_s, key, d.severity, dict(d.metrics))
+        numbers = {k: float(v) for k, v in d.metrics.items() if isinstance(v, float | int)}
+        return cls(d.type.value, d.start_s, d.end_s, key, d.severity, numbers)
 
     def label(self) -> str:
         end = "open" if self.end_s is None else f"{self.end_s:.2f}"

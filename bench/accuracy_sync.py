@@ -190,6 +190,10 @@ def analyse(path: Path) -> tuple[AvSyncDetector, list[Defect]]:
     return detector, [r for r in records if r.type.value == "av_sync"]
 
 
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, float | int) else None
+
 def score(case: Case, detector: AvSyncDetector, records: list[Defect]) -> Result:
     windows = list(detector.content_windows)
     confident = [w for w in windows if w.offset_ms is not None]
@@ -208,8 +212,8 @@ def score(case: Case, detector: AvSyncDetector, records: list[Defect]) -> Result
         median_offset_ms=statistics.median(w.offset_ms or 0.0 for w in confident) if confident else None,
         reported_at_s=opens[0][0] if opens else None,
         defects=len(opens),
-        defect_offset_ms=final.metrics.get("offset_ms") if final else None,
-        defect_confidence=final.metrics.get("confidence") if final else None,
+        defect_offset_ms=_number(final.metrics.get("offset_ms")) if final else None,
+        defect_confidence=_number(final.metrics.get("confidence")) if final else None,
         ok=True,
     )
     problems = result.problems

@@ -150,7 +150,9 @@ class Defect(BaseModel):
     start_at: str
     end_at: str | None = None
     severity: str
-    metrics: dict[str, float] = Field(default_factory=dict)
+    # Numbers (black_ratio, offset_ms, lufs ...), plus a few named facts: `channels` (layout
+    # names, for silence/clipping), `method` (av_sync: marks, pts, content, track).
+    metrics: dict[str, float | str | list[str]] = Field(default_factory=dict)
     worker_id: str
     # Found while the worker itself could not keep up (CPU, or datagrams it read too late): it
     # may be the monitor's loss rather than the source's defect.

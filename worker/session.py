@@ -115,6 +115,15 @@ def is_finite(url: str, container: Any) -> bool:
     return scheme in ("", "file") or container.duration is not None
 
 
+def _metrics(finding: Finding) -> dict[str, float | str | list[str]]:
+    """A finding's numbers (rounded), channel names and labels as a defect's metrics."""
+    metrics: dict[str, float | str | list[str]] = {k: round(float(v), 4) for k, v in finding.metrics.items()}
+    if finding.channels:
+        metrics["channels"] = list(finding.channels)
+    metrics.update(finding.labels)
+    return metrics
+
+
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -194,7 +203,7 @@ class StreamSession:
             start_at=start_at,
             end_at=None if finding.end_s is None else _iso(self._wall_at(finding.end_s)),
             severity=finding.severity.value,
-            metrics={k: round(float(v), 4) for k, v in finding.metrics.items()},
+            metrics=_metrics(finding),
             worker_id=self.worker_id,
             monitor_overloaded=self.overloaded,
         )

@@ -1142,6 +1142,7 @@ class AvSyncDetector(Detector):
             severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
             metrics=metrics,
             key=CONTENT_KEY,
+            labels={"method": "marks"},
         )
 
     # -- programme content -----------------------------------------------------------------------
@@ -1249,6 +1250,7 @@ class AvSyncDetector(Detector):
             severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
             metrics=metrics,
             key=PROGRAMME_KEY,
+            labels={"method": "content"},
         )
 
     # -- timestamps ------------------------------------------------------------------------------
@@ -1304,4 +1306,5 @@ class AvSyncDetector(Detector):
             severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
             metrics=metrics,
             key=PTS_KEY,
+            labels={"method": "pts"},
         )

@@ -119,6 +119,9 @@ class Finding:
     # Layout names of the audio channels the defect is in (DESIGN.md §4: ``metrics.channels``);
     # empty when it is not about particular channels.
     channels: tuple[str, ...] = ()
+    # Named, non-numeric facts about the defect, published in its metrics beside the numbers
+    # (e.g. av_sync's ``method``: marks, pts, content, track).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
