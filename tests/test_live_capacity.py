@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -189,3 +190,28 @@ def test_a_worker_that_loses_cpu_hands_back_one_stream_at_a_time_and_keeps_the_r
     assert all(b - a >= 6.0 for a, b in itertools.pairwise(times)), times
     # Handed back, not re-taken: a shed stream waits for another worker.
     assert all(final[sid]["owner"] is None and final[sid]["status"] == "PENDING" for sid in lost_at), final
+
+
+def test_metrics_show_the_cost_the_capacity_and_the_transport_of_a_udp_stream(
+    router: Api, workers: WorkerFactory
+) -> None:
+    metrics_port = local.free_port()
+    workers("p1", AVMON_METRICS_PORT=str(metrics_port))
+    port = local.free_port()
+    sid = _submit_udp(router, port)
+    wait_for(lambda: _stream(router, sid)["owner"] == "p1", 20, what="p1 to take the stream")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    with LiveSource.start("udp", port=port, duration_s=25.0, width=320, height=180):
+        text = wait_for(
+            lambda: (t := scrape()) and "avmon_stream_cpu_cores{" in t and t, 30, what="a measured cost"
+        )
+    label = f'stream_id="{sid}"'
+    assert f'avmon_ts_packets_total{{{label}}}' in text
+    assert f'avmon_stream_dropped_datagrams_total{{worker_id="p1",{label}}} 0' in text
+    assert 'avmon_worker_cpu_target{worker_id="p1"} 0.75' in text
+    committed = float(text.split('avmon_worker_committed_cores{worker_id="p1"} ')[1].split()[0])
+    assert 0 < committed < 2

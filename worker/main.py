@@ -508,6 +508,7 @@ class Worker:
                     reconnecting=r.session.figures.status is StreamStatus.RECONNECTING,
                     cpu_cores=r.load.measured(self.admission.warmup_s),
                     dropped_datagrams=r.session.figures.dropped_datagrams,
+                    frames_dropped=int(r.session.ctx.extra.get("frames_dropped", 0)),
                 )
                 for sid, r in list(self.running.items())
             ],

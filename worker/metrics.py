@@ -28,6 +28,7 @@ class StreamSample:
     reconnecting: bool
     cpu_cores: float | None = None  # measured cost, once past its warm-up
     dropped_datagrams: int = 0
+    frames_dropped: int = 0  # pictures missing from the source's timeline (the stutter detector counts)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ def render(sample: WorkerSample) -> str:
             "counter",
             "UDP datagrams the kernel dropped before the worker read them (its own loss).",
             "dropped_datagrams",
+        ),
+        (
+            "avmon_stream_frames_dropped_total",
+            "counter",
+            "Pictures missing from the source's own timeline (a single one is counted, not alarmed).",
+            "frames_dropped",
         ),
     ]
     for name, kind, help_text, attr in per_stream:
