@@ -377,6 +377,28 @@ async def test_flapping_defect_gives_one_pair(receivers: Callable[..., Receiver]
     assert closed["defect"]["end_s"] == 15.0 and closed["defect"]["start_s"] == 10.0
 
 
+async def test_an_acknowledged_defect_sends_nothing_more(receivers: Callable[..., Receiver]) -> None:
+    rcv = receivers()
+    targets = Targets.from_settings(rcv.url)
+    async with notifier() as n:
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(n.run(stopping))
+        black, silence = mk(DefectType.BLACK, 10.0), mk(DefectType.SILENCE, 50.0)
+        n.submit(black, targets)
+        n.submit(silence, targets)
+        await wait_until(lambda: len(rcv.events()) == 2)
+        n.acknowledge(STREAM, {black.defect_id})  # an operator took the black one
+        n.submit(mk(DefectType.BLACK, 10.0, 20.0), targets)
+        n.submit(mk(DefectType.SILENCE, 50.0, 55.0), targets)
+        await wait_until(lambda: len(rcv.events()) == 3)
+        stopping.set()
+        await runner
+        assert await n.drain(2.0)
+    b, s = black.defect_id, silence.defect_id
+    assert rcv.events() == [(OPENED, b), (OPENED, s), (CLOSED, s)]
+    assert n.acknowledged == 1
+
+
 async def test_a_separate_occurrence_releases_the_held_close(receivers: Callable[..., Receiver]) -> None:
     rcv = receivers()
     targets = Targets.from_settings(rcv.url)

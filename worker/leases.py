@@ -28,6 +28,7 @@ class Lease:
     expires_at: float
     webhook_url: str | None = None
     timeline: Timeline | None = None  # where its last owner left the stream's timeline
+    acknowledged: frozenset[str] = frozenset()  # defect ids operators acknowledged (renewals say)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class LeaseTable:
         except aws.ConflictError:
             return Renewal.LOST
         lease.expires_at = now + self.period_s
+        lease.acknowledged = frozenset(store.acks_of(item))
         if item.get("desired") != Desired.RUNNING or int(item.get("generation", 0)) != lease.generation:
             return Renewal.STOPPED
         return Renewal.HELD

@@ -454,6 +454,8 @@ class Worker:
         elif result is Renewal.STOPPED:
             log.info("%s stopped by request", stream_id)
             running.stop.set()
+        if running.lease.acknowledged:
+            self.notifier.acknowledge(stream_id, running.lease.acknowledged)
 
     async def _load_loop(self) -> None:
         """Every LOAD_SAMPLE_S: sample the process's and each stream's CPU and lag, learn what a

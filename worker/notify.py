@@ -307,6 +307,7 @@ class _Chain:
     last_close: Defect | None = None  # the latest-ending close record of any member
     held_until: float | None = None  # monotonic deadline while the close is held
     released: bool = False
+    acknowledged: bool = False  # an operator took it: no more events for it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -404,6 +405,7 @@ class Notifier:
         self.clock = clock
         self._warned_unsigned = False  # said once, when a webhook is first due
         # Counters (for metrics).
+        self.acknowledged = 0  # episodes silenced by an acknowledgement
         self.events = 0
         self.delivered = 0
         self.failed = 0
@@ -554,7 +556,18 @@ class Notifier:
             record = record.model_copy(update={"end_s": last.end_s, "end_at": last.end_at})
         self._add_event(chain, CLOSED, record)
 
+    def acknowledge(self, stream_id: str, defect_ids: Iterable[str]) -> None:
+        """Operators acknowledged these defects (the API records who and when): their episodes
+        send nothing more, their close and any re-occurrence folded into them included."""
+        for defect_id in defect_ids:
+            chain = self._chain_of.get((stream_id, defect_id))
+            if chain is not None and not chain.acknowledged:
+                chain.acknowledged = True
+                self.acknowledged += 1
+
     def _add_event(self, chain: _Chain, event: str, defect: Defect) -> None:
+        if chain.acknowledged:
+            return
         self.events += 1
         incident = chain.incident
         key = (incident.stream_id, incident.incident_id, event)
