@@ -418,6 +418,83 @@ def search(start: int, seconds: float, warmup_s: float, step: int = 2) -> tuple[
     return best, runs
 
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+BEGIN, END = "<!-- live:begin (python -m bench.live --write) -->", "<!-- live:end -->"
+
+
+def full(offered: int = 24, seconds: float = 100.0, warmup_s: float = 50.0) -> str:
+    """The whole measurement as a Markdown section: the decode-only baseline on the same live
+    input, then ``offered`` streams on one worker with default settings (what it takes, holds,
+    costs), then a second worker joining (how soon every stream is owned)."""
+    import platform
+
+    baseline = decode_only_cores(8)
+    run = run_live(offered, seconds=seconds, warmup_s=warmup_s, second_worker_after_s=seconds)
+    print(describe(run), flush=True)
+    held_cost = run.cores_per_stream
+    load = os.getloadavg()
+    hour_task = 2 * 0.04048 + 4 * 0.004445  # a 2 vCPU / 4 GB Fargate task, us-east-1 list prices
+    rows = [
+        ("streams offered to one worker (720p25 H.264 3 Mb/s + AAC, CBR TS over UDP)", f"{run.offered}"),
+        ("taken and held at real time, default settings (no capacity set)", f"{run.owned_min}"),
+        ("... of those with lag ≤ 1 s and no defect throughout the window", f"{run.held}"),
+        ("worst lag of a held stream", f"{run.worst_lag_s:.2f} s"),
+        ("defects on the clean streams (marked monitor_overloaded)", f"{run.defects} ({run.defects_marked})"),
+        ("hand-overs during the window (a stream changing or losing its owner)", f"{run.handovers}"),
+        ("worker process CPU", f"{run.worker_cores:.2f} cores"),
+        ("worker cost per held stream", f"{held_cost:.3f} cores"),
+        ("decode only, the same live input (own UDP reader, one decoder thread)", f"{baseline:.3f} cores"),
+        ("worker cost ÷ decode only", f"{held_cost / baseline:.2f}×"),
+        (
+            "sender / whole machine during the window",
+            f"{run.sender_cores:.2f} / {run.machine_cores:.2f} cores",
+        ),
+        (
+            "a second worker started: every stream owned after",
+            "not within 60 s" if run.second_worker_s is None else f"{run.second_worker_s:.0f} s",
+        ),
+        (
+            "cost per stream-hour at this density (2 vCPU / 4 GB Fargate task)",
+            f"${hour_task / max(1, run.owned_min):.4f}",
+        ),
+    ]
+    lines = [
+        BEGIN,
+        "",
+        "## Live capacity through the real worker",
+        "",
+        f"`python -m bench.live --write`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores, load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
+        f"Python {platform.python_version()}. `avmon up --workers 1` (emulator, router, one `avmon worker`) "
+        f"with every setting at its default, {run.offered} live UDP streams submitted through the API, "
+        "replayed by one sender process paced by the clip's PCR (the clip: the ffmpeg CLI's libx264 "
+        "veryfast + AAC, testsrc2 under film grain, 2 s GOP). The window is the run's last "
+        f"{seconds - warmup_s:.0f} s of {seconds:.0f}; then a second `avmon worker` joins.",
+        "",
+        "| what | measured |",
+        "|---|---|",
+        *[f"| {a} | {b} |" for a, b in rows],
+        "",
+        "The worker takes streams by their measured cost up to 75 % of its cores "
+        "(`AVMON_CPU_TARGET`); what it has no room for waits, unowned, for another worker. The in-process "
+        "figure above (*Streams per worker*) runs sessions on files in one process, on the generator's "
+        "lighter clip: it is not what a deployment carries.",
+        "",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(section: str, path: Path = BENCHMARKS) -> None:
+    text = path.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.live", description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, help="one run with this many streams")
@@ -434,11 +511,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--second-worker", type=float, metavar="S", help="start a second worker S seconds in (overload runs)"
     )
+    parser.add_argument("--write", action="store_true", help="the whole measurement, into BENCHMARKS.md")
     parser.add_argument("--send", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.send is not None:
         send([int(p) for p in args.ports.split(",")], args.send, args.seconds)
+        return 0
+    if args.write:
+        section = full()
+        print(section)
+        write_section(section)
         return 0
     if args.baseline:
         print(
