@@ -93,12 +93,15 @@ def under_overlay_ts(
     ffmpeg("-filter_complex", graph, "-map", "[v]", *codec, "-pix_fmt", "yuv420p", "-f", "mpegts", str(path))
 
 
-def stereo_aac(path: Path, seconds: float, pan: str = "") -> None:
+def stereo_aac(path: Path, seconds: float, pan: str = "", collapse_at_s: float | None = None) -> None:
     """AAC stereo at 192 kbit/s: a partly shared chord (440 and 660 Hz left, 550 and 660 Hz right,
     the 660 Hz common and louder: correlation about 0.9, like centred dialogue), remixed by
-    FFmpeg's ``pan`` filter when given (``stereo|c0=c0|c1=-1*c1`` inverts the right channel)."""
+    FFmpeg's ``pan`` filter when given (``stereo|c0=c0|c1=-1*c1`` inverts the right channel);
+    from ``collapse_at_s`` on, the right channel carries the left (dual mono)."""
     left = "0.1*sin(2*PI*440*t)*(1+0.5*sin(2*PI*0.3*t))+0.3*sin(2*PI*660*t)"
     right = "0.1*sin(2*PI*550*t)*(1+0.5*sin(2*PI*0.2*t))+0.3*sin(2*PI*660*t)"
+    if collapse_at_s is not None:
+        right = f"if(lt(t,{collapse_at_s}),{right},{left})"
     chain = f"aevalsrc='{left}|{right}':s=48000:d={seconds}:c=stereo" + (f",pan={pan}" if pan else "")
     ffmpeg("-f", "lavfi", "-i", chain, "-c:a", "aac", "-b:a", "192k", str(path))
 

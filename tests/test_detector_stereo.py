@@ -133,8 +133,15 @@ def test_ffmpeg_encoded_aac_with_the_right_channel_inverted_is_found(tmp_path: P
     assert decode(clean, PhaseInversionDetector(), StereoCollapsedDetector()) == []
 
 
-def test_ffmpeg_encoded_dual_mono_aac_is_stereo_collapsed(tmp_path: Path) -> None:
+def test_ffmpeg_encoded_stereo_that_collapses_to_dual_mono_is_reported(tmp_path: Path) -> None:
+    clip = tmp_path / "collapses.m4a"
+    stereo_aac(clip, 18.0, collapse_at_s=4.0)
+    [finding] = closed(decode(clip, StereoCollapsedDetector()))
+    assert finding.start_s == pytest.approx(4.0, abs=0.5)
+    assert finding.metrics["side_mid_db"] < -40.0
+
+
+def test_ffmpeg_encoded_dual_mono_from_the_start_is_a_mono_programme_not_a_collapse(tmp_path: Path) -> None:
     clip = tmp_path / "dual_mono.m4a"
     stereo_aac(clip, 14.0, pan="stereo|c0=c0|c1=c0")
-    [finding] = closed(decode(clip, StereoCollapsedDetector()))
-    assert finding.metrics["side_mid_db"] < -40.0
+    assert decode(clip, StereoCollapsedDetector()) == []

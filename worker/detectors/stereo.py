@@ -54,6 +54,12 @@ CRITICAL_CORRELATION = -0.9  # phase inversion this complete makes the mono down
 _EPS = 1e-9
 
 
+# A window whose side signal is no more than this far under its mid is stereo: a stream that had
+# such windows and then collapses to dual mono is reported; one that never had any is mono by
+# production.
+STEREO_HEARD_DB = -25.0
+
+
 @dataclass(frozen=True, slots=True)
 class StereoOptions:
     """Options of the ``phase_inversion`` and ``stereo_collapsed`` detectors.
@@ -301,9 +307,16 @@ class PhaseInversionDetector(_FrontPairDetector):
 
 
 class StereoCollapsedDetector(_FrontPairDetector):
-    """Reports a front pair carrying one signal (dual mono) for at least ``collapsed_d``."""
+    """Reports a front pair that carried stereo and then one signal (dual mono) for at least
+    ``collapsed_d``. A programme dual mono from the start (a mono source, as much news and talk
+    is) is how it is produced, not a fault: it is never reported; stereo that collapses is (a
+    mixer or an encoder that fell back to mono)."""
 
     name: ClassVar[str] = "stereo_collapsed"
+
+    def __init__(self, options: StereoOptions | None = None, ctx: StreamContext | None = None) -> None:
+        super().__init__(options, ctx)
+        self._heard_stereo = False
 
     @property
     def _minimum_s(self) -> float:
@@ -313,4 +326,9 @@ class StereoCollapsedDetector(_FrontPairDetector):
         side = sums[0] + sums[1] - 2.0 * sums[2]
         mid = sums[0] + sums[1] + 2.0 * sums[2]
         flagged: npt.NDArray[np.bool_] = side <= 10.0 ** (self.options.collapsed_db / 10.0) * mid
-        return flagged
+        # Stereo heard: a window whose side is within STEREO_HEARD_DB of its mid.
+        stereo = (mid > 0.0) & (side >= 10.0 ** (STEREO_HEARD_DB / 10.0) * mid)
+        heard = np.logical_or.accumulate(stereo) | self._heard_stereo
+        if heard.size:
+            self._heard_stereo = bool(heard[-1])
+        return flagged & heard
