@@ -53,10 +53,11 @@ def ensure_clip(
     seconds: float = 150.0, width: int = 1280, height: int = 720, fps: int = 25, preset: str = "veryfast"
 ) -> Path:
     """A clean CBR MPEG-TS made by the ffmpeg CLI (cached): moving test pattern under film grain,
-    a tone over pink noise at about -23 LUFS, keyframes every 2 s, 4 Mb/s with null stuffing."""
+    a centred tone over stereo ambience (independent pink noise left and right) at about
+    -23 LUFS, keyframes every 2 s, 4 Mb/s with null stuffing."""
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = "" if preset == "veryfast" else f"-{preset}"
-    path = OUT / f"live-{width}x{height}p{fps}-{seconds:.0f}s{suffix}.ts"
+    path = OUT / f"live2-{width}x{height}p{fps}-{seconds:.0f}s{suffix}.ts"
     if path.exists():
         return path
     ffmpeg = shutil.which("ffmpeg")
@@ -67,8 +68,11 @@ def ensure_clip(
         ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps},noise=alls=12:allf=t",
         "-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000,volume=0.8",
-        "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.05:sample_rate=48000",
-        "-filter_complex", "[1:a][2:a]amix=inputs=2:normalize=0,aformat=channel_layouts=stereo[a]",
+        "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.05:sample_rate=48000:seed=1",
+        "-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.05:sample_rate=48000:seed=2",
+        "-filter_complex",
+        "[2:a][3:a]join=inputs=2:channel_layout=stereo[amb];"
+        "[1:a]aformat=channel_layouts=stereo[tone];[tone][amb]amix=inputs=2:normalize=0[a]",
         "-map", "0:v", "-map", "[a]", "-t", str(seconds),
         "-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-pix_fmt", "yuv420p",
         "-g", str(2 * fps), "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "1500k",
