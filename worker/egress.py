@@ -16,8 +16,9 @@ request, including redirects and nested playlists:
   ways; TLS runs end to end between FFmpeg and the origin.
 
 For each request the target host is resolved once, the resolved addresses are checked with the
-deployment's policy (metadata addresses always refused; loopback, private, link-local and reserved
-addresses refused unless the policy allows private hosts), and the proxy connects to exactly the
+deployment's policy (:func:`shared.urlpolicy.check_url`: metadata addresses always refused, in every
+form; internal addresses, CGNAT and special-purpose ranges included, refused unless the policy
+allows private hosts), and the proxy connects to exactly the
 address it checked, so a second DNS answer cannot swap in an internal address (DNS rebinding).
 A refusal is a ``403`` with the reason as the body (FFmpeg reports "403 Forbidden", the session
 records a lost signal) and a log line naming the URL without credentials or query.
@@ -58,7 +59,7 @@ from dataclasses import dataclass
 from typing import Self
 from urllib.parse import urlsplit
 
-from shared.urlpolicy import METADATA_HOSTS, HostUnresolvable, IpAddress, UrlRefused, check_url
+from shared.urlpolicy import METADATA_NAMES, HostUnresolvable, IpAddress, UrlRefused, check_url
 
 log = logging.getLogger("avmon.worker.egress")
 
@@ -296,7 +297,7 @@ class EgressProxy:
             literal = None
         if literal is not None:
             addresses = [str(literal)]
-        elif host in METADATA_HOSTS:
+        elif host.rstrip(".") in METADATA_NAMES:
             addresses = []  # check_url refuses the name itself: no DNS query for it
         else:
             try:
