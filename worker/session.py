@@ -209,6 +209,7 @@ class StreamSession:
                         open_timeout,
                         self.config.read_timeout_s,
                         allow_private=self.config.allow_private,
+                        stop=self.stop,
                     ) as container:
                         video, audio = select_streams(container, self.config.limits)
                         self.ctx.connection += 1
@@ -223,6 +224,8 @@ class StreamSession:
                     self.figures.reason = str(exc)
                     return Outcome.REFUSED, str(exc)
                 except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
+                    if self.stop.is_set():
+                        break  # DELETE or a lost lease cut the I/O short: no loss to report
                     refused = self._unreadable_kind(exc)
                     if refused is not None:
                         self.figures.reason = refused
