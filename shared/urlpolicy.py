@@ -10,7 +10,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Iterable[str]]
@@ -87,6 +87,14 @@ INTERNAL_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = t
         "ff00::/8",  # multicast
     )
 )
+# For these schemes FFmpeg reads options from the URL's query (``udp://@:5090?fifo_size=...``):
+# a user could size buffers (a 20 GB fifo failed with ENOMEM, retried for ever) or change what is
+# bound. Only the options a source needs to be named are accepted; anything else is refused.
+URL_OPTIONS_ALLOWED: dict[str, frozenset[str]] = {
+    "udp": frozenset({"localaddr", "sources", "block", "reuse"}),  # multicast interface, SSM
+    "rtp": frozenset({"localaddr", "sources", "block"}),
+    "srt": frozenset({"streamid", "passphrase", "pbkeylen", "latency"}),
+}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
 
@@ -184,6 +192,14 @@ def check_url(
         if not Path(parts.path).is_absolute():
             raise UrlRefused("file URLs must name an absolute path")
         return
+    allowed = URL_OPTIONS_ALLOWED.get(scheme)
+    if allowed is not None and parts.query:
+        names = sorted({name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} - allowed)
+        if names or "&&" in parts.query:
+            raise UrlRefused(
+                f"FFmpeg option(s) {', '.join(names) or '?'} in a {scheme}:// URL are not accepted here "
+                f"(accepted: {', '.join(sorted(allowed))})"
+            )
     host = parts.hostname
     if scheme == "udp" and (host is None or host in ("", "0.0.0.0", "::")):
         return  # listen on all interfaces for an incoming TS: nothing is fetched

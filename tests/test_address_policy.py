@@ -195,3 +195,28 @@ def test_the_egress_proxy_refuses_every_metadata_form_where_private_hosts_are_al
 def test_the_egress_proxy_refuses_every_internal_form_by_default(strict_proxy: EgressProxy, url: str) -> None:
     answer = _ask(strict_proxy, url)
     assert answer.startswith(b"HTTP/1.1 403 ") and b"internal" in answer
+
+
+# ------------------------------------------------------------ FFmpeg options in a URL's query
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "udp://@:5090?fifo_size=20000000",
+        "udp://239.1.1.1:5000?buffer_size=999999999",
+        "srt://host:9000?mode=listener",
+    ],
+)
+def test_ffmpeg_options_in_a_url_query_are_refused_by_the_worker(url: str) -> None:
+    outcome, reason = _worker_outcome(url, allow_private=True)
+    assert outcome is Outcome.REFUSED and reason is not None and "not accepted" in reason
+
+
+def test_ffmpeg_options_in_a_url_query_are_refused_by_the_router(router: Api) -> None:
+    status, body = router.call("POST", "/streams", {"url": "udp://@:5090?fifo_size=20000000"})
+    assert status == 422 and "fifo_size" in body["detail"]
+
+
+def test_a_multicast_interface_in_the_query_is_accepted() -> None:
+    check_url("udp://239.1.1.1:5000?localaddr=10.0.0.5", schemes=SCHEMES, allow_private=False)
