@@ -181,6 +181,10 @@ class _Handler(BaseHTTPRequestHandler):
             # The headers were cut short by the deadline: what arrived is not the whole head.
             self._timed_out("the request head took too long")
             return False
+        if ok and (self.request_version == "HTTP/0.9" or not self.path.startswith("/")):
+            # "GET path" alone is HTTP/0.9, whose answers have no status line or headers.
+            self._error(400, "bad request line", "expected 'METHOD /path HTTP/1.1'")
+            return False
         if ok and (self.headers.defects or any("\n" in v for v in self.headers.values())):
             # A line without a colon, or obsolete line folding (RFC 9112 §5.2): refuse the request
             # rather than guess where its headers end.
