@@ -49,6 +49,9 @@ from worker.media import (
 )
 
 log = logging.getLogger("avmon.worker.session")
+# A file or HTTP source that FFmpeg has never once read as media (empty, truncated, text, an
+# HTML error page) is refused after this many opens, not retried for ever.
+NOT_MEDIA_TRIES = 3
 
 
 class UnreadableSource(OSError):
@@ -133,6 +136,7 @@ class StreamSession:
         self._got_data = False
         self._origin: float | None = None  # source seconds at media time ``_offset``
         self._connected_before = False
+        self._not_media = 0  # opens that failed as "not media" before any succeeded
 
     # ------------------------------------------------------------ records
 
@@ -228,6 +232,7 @@ class StreamSession:
                         break  # DELETE or a lost lease cut the I/O short: no loss to report
                     refused = self._unreadable_kind(exc)
                     if refused is not None:
+                        self._close_loss()
                         self.figures.reason = refused
                         return Outcome.REFUSED, refused
                     # IndexError: PyAV's stream list can fall out of step when a damaged
@@ -254,6 +259,14 @@ class StreamSession:
     def _unreadable_kind(self, exc: Exception) -> str | None:
         """Why no retry can read this source with this build of FFmpeg, if that is why it failed."""
         url = self.config.url
+        if (
+            isinstance(exc, av.error.InvalidDataError)
+            and not self._connected_before
+            and (urlsplit(url).scheme or "file").lower() in ("file", "http", "https")
+        ):
+            self._not_media += 1
+            if self._not_media >= NOT_MEDIA_TRIES:
+                return f"the source is not media FFmpeg can read ({NOT_MEDIA_TRIES} tries): {exc}"[:300]
         if isinstance(exc, av.error.ProtocolNotFoundError) and exc.filename == url:
             # The URL's own scheme (not a nested one's): this build lacks it.
             scheme = urlsplit(url).scheme or "file"
