@@ -233,11 +233,11 @@ class Emulator:
 
 
 def start_emulator(host: str = "127.0.0.1", port: int = 4566, timeout_s: float = 30.0) -> Emulator:
-    """Start moto's server in its own process and wait until it answers."""
+    """Start moto's server (:func:`serve_emulator`) in its own process and wait until it answers."""
     if _port_open(host, port):
         raise RuntimeError(f"{host}:{port} is already in use: is another avmon stack or LocalStack running?")
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        [sys.executable, "-m", "infra.local", "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
@@ -264,3 +264,33 @@ def running_emulator(host: str = "127.0.0.1", port: int = 4566) -> Iterator[Emul
         yield emulator
     finally:
         emulator.stop()
+
+
+def serve_emulator(argv: list[str]) -> None:
+    """moto's server (``python -m moto.server`` arguments), with DynamoDB requests serialised.
+
+    moto 5's ``transact_write_items`` deep-copies every table a transaction touches and, when a
+    condition fails, puts the copies back: every write another request thread made to those
+    tables in between is lost. A worker's fenced defect write (a transaction with a condition on
+    the streams table) failing while the router created a stream made that stream vanish (201,
+    then 404: 2 of 115 streams under churn). One lock around each DynamoDB request closes the
+    window; DynamoDB calls on the emulator take a few ms, and SQS requests do not wait for it.
+    """
+    import threading
+
+    from moto import server
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.Lock()
+    unlocked = DynamoHandler.call_action
+
+    def call_action(self: DynamoHandler) -> Any:
+        with lock:
+            return unlocked(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    server.main(argv)
+
+
+if __name__ == "__main__":
+    serve_emulator(sys.argv[1:])

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import pydantic
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
@@ -80,8 +82,15 @@ def send_assignment(d: Deps, stream_id: str, generation: int) -> None:
 app = LambdaFunctionUrlResolver()
 
 
+# Every JSON answer: never sniffed as HTML by a browser, never kept by a cache (streams carry
+# their owners' URLs, and lease and status figures that go stale in seconds).
+JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
 def _json(status: int, body: Any) -> Response[str]:
-    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+    return Response(
+        status_code=status, content_type="application/json", body=json.dumps(body), headers=dict(JSON_HEADERS)
+    )
 
 
 def _error(status: int, error: str, detail: Any = None) -> Response[str]:
@@ -115,7 +124,10 @@ def _not_found(exc: RouteNotFound) -> Response[str]:
 
 
 def _body() -> Any:
-    raw = app.current_event.decoded_body or ""
+    try:
+        raw = app.current_event.decoded_body or ""
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "the body is not valid UTF-8 JSON") from None
     if len(raw.encode()) > MAX_BODY_BYTES:
         raise ApiError(413, "request body too large", {"max_bytes": MAX_BODY_BYTES})
     return raw
@@ -128,7 +140,16 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _page_args(max_size: int, default: int = DEFAULT_PAGE) -> tuple[int, store.Item | None]:
+def _page_args(
+    max_size: int,
+    default: int = DEFAULT_PAGE,
+    *,
+    keys: tuple[str, ...] = ("stream_id",),
+    stream_id: str | None = None,
+) -> tuple[int, store.Item | None]:
+    """``limit`` and the ``next_token`` as an ExclusiveStartKey of the table whose key attributes
+    are ``keys`` (of the partition ``stream_id``, for a Query): a token of another table, another
+    stream or another shape is a 400 here, not an error from the store."""
     q = app.current_event.query_string_parameters or {}
     try:
         limit = int(q.get("limit", default))
@@ -137,10 +158,45 @@ def _page_args(max_size: int, default: int = DEFAULT_PAGE) -> tuple[int, store.I
     if not 1 <= limit <= max_size:
         raise ApiError(400, f"limit must be between 1 and {max_size}")
     token = q.get("next_token")
+    if not token:
+        return limit, None
     try:
-        return limit, store.decode_page_token(token) if token else None
+        start = store.decode_page_token(token)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    fields = {k: v["S"] for k, v in start.items()}
+    if (
+        set(fields) != set(keys)
+        or not is_stream_id(fields["stream_id"])
+        or (stream_id is not None and fields["stream_id"] != stream_id)
+        or ("defect_id" in fields and not DEFECT_ID.match(fields["defect_id"]))
+        or any(len(v) > 512 for v in fields.values())
+    ):
+        raise ApiError(400, "next_token is not valid for this listing")
+    return limit, start
+
+
+def _webhook_shown(url: str | None) -> str | None:
+    """A stream's ``webhook_url`` as the API shows it: scheme and host only. User info holds
+    credentials, and the path or query of many webhook services holds the secret itself."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}"
+
+
+def _shown(stream: Any) -> dict[str, Any]:
+    """A :class:`shared.models.Stream` as the API answers it."""
+    body: dict[str, Any] = stream.model_dump(mode="json")
+    body["webhook_url"] = _webhook_shown(body.get("webhook_url"))
+    return body
 
 
 def _stream_item(d: Deps, stream_id: str) -> dict[str, Any]:
@@ -156,7 +212,8 @@ def _stream_item(d: Deps, stream_id: str) -> dict[str, Any]:
 def create_stream() -> Response[str]:
     d = deps()
     try:
-        spec = StreamSpec.model_validate_json(_body() or "null")
+        # Strict: "realtime": "yes" (or 1) is a 422, not true.
+        spec = StreamSpec.model_validate_json(_body() or "null", strict=True)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ApiError(400, "the body is not valid JSON") from None
@@ -201,10 +258,10 @@ def create_stream() -> Response[str]:
         existing = _stream_item(d, stream_id)
         if existing.get("url") != spec.url:
             raise ApiError(409, "client_token already used for another url") from None
-        return _json(200, store.stream_from_item(existing, now).model_dump(mode="json"))
+        return _json(200, _shown(store.stream_from_item(existing, now)))
     send_assignment(d, stream_id, 1)
     item = store.unmarshal(request["Item"])
-    return _json(201, store.stream_from_item(item, now).model_dump(mode="json"))
+    return _json(201, _shown(store.stream_from_item(item, now)))
 
 
 @app.get("/streams")
@@ -213,7 +270,7 @@ def list_streams() -> Response[str]:
     limit, start = _page_args(d.settings.max_page_size)
     page = call(d.ddb.scan, **store.scan_streams(d.tables, limit=limit, start_key=start))
     now = time.time()
-    streams = [store.stream_from_item(store.unmarshal(i), now).model_dump(mode="json") for i in page["Items"]]
+    streams = [_shown(store.stream_from_item(store.unmarshal(i), now)) for i in page["Items"]]
     streams.sort(key=lambda s: s["created_at"])
     return _json(
         200, {"streams": streams, "next_token": store.encode_page_token(page.get("LastEvaluatedKey"))}
@@ -223,7 +280,7 @@ def list_streams() -> Response[str]:
 @app.get("/streams/<stream_id>")
 def get_stream(stream_id: str) -> Response[str]:
     d = deps()
-    return _json(200, store.stream_from_item(_stream_item(d, stream_id), time.time()).model_dump(mode="json"))
+    return _json(200, _shown(store.stream_from_item(_stream_item(d, stream_id), time.time())))
 
 
 @app.delete("/streams/<stream_id>")
@@ -232,7 +289,7 @@ def delete_stream(stream_id: str) -> Response[str]:
     _stream_item(d, stream_id)
     got = call(d.ddb.update_item, **store.stop_stream(d.tables, stream_id, time.time()))
     stream = store.stream_from_item(store.unmarshal(got["Attributes"]), time.time())
-    return _json(200, stream.model_dump(mode="json"))
+    return _json(200, _shown(stream))
 
 
 def _since() -> tuple[float | None, str | None]:
@@ -240,9 +297,13 @@ def _since() -> tuple[float | None, str | None]:
     if not since:
         return None, None
     try:
-        return float(since), None
+        seconds = float(since)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ApiError(400, "since must be a finite number of media seconds")
+        return seconds, None
     try:
         parsed = datetime.fromisoformat(since.replace("Z", "+00:00"))
     except ValueError:
@@ -267,7 +328,7 @@ def _defect_record(stream_id: str, raw: store.Item) -> dict[str, Any]:
 def list_defects(stream_id: str) -> Response[str]:
     d = deps()
     acks = store.acks_of(_stream_item(d, stream_id))
-    limit, start = _page_args(d.settings.max_page_size)
+    limit, start = _page_args(d.settings.max_page_size, keys=("stream_id", "defect_id"), stream_id=stream_id)
     defect_type = (app.current_event.query_string_parameters or {}).get("type")
     if defect_type is not None and defect_type not in set(DefectType):
         raise ApiError(400, f"unknown defect type {defect_type!r}", sorted(DefectType))
@@ -373,7 +434,9 @@ def list_deliveries(stream_id: str) -> Response[str]:
     """The delivery log: every notification attempt for the stream, newest first."""
     d = deps()
     _stream_item(d, stream_id)
-    limit, start = _page_args(d.settings.max_page_size)
+    limit, start = _page_args(
+        d.settings.max_page_size, keys=("stream_id", "delivery_key"), stream_id=stream_id
+    )
     request = store.query_deliveries(d.tables, stream_id, now=time.time(), limit=limit, start_key=start)
     page = call(d.ddb.query, **request)
     deliveries = []

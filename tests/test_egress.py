@@ -290,24 +290,27 @@ def test_redirect_to_an_internal_host_is_not_followed(
     assert packets == _packets_in(hls_dir / "live0.ts") + _packets_in(hls_dir / "live2.ts")
 
 
-def test_file_segment_in_a_playlist_is_not_read(
+def test_a_playlist_with_a_file_segment_is_refused_whole(
     hls_dir: Path, servers: Callable[..., MediaServer], proxies: Callable[..., EgressProxy]
 ) -> None:
-    # A real media file, so that only the protocol whitelist (no `file`) stands in the way.
+    # A real media file, so that only the policy stands in the way: the proxy reads every
+    # playlist before FFmpeg does and refuses one naming any protocol but http(s).
     origin = servers()
     name = _playlist(hls_dir, "file.m3u8", live1_ts=(hls_dir / "live1.ts").as_uri())
-    packets = _demux(f"{origin.base}/{name}", proxies(allow_private=True))
-    assert packets == _packets_in(hls_dir / "live0.ts") + _packets_in(hls_dir / "live2.ts")
+    proxy = proxies(allow_private=True)
+    with pytest.raises(av.error.HTTPForbiddenError):
+        _demux(f"{origin.base}/{name}", proxy)
+    assert proxy.refused == 1
 
 
 def test_etc_passwd_segment_fails_the_open_cleanly(
     hls_dir: Path, servers: Callable[..., MediaServer], proxies: Callable[..., EgressProxy]
 ) -> None:
-    # FFmpeg's HLS demuxer already refuses a segment without a media extension; the whitelist
-    # would refuse `file` anyway. Either way: an error, no data, no crash.
+    # Refused by the proxy's playlist check (and FFmpeg's demuxer and whitelist would refuse it
+    # too): an error, no data, no crash.
     origin = servers()
     name = _playlist(hls_dir, "passwd.m3u8", live1_ts="file:///etc/passwd")
-    with pytest.raises(av.error.InvalidDataError):
+    with pytest.raises(av.error.HTTPForbiddenError):
         _demux(f"{origin.base}/{name}", proxies(allow_private=True))
 
 

@@ -102,21 +102,40 @@ def test_truncated_file_is_analysed_up_to_the_cut(clip: Path, tmp_path: Path) ->
     assert {d.type for d in closed if d.start_s >= 2.5} <= {"decode_error", "blockiness"}
 
 
-def test_random_bytes_are_a_reported_condition_not_a_crash(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.ts"
-    junk.write_bytes(bytes(range(256)) * 4000)
-    running = ServiceSession(junk.as_uri())
-    try:
-        # Why it cannot be read, as GET /streams/{id} shows it while the worker retries.
-        reason = wait_for(lambda: running.session.figures.reason, 10, what="a reported reason")
-        assert "Invalid data" in reason
-        wait_for(lambda: running.found, 10, what="signal_loss reported")
-    finally:
-        running.stop()
-    assert [(d.type, d.end_s is None) for d in running.found] == [
-        ("signal_loss", True),
-        ("signal_loss", False),
-    ]
+def _not_media(kind: str, clip: Path, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.ts"
+    if kind == "random":
+        path.write_bytes(bytes(range(256)) * 4000)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is a note, not a stream\n" * 50)
+    else:  # the first 2 KB of a real MP4: its header promises what never comes
+        mp4 = tmp_path / "whole.mp4"
+        with av.open(str(clip)) as inp, av.open(str(mp4), "w") as out:
+            target = out.add_stream_from_template(inp.streams.video[0])
+            for packet in inp.demux(inp.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = target
+                    out.mux(packet)
+        path.write_bytes(mp4.read_bytes()[:2000])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["random", "empty", "text", "truncated-mp4"])
+def test_not_media_is_refused_with_the_reason_after_a_few_tries(
+    clip: Path, tmp_path: Path, kind: str
+) -> None:
+    found: list[Defect] = []
+    config = SessionConfig(
+        url=_not_media(kind, clip, tmp_path).as_uri(), reconnect_max_s=0.5, signal_loss_after_s=0.2
+    )
+    session = StreamSession("s-junk", config, found.append)
+    outcome, reason = session.run()  # returns: no retrying for ever as RECONNECTING
+    assert outcome is Outcome.REFUSED
+    assert reason is not None and "not media" in reason and "Invalid data" in reason
+    # A loss reported while it retried is closed, not left open.
+    assert [d.end_s is None for d in found if d.type == "signal_loss"] in ([], [True, False])
 
 
 def test_random_bytes_make_analyze_fail_cleanly(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ request, including redirects and nested playlists:
   ways; TLS runs end to end between FFmpeg and the origin.
 
 For each request the target host is resolved once, the resolved addresses are checked with the
-deployment's policy (metadata addresses always refused; loopback, private, link-local and reserved
-addresses refused unless the policy allows private hosts), and the proxy connects to exactly the
+deployment's policy (:func:`shared.urlpolicy.check_url`: metadata addresses always refused, in every
+form; internal addresses, CGNAT and special-purpose ranges included, refused unless the policy
+allows private hosts), and the proxy connects to exactly the
 address it checked, so a second DNS answer cannot swap in an internal address (DNS rebinding).
 A refusal is a ``403`` with the reason as the body (FFmpeg reports "403 Forbidden", the session
 records a lost signal) and a log line naming the URL without credentials or query.
@@ -34,13 +35,16 @@ a worker that exits does not wait for a download in flight.
 FFmpeg skips any proxy for the hosts in the lowercase ``no_proxy`` environment variable, so
 :func:`shared_proxy` takes that variable out of the environment (see :func:`_drop_no_proxy`).
 
-What the proxy cannot see: FFmpeg connections that do not use the ``http`` protocol. The whitelist
-in :mod:`worker.media` must contain ``tcp`` (to reach the proxy) and, for HTTPS, ``tls`` and
-``httpproxy``. A playlist that names such a protocol directly makes FFmpeg connect without the
-proxy: ``tcp://host:port`` as a variant or rendition playlist (a bare connect, nothing sent), and
-``httpproxy://host:port/x`` as a segment, key or variant (sends ``CONNECT x``). No response body
-reaches FFmpeg that way, but the connection is made: only a network-level rule (FFmpeg able to
-reach nothing but this proxy) closes that.
+Nested protocols: the whitelist in :mod:`worker.media` must contain ``tcp`` (to reach the proxy)
+and, for HTTPS, ``tls`` and ``httpproxy``, and FFmpeg's HLS demuxer opens a variant playlist with
+any whitelisted protocol: ``tcp://host:port`` as a variant would connect past the proxy. So every
+playlist is checked before FFmpeg reads it: the proxy reads each HTTP response that starts with
+``#EXTM3U`` whole (at most 1 MB, within a deadline and a minimum rate) and refuses it (403) if any
+URI in it is not http(s) (:func:`nested_uri_refused`); the worker's own probe
+(:func:`worker.media.hls_target_duration`) checks the first playlists of every source, HTTPS ones
+included, before FFmpeg opens it. Left open: a playlist *reloaded* over HTTPS (inside a CONNECT
+tunnel, which the proxy cannot read) that turns hostile after the open; only a network-level rule
+(FFmpeg able to reach nothing but this proxy) closes that.
 """
 
 from __future__ import annotations
@@ -53,12 +57,13 @@ import re
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Self
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from shared.urlpolicy import METADATA_HOSTS, HostUnresolvable, IpAddress, UrlRefused, check_url
+from shared.urlpolicy import METADATA_NAMES, HostUnresolvable, IpAddress, UrlRefused, check_url
 
 log = logging.getLogger("avmon.worker.egress")
 
@@ -284,9 +289,43 @@ class EgressProxy:
             response_head, body_start = _read_head(upstream)
         except ValueError:
             raise _Refused(502, "egress proxy: the origin closed without an answer") from None
-        client.sendall(_rewrite_response(response_head) + body_start)
+        head = _rewrite_response(response_head)
+        body = body_start
+        while len(body) < len(_M3U) + 3 and (chunk := upstream.recv(CHUNK)):
+            body += chunk
+        if _M3U in body[: len(_M3U) + 3] or (_is_chunked(response_head) and _M3U in body[:32]):
+            body = self._checked_playlist(
+                upstream, response_head, body, f"http://{_url_host(host)}:{port}{origin_form}"
+            )
+        client.sendall(head + body)
         while chunk := upstream.recv(CHUNK):
             client.sendall(chunk)
+
+    def _checked_playlist(self, upstream: socket.socket, head: bytes, body: bytes, url: str) -> bytes:
+        """A playlist's whole body, read before any of it is passed on, if every URI in it may be
+        fetched through this proxy; else a 403. FFmpeg opens a variant playlist's URI with any
+        protocol its whitelist holds (``tcp`` and ``httpproxy`` must be there to reach this proxy),
+        so ``tcp://internal:port`` in a live reload would connect past the policy."""
+        started = time.monotonic()
+        while len(body) <= PLAYLIST_MAX_BYTES and (chunk := upstream.recv(CHUNK)):
+            body += chunk
+            elapsed = time.monotonic() - started
+            # A playlist that drips (a comment line a second, never ending) holds this thread and
+            # FFmpeg's read: the same deadline and minimum rate as the worker's own fetches.
+            if elapsed > PLAYLIST_DEADLINE_S or (
+                elapsed > PLAYLIST_RATE_GRACE_S and len(body) / elapsed < PLAYLIST_MIN_RATE_BPS
+            ):
+                raise _Refused(504, "egress proxy: the origin sends its playlist too slowly")
+        if len(body) > PLAYLIST_MAX_BYTES:
+            raise _Refused(502, "egress proxy: the playlist is too large")
+        text = _dechunk(body) if _is_chunked(head) else body
+        why = nested_uri_refused(text, url)
+        if why is not None:
+            with self._lock:
+                self.refused += 1
+            log.warning("egress refused a playlist from %s: %s", url.split("?", 1)[0], why)
+            raise _Refused(403, PLAYLIST_REFUSED + why)
+        return body
 
     def _check(self, host: str, port: int, shown: str) -> _Target:
         """Resolve ``host`` once and apply the policy to what it resolves to, or refuse (403)."""
@@ -296,7 +335,7 @@ class EgressProxy:
             literal = None
         if literal is not None:
             addresses = [str(literal)]
-        elif host in METADATA_HOSTS:
+        elif host.rstrip(".") in METADATA_NAMES:
             addresses = []  # check_url refuses the name itself: no DNS query for it
         else:
             try:
@@ -404,6 +443,66 @@ def _drop_no_proxy() -> None:
     log.warning("egress: removed no_proxy=%r from the environment (FFmpeg would bypass the proxy)", value)
 
 
+# ------------------------------------------------------------ playlists
+
+PLAYLIST_MAX_BYTES = 1_000_000
+PLAYLIST_DEADLINE_S = 10.0  # a whole playlist, read by the proxy before it passes any of it on
+PLAYLIST_MIN_RATE_BPS = 1024.0  # ... and at least this fast on average after the grace period
+PLAYLIST_RATE_GRACE_S = 2.0
+# Marks the proxy's own refusals (an origin's copy of it is dropped), so that the worker's probe
+# can tell "the policy refused this playlist" (not retried) from an origin's 403 (a lost signal).
+EGRESS_HEADER = "X-Avmon-Egress"
+PLAYLIST_REFUSED = "egress refused the playlist: "
+_M3U = b"#EXTM3U"
+_URI_ATTRIBUTE = re.compile(rb'URI="([^"\r\n]*)"')
+
+
+def nested_uri_refused(body: bytes, base: str) -> str | None:
+    """Why a playlist's URIs (variants, renditions, segments, keys, maps) cannot all be fetched
+    through the egress proxy, or None: each must be http(s), relative ones resolved on ``base``.
+    FFmpeg would open any other protocol its whitelist holds (``tcp``, ``httpproxy``) directly."""
+    for raw in body.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        uris = _URI_ATTRIBUTE.findall(line) if line.startswith(b"#") else [line]
+        for uri in uris:
+            text = uri.decode("utf-8", "replace").strip()
+            try:
+                scheme = urlsplit(urljoin(base, text)).scheme.lower()
+            except ValueError:
+                return f"the playlist names a malformed URI {text[:80]!r}"
+            if scheme not in ("http", "https"):
+                return f"the playlist names a {scheme or 'schemeless'}:// URI; only http(s) is fetched"
+    return None
+
+
+def _is_chunked(head: bytes) -> bool:
+    return any(
+        name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
+        for name, value in _headers(_lines(head)[1:], 502)
+    )
+
+
+def _dechunk(body: bytes) -> bytes:
+    """A chunked body's data (RFC 9112 §7.1), for inspection only; a malformed one is a 502."""
+    out, at = bytearray(), 0
+    while at < len(body):
+        end = body.find(b"\n", at)
+        if end < 0:
+            break  # the body ended inside a chunk-size line: what arrived is checked
+        try:
+            size = int(body[at:end].split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _Refused(502, "egress proxy: malformed chunked playlist") from None
+        if size == 0:
+            break
+        out += body[end + 1 : end + 1 + size]
+        at = end + 1 + size
+        at += 2 if body[at : at + 2] == b"\r\n" else 1
+    return bytes(out)
+
+
 # ------------------------------------------------------------ HTTP plumbing
 
 
@@ -500,9 +599,11 @@ def _rewrite_request(
     host_header = _url_host(host) if port == 80 else f"{_url_host(host)}:{port}"
     out = [f"{method} {origin_form} {version}".encode("ascii"), b"Host: " + host_header.encode("ascii")]
     for name, value in _headers(lines, 400):
-        if name.lower() in _HOP_BY_HOP or name.lower() == b"host":
+        if name.lower() in _HOP_BY_HOP or name.lower() in (b"host", b"accept-encoding"):
             continue
         out.append(name + b": " + value)
+    # Plain bodies: a compressed playlist would pass the check below unread.
+    out.append(b"Accept-Encoding: identity")
     out.append(b"Connection: close")
     return b"\r\n".join(out) + b"\r\n\r\n"
 
@@ -514,7 +615,11 @@ def _rewrite_response(head: bytes) -> bytes:
     if not status.startswith(b"HTTP/1."):
         raise _Refused(502, "egress proxy: the origin did not answer HTTP/1.x")
     out = [status]
-    out += [name + b": " + value for name, value in _headers(lines, 502) if name.lower() not in _HOP_BY_HOP]
+    out += [
+        name + b": " + value
+        for name, value in _headers(lines, 502)
+        if name.lower() not in _HOP_BY_HOP and name.lower() != EGRESS_HEADER.lower().encode()
+    ]
     out.append(b"Connection: close")
     return b"\r\n".join(out) + b"\r\n\r\n"
 
@@ -524,6 +629,7 @@ def _reply(status: int, reason: str) -> bytes:
     return (
         f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Error')}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
+        f"{EGRESS_HEADER}: refused\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode("ascii") + body

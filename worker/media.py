@@ -7,12 +7,16 @@ as much as decoding). Audio is resampled once per stream to planar float32 at a 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
 import re
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -107,96 +111,284 @@ def open_options(url: str, limits: Limits, *, proxy_url: str | None = None) -> d
 # without media, as players do, and never sooner than the configured read timeout.
 HLS_STALL_TARGETS = 3.0
 HLS_MAX_READ_TIMEOUT_S = 120.0
-PLAYLIST_MAX_BYTES = 1_000_000
+PLAYLIST_MAX_BYTES = egress.PLAYLIST_MAX_BYTES
+# Every fetch the worker makes itself has a total deadline (its caller's timeout, redirects
+# included) and, once FETCH_RATE_GRACE_S have passed, a minimum average rate: an origin that
+# sends a comment line a second never ends its answer, and a read timeout alone never fires.
+# 1 KiB/s is far below any origin a player could watch (a 1 MB playlist at 1 KiB/s is 16 min).
+FETCH_MIN_RATE_BPS = 1024.0
+FETCH_RATE_GRACE_S = 2.0
+# The variant and rendition playlists of a master the probe reads to find loops (FFmpeg opens
+# every one); a ladder is rarely over 10.
+PROBE_MAX_VARIANTS = 16
 _TARGET_DURATION = re.compile(rb"^#EXT-X-TARGETDURATION:\s*([0-9.]+)", re.MULTILINE)
 _VARIANT = re.compile(rb"^#EXT-X-STREAM-INF:[^\n]*\n\s*([^#\s][^\r\n]*)", re.MULTILINE)
+_RENDITION = re.compile(rb'^#EXT-X-(?:MEDIA|I-FRAME-STREAM-INF):[^\n]*URI="([^"\r\n]+)"', re.MULTILINE)
 
 
-def _fetch_playlist(url: str, proxy_url: str, timeout_s: float, redirects: int = 5) -> bytes | None:
+class OriginTooSlow(TimeoutError):
+    """A fetch the worker makes itself ran past its total deadline or below the minimum rate:
+    a lost signal (retried), not a refusal."""
+
+
+class FetchCancelled(OSError):
+    """The session was stopped (DELETE, lease lost, shutdown) while a fetch was in flight."""
+
+
+class NestedProtocolRefused(SourceRefused):
+    """A playlist names a URI of another protocol than http(s) (``tcp://``, ``httpproxy://``,
+    ``udp://``...): FFmpeg would open it directly, past the egress proxy."""
+
+
+class PlaylistLoop(SourceRefused):
+    """A master playlist whose variant or rendition is itself a master playlist: FFmpeg would
+    reload them without end (a hostile run saw 11,720 requests in 10 s)."""
+
+
+class _Watchdog:
+    """One thread that cuts the sockets of fetches past their deadline or whose session stopped.
+
+    A socket timeout bounds each ``recv``, not a fetch, and ``http.client`` cannot resume after
+    one; ``shutdown()`` wakes the blocked read at once, whatever it waits for.
+    """
+
+    def __init__(self, tick_s: float = 0.05) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[socket.socket, float, threading.Event | None]] = {}
+        self._next = 0
+        self._tick_s = tick_s
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, deadline: float, stop: threading.Event | None) -> int:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # again after a fork
+                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
+                self._thread.start()
+            self._next += 1
+            self._watched[self._next] = (sock, deadline, stop)
+            return self._next
+
+    def unwatch(self, token: int) -> None:
+        with self._lock:
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._tick_s)
+            now = time.monotonic()
+            with self._lock:
+                due = [
+                    token
+                    for token, (_, deadline, stop) in self._watched.items()
+                    if now >= deadline or (stop is not None and stop.is_set())
+                ]
+                socks = [self._watched.pop(token)[0] for token in due]
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+
+
+def _watched_connection(
+    tokens: list[int], deadline: float, stop: threading.Event | None, address: tuple[str, int], *args: Any
+) -> socket.socket:
+    """``socket.create_connection`` for ``http.client``, the new socket under the watchdog."""
+    sock = socket.create_connection(address, *args)
+    tokens.append(_watchdog.watch(sock, deadline, stop))
+    return sock
+
+
+def _fetch_playlist(
+    url: str,
+    proxy_url: str,
+    timeout_s: float,
+    redirects: int = 5,
+    *,
+    stop: threading.Event | None = None,
+) -> bytes | None:
     """The body of ``url`` if it is an M3U playlist, else None (a media stream is not read past
     its first bytes). Every request, redirects included, goes through the egress proxy: by hand,
-    not with urllib, whose ProxyHandler goes straight to hosts listed in NO_PROXY."""
+    not with urllib, whose ProxyHandler goes straight to hosts listed in NO_PROXY.
+
+    The whole fetch, redirects included, ends within ``timeout_s`` (s) and at the minimum rate
+    (:data:`FETCH_MIN_RATE_BPS`), else :class:`OriginTooSlow`; a ``stop`` set meanwhile ends it
+    at once with :class:`FetchCancelled`."""
     proxy = urlsplit(proxy_url)
     proxy_host, proxy_port = proxy.hostname or "127.0.0.1", proxy.port
+    started = time.monotonic()
+    deadline = started + timeout_s
     for _ in range(redirects + 1):
         target = urlsplit(url)
         scheme = target.scheme.lower()
         if scheme not in ("http", "https") or not target.hostname:
             return None
+        remaining = max(0.05, deadline - time.monotonic())
         connection: http.client.HTTPConnection
         if scheme == "https":
             tls = ssl.create_default_context()
-            connection = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=timeout_s, context=tls)
+            connection = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=remaining, context=tls)
             connection.set_tunnel(target.hostname, target.port or 443)  # CONNECT through the proxy
             path = urlunsplit(("", "", target.path or "/", target.query, ""))
         else:
-            connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout_s)
+            connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=remaining)
             path = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
+        tokens: list[int] = []
+        # Watched from the TCP connect on: the CONNECT tunnel and the TLS handshake count too.
+        connection._create_connection = functools.partial(  # type: ignore[attr-defined]
+            _watched_connection, tokens, deadline, stop
+        )
         try:
+            connection.connect()
+            if scheme == "https" and connection.sock is not None:
+                # TLS wrapped (and detached) the socket watched above: watch its successor.
+                tokens.append(_watchdog.watch(connection.sock, deadline, stop))
             connection.request("GET", path, headers={"User-Agent": "avmon"})
             response = connection.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location", ""))
                 continue
+            if response.status == 403 and response.getheader(egress.EGRESS_HEADER) == "refused":
+                text = response.read(4096).decode("utf-8", "replace").strip()
+                if text.startswith(egress.PLAYLIST_REFUSED):
+                    raise NestedProtocolRefused(text.removeprefix(egress.PLAYLIST_REFUSED))
             if response.status != 200:
                 return None
-            head = response.read(7)
-            if head != b"#EXTM3U":
-                return None
-            body: bytes = head + response.read(PLAYLIST_MAX_BYTES)
-            return body
+            body = b""
+            while len(body) < 7 or body.startswith(b"#EXTM3U"):
+                chunk = response.read1(min(65536, PLAYLIST_MAX_BYTES + 1 - len(body)))
+                if not chunk or len(body) > PLAYLIST_MAX_BYTES:
+                    break
+                body += chunk
+                elapsed = time.monotonic() - started
+                if elapsed > FETCH_RATE_GRACE_S and len(body) / elapsed < FETCH_MIN_RATE_BPS:
+                    raise OriginTooSlow(
+                        f"the origin sent {len(body)} bytes of its playlist in {elapsed:.1f} s "
+                        f"(under {FETCH_MIN_RATE_BPS:.0f} B/s)"
+                    )
+            # The watchdog's shutdown reads as the end of the body: it is no whole playlist.
+            if stop is not None and stop.is_set():
+                raise FetchCancelled("the session was stopped during a playlist fetch")
+            if time.monotonic() >= deadline:
+                raise OriginTooSlow(f"the origin's playlist took over {timeout_s:.1f} s")
+            return body[:PLAYLIST_MAX_BYTES] if body.startswith(b"#EXTM3U") else None
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, OriginTooSlow):
+                raise
+            if stop is not None and stop.is_set():
+                raise FetchCancelled("the session was stopped during a playlist fetch") from exc
+            if time.monotonic() >= deadline:
+                raise OriginTooSlow(f"the origin's playlist took over {timeout_s:.1f} s") from exc
+            raise
         finally:
+            for token in tokens:
+                _watchdog.unwatch(token)
             connection.close()
     return None
 
 
-def hls_target_duration(url: str, proxy_url: str, timeout_s: float) -> float | None:
+def _is_master(body: bytes) -> bool:
+    return _TARGET_DURATION.search(body) is None and _VARIANT.search(body) is not None
+
+
+def hls_target_duration(
+    url: str, proxy_url: str, timeout_s: float, *, stop: threading.Event | None = None
+) -> float | None:
     """EXT-X-TARGETDURATION (s) of the HLS source at ``url`` (of its first variant, for a master
-    playlist), or None if ``url`` is not a playlist or cannot be read now."""
+    playlist), or None if ``url`` is not a playlist or its answer is not one.
+
+    Raises :class:`OriginTooSlow` (the origin stalls: a lost signal), :class:`FetchCancelled`
+    (``stop`` was set) and :class:`PlaylistLoop` (a master whose variants are masters: refused).
+    The whole probe ends within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+
+    def fetch(target: str) -> bytes | None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise OriginTooSlow(f"the origin's playlists took over {timeout_s:.1f} s")
+        return _fetch_playlist(target, proxy_url, remaining, stop=stop)
+
     try:
-        body = _fetch_playlist(url, proxy_url, timeout_s)
+        body = fetch(url)
         if body is None:
             return None
+        refused = egress.nested_uri_refused(body, url)
+        if refused is not None:
+            raise NestedProtocolRefused(refused)
         found = _TARGET_DURATION.search(body)
-        variant = _VARIANT.search(body)
-        if found is None and variant is not None:
-            variant_url = urljoin(url, variant.group(1).decode("utf-8", "replace").strip())
-            if urlsplit(variant_url).scheme.lower() not in ("http", "https"):
-                return None
-            body = _fetch_playlist(variant_url, proxy_url, timeout_s)
-            found = _TARGET_DURATION.search(body) if body is not None else None
-        return float(found.group(1)) if found is not None else None
+        if not _is_master(body):
+            return float(found.group(1)) if found is not None else None
+        nested = [m.group(1) for pattern in (_VARIANT, _RENDITION) for m in pattern.finditer(body)]
+        targets = list(dict.fromkeys(urljoin(url, n.decode("utf-8", "replace").strip()) for n in nested))
+        first: float | None = None
+        for index, target in enumerate(targets[:PROBE_MAX_VARIANTS]):
+            if target == url:
+                raise PlaylistLoop("the master playlist lists itself as a variant")
+            variant = fetch(target)
+            if variant is None:
+                continue
+            refused = egress.nested_uri_refused(variant, target)
+            if refused is not None:
+                raise NestedProtocolRefused(f"variant {index + 1}: {refused}")
+            if _is_master(variant):
+                raise PlaylistLoop(f"variant {index + 1} of the master playlist is a master playlist too")
+            got = _TARGET_DURATION.search(variant)
+            if first is None and got is not None:
+                first = float(got.group(1))
+        return first
+    except (OriginTooSlow, FetchCancelled):
+        raise
     except (OSError, ValueError, http.client.HTTPException):
         return None  # FFmpeg will say what is wrong with the source
 
 
-def read_timeout_for(url: str, read_timeout_s: float, proxy_url: str | None, timeout_s: float) -> float:
+def read_timeout_for(
+    url: str,
+    read_timeout_s: float,
+    proxy_url: str | None,
+    timeout_s: float,
+    *,
+    stop: threading.Event | None = None,
+) -> float:
     """The read timeout for ``url``: ``read_timeout_s``, or for an HLS source at least
-    :data:`HLS_STALL_TARGETS` target durations (at most :data:`HLS_MAX_READ_TIMEOUT_S`)."""
+    :data:`HLS_STALL_TARGETS` target durations (at most :data:`HLS_MAX_READ_TIMEOUT_S`).
+    The probe's errors (:func:`hls_target_duration`) propagate."""
     if proxy_url is None:
         return read_timeout_s
-    target = hls_target_duration(url, proxy_url, timeout_s)
+    target = hls_target_duration(url, proxy_url, timeout_s, stop=stop)
     if target is None or not target > 0:
         return read_timeout_s
     return max(read_timeout_s, min(HLS_MAX_READ_TIMEOUT_S, HLS_STALL_TARGETS * target))
 
 
 def open_source(
-    url: str, limits: Limits, open_timeout_s: float, read_timeout_s: float, *, allow_private: bool = False
+    url: str,
+    limits: Limits,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    *,
+    allow_private: bool = False,
+    stop: threading.Event | None = None,
 ) -> Any:
     """Open ``url`` for reading with the nested-protocol allowlist and the probe caps. HTTP(S)
     goes through the process's egress proxy, which refuses metadata addresses always and internal
     ones unless ``allow_private`` (the deployment's policy, as given to ``check_url``). An HLS
-    playlist's read timeout follows its target duration (:func:`read_timeout_for`)."""
+    playlist's read timeout follows its target duration (:func:`read_timeout_for`); the worker's
+    own playlist probe ends within the read timeout (a stalled origin is a lost signal that soon)
+    and at once when ``stop`` is set."""
     proxy_url = None
     if (urlsplit(url).scheme or "file").lower() in ("http", "https"):
         proxy_url = egress.shared_proxy(allow_private).url
     options = open_options(url, limits, proxy_url=proxy_url)
-    read_timeout_s = read_timeout_for(url, read_timeout_s, proxy_url, open_timeout_s)
+    probe_s = min(open_timeout_s, read_timeout_s)
+    read_timeout_s = read_timeout_for(url, read_timeout_s, proxy_url, probe_s, stop=stop)
+    if stop is not None and stop.is_set():
+        raise FetchCancelled("the session was stopped before the source was opened")
     return av.open(url, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
 
 
-@cache
+@functools.cache
 def has_demuxer(name: str) -> bool:
     """Whether this build of FFmpeg can read the container format ``name`` (not only write it)."""
     try:

@@ -53,6 +53,9 @@ from worker.transport import TransportAnalyzer, TransportCounters
 from worker.udp import UdpInput
 
 log = logging.getLogger("avmon.worker.session")
+# A file or HTTP source that FFmpeg has never once read as media (empty, truncated, text, an
+# HTML error page) is refused after this many opens, not retried for ever.
+NOT_MEDIA_TRIES = 3
 
 UDP_READ_BYTES = 64 * 1316  # what the demuxer asks of a UDP source at once: 64 datagrams
 # A live stream this far behind its live edge (s) is analysed by an overloaded monitor: what it
@@ -180,6 +183,7 @@ class StreamSession:
             r = config.resume
             self._origin, self._last_t, self._connected_before = r.origin_s, r.media_time_s, True
             self._loss = (r.media_time_s, r.wall, False)
+        self._not_media = 0  # opens that failed as "not media" before any succeeded
 
     # ------------------------------------------------------------ records
 
@@ -304,8 +308,11 @@ class StreamSession:
                     self.figures.reason = str(exc)
                     return Outcome.REFUSED, str(exc)
                 except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
+                    if self.stop.is_set():
+                        break  # DELETE or a lost lease cut the I/O short: no loss to report
                     refused = self._unreadable_kind(exc)
                     if refused is not None:
+                        self._close_loss()
                         self.figures.reason = refused
                         return Outcome.REFUSED, refused
                     # IndexError: PyAV's stream list can fall out of step when a damaged
@@ -344,6 +351,7 @@ class StreamSession:
                 open_timeout,
                 self.config.read_timeout_s,
                 allow_private=self.config.allow_private,
+                stop=self.stop,
             )
         if self._udp is None:
             self._udp = UdpInput(self.config.url, read_timeout_s=self.config.read_timeout_s, stop=self.stop)
@@ -367,6 +375,14 @@ class StreamSession:
     def _unreadable_kind(self, exc: Exception) -> str | None:
         """Why no retry can read this source with this build of FFmpeg, if that is why it failed."""
         url = self.config.url
+        if (
+            isinstance(exc, av.error.InvalidDataError)
+            and not self._connected_before
+            and (urlsplit(url).scheme or "file").lower() in ("file", "http", "https")
+        ):
+            self._not_media += 1
+            if self._not_media >= NOT_MEDIA_TRIES:
+                return f"the source is not media FFmpeg can read ({NOT_MEDIA_TRIES} tries): {exc}"[:300]
         if isinstance(exc, av.error.ProtocolNotFoundError) and exc.filename == url:
             # The URL's own scheme (not a nested one's): this build lacks it.
             scheme = urlsplit(url).scheme or "file"
