@@ -183,6 +183,7 @@ class StreamSession:
             r = config.resume
             self._origin, self._last_t, self._connected_before = r.origin_s, r.media_time_s, True
             self._loss = (r.media_time_s, r.wall, False)
+        self._resumed = config.resume is not None  # until the first open says what the source is
         self._not_media = 0  # opens that failed as "not media" before any succeeded
 
     # ------------------------------------------------------------ records
@@ -492,6 +493,14 @@ class StreamSession:
         starts = [
             float(s.start_time * s.time_base) for s in selected if s.start_time is not None and s.time_base
         ]
+        if self._resumed:
+            self._resumed = False
+            if is_finite(self.config.url, container):
+                # A file (or VOD) is read again from its start: its timeline is its own, as the
+                # previous owner's was, so the same defects get the same ids. Only a live source
+                # continues the published timeline.
+                self._origin = self._last_t = self._loss = None
+                self._connected_before = False
         # After an outage the media timeline goes on: media time at least kept wall pace.
         resume = None if self._loss is None else self._loss[0] + (time.time() - self._loss[1])
         seen_before = self._last_t if self._connected_before else None
