@@ -13,7 +13,8 @@ Cues (``KIND@SEND_S[:key=value]...``):
 kind    what                                         keys (defaults)
 ======= ============================================ ==========================================
 out     splice_insert, out_of_network (a cue-out)    preroll (4), duration (none), id (1),
-                                                     auto_return (0), adjust (0 s), immediate (0)
+                                                     auto_return (0), adjust (0 s), immediate (0),
+                                                     pts (the splice time itself, PTS seconds)
 in      splice_insert, return to network (a cue-in)  preroll (4), id (1), adjust, immediate
 cancel  splice_insert cancelling event ``id``        id (1)
 signal  time_signal + a segmentation_descriptor      preroll (4), duration (none), id (1),
@@ -56,8 +57,8 @@ CUE_PID = 0x1F0
 REGISTRATION_DESCRIPTOR = 0x05  # ISO/IEC 13818-1 §2.6.8
 KINDS = ("out", "in", "cancel", "signal", "null")
 _KEYS = {
-    "out": {"preroll", "duration", "id", "auto_return", "adjust", "immediate"},
-    "in": {"preroll", "id", "adjust", "immediate"},
+    "out": {"preroll", "duration", "id", "auto_return", "adjust", "immediate", "pts"},
+    "in": {"preroll", "id", "adjust", "immediate", "pts"},
     "cancel": {"id"},
     "signal": {"preroll", "duration", "id", "type", "adjust"},
     "null": set(),
@@ -188,6 +189,8 @@ def _section(cue: Cue, stc_s: float) -> tuple[bytes, CueTruth]:
     event_id = int(p.get("id", 1))
     adjust = round(p.get("adjust", 0.0) * PTS_HZ)
     preroll = None if p.get("immediate") or cue.kind in {"null", "cancel"} else p.get("preroll", 4.0)
+    if preroll is not None and "pts" in p:  # a splice time given outright (e.g. at an IDR)
+        preroll = p["pts"] - stc_s
     target = None if preroll is None else round((stc_s + preroll) * PTS_HZ) % PTS_WRAP
     pts = None if target is None else (target - adjust) % PTS_WRAP
     duration = p.get("duration")

@@ -6,9 +6,11 @@ datagrams stamped with their real-time send times."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import av
 import pytest
 
 from avmon import tscue
@@ -16,6 +18,7 @@ from avmon.tscue import CUE_PID, CuedStream, inject_cues, parse_cues
 from tests.transport_media import DATAGRAM, make_sources, needs_ffmpeg
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer, TransportOptions
+from worker.transport.cues import SpliceAligner
 from worker.transport.psi import parse_pmt
 
 pytestmark = needs_ffmpeg
@@ -201,3 +204,31 @@ def test_cli_refuses_a_bad_script(sources: dict[str, bytes], tmp_path: Path) -> 
     src = tmp_path / "in.ts"
     src.write_bytes(sources["vbr"])
     assert tscue.main([str(src), str(tmp_path / "o.ts"), "--cues", "out@2:bogus=1"]) == 2
+
+
+def _pictures(data: bytes) -> list[tuple[float, bool]]:
+    """(PTS seconds, keyframe) of every decoded picture, by FFmpeg's decoder through PyAV."""
+    with av.open(io.BytesIO(data), format="mpegts") as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        tb = float(stream.time_base)
+        return [(f.pts * tb, bool(f.key_frame)) for f in container.decode(stream) if f.pts is not None]
+
+
+def test_splice_at_an_idr_is_aligned_and_off_it_is_misaligned(sources: dict[str, bytes]) -> None:
+    keys = [pts for pts, key in _pictures(sources["vbr"]) if key]
+    assert len(keys) >= 4  # -g 50 at 25 fps: an IDR every 2 s
+    aligned, off = keys[2], keys[3] + 0.52
+    stream = inject_cues(sources["vbr"], parse_cues(
+        f"out@1:pts={aligned}:duration=2:id=1,in@3:pts={off}:id=1"))
+    a, _ = run(stream, "file")
+    aligner = SpliceAligner()
+    for cue in a.cues:
+        aligner.cue(cue)
+    findings = [f for pts, key in _pictures(stream.data) for f in aligner.picture(pts, key, pts)]
+    assert aligner.judged == 2
+    (bad,) = findings
+    assert bad.type == "splice_misaligned"
+    assert bad.metrics["event_id"] == 1
+    assert bad.metrics["offset_s"] == pytest.approx(0.0, abs=0.002)  # a picture there, not an IDR
+    assert bad.metrics["keyframe_offset_s"] == pytest.approx(-0.52, abs=0.002)

@@ -20,6 +20,8 @@ cues_lost          a PID that carried sections has none for              the nex
 ================== ====================================================== ======================
 
 Not judged: immediate splices (no splice time to be early for) and breaks without a duration.
+``splice_misaligned`` (SCTE 172: no IDR at the splice time) needs the decoded pictures:
+:class:`SpliceAligner`, run beside the decoder.
 """
 
 from __future__ import annotations
@@ -204,3 +206,52 @@ def _seg_kind(s: SegmentationDescriptor) -> str | None:
     if s.type_id - 1 in AD_START_TYPES:
         return "in"
     return None
+
+
+SPLICE_ALIGN_TOLERANCE_S = 0.02  # not the standard's: half a frame at 25 fps; PTS are exact
+
+
+class SpliceAligner:
+    """SCTE 172 §7: a splice point must be an IDR picture whose PTS is the splice time. Judged on
+    the decoded pictures (the decoder's keyframes), so it runs beside the decoder, not in the
+    transport analyser: ``cue`` the cues with a splice time, then every ``picture`` in
+    presentation order. The first picture at or after a splice time (less the tolerance) decides:
+    a keyframe within ``tolerance_s`` of it is aligned; anything else is ``splice_misaligned``,
+    at that picture's media time, with ``offset_s`` (its PTS minus the splice time) and, when one
+    came since the last judged splice, ``keyframe_offset_s`` (the last keyframe's)."""
+
+    def __init__(self, *, tolerance_s: float = SPLICE_ALIGN_TOLERANCE_S) -> None:
+        self.tolerance_s = tolerance_s
+        self._pending: list[Cue] = []
+        self._last_key_pts: int | None = None
+        self.judged = 0
+
+    def cue(self, cue: Cue) -> None:
+        if cue.kind in {"out", "in"} and cue.splice_pts_s is not None:
+            self._pending.append(cue)
+
+    def picture(self, pts_s: float, key_frame: bool, t_s: float) -> list[Finding]:
+        """A decoded picture: its PTS in seconds (the stream's own, any unwrapping: taken modulo
+        2^33), whether it is a keyframe, and its media time ``t_s`` (the findings' clock)."""
+        pts = round(pts_s * PTS_HZ) % PTS_WRAP
+        if key_frame:
+            self._last_key_pts = pts
+        out: list[Finding] = []
+        tol = round(self.tolerance_s * PTS_HZ)
+        for cue in list(self._pending):
+            splice = round((cue.splice_pts_s or 0.0) * PTS_HZ)
+            offset = (pts - splice + PTS_WRAP // 2) % PTS_WRAP - PTS_WRAP // 2
+            if offset < -tol:
+                continue  # its splice time is still ahead
+            self._pending.remove(cue)
+            self.judged += 1
+            if key_frame and abs(offset) <= tol:
+                continue
+            metrics = {"pid": float(cue.pid), "event_id": float(cue.event_id or 0),
+                       "offset_s": round(offset / PTS_HZ, 4)}
+            if self._last_key_pts is not None:
+                k = (self._last_key_pts - splice + PTS_WRAP // 2) % PTS_WRAP - PTS_WRAP // 2
+                metrics["keyframe_offset_s"] = round(k / PTS_HZ, 4)
+            out.append(Finding(D.SPLICE_MISALIGNED.value, t_s, t_s, Severity.WARNING, metrics,
+                               key=f"pid{cue.pid}"))
+        return out
