@@ -26,7 +26,9 @@ import numpy.typing as npt
 
 from shared.models import DefectType as D
 from worker.detectors.base import Finding
+from worker.scte35 import SCTE35_STREAM_TYPE, SCTE35_TABLE
 from worker.transport.continuity import CcState, check_continuity
+from worker.transport.cues import CUE_IN_TOLERANCE_S, CUES_LOST_S, PREROLL_MIN_S, Cue, CueTracker
 from worker.transport.indicators import (
     NO_SYNC_REPORT_BYTES,
     PAT_MAX_INTERVAL_S,
@@ -77,11 +79,18 @@ class TransportOptions:
     batch_bytes: int = 256 * 1024  # bytes analysed together (one numpy batch), 4 KiB-16 MiB
     batch_s: float = 0.2  # live: analyse at least this often (seconds of arrival time), 0.01-1
     mdi_interval_s: float = MDI_INTERVAL_S  # RFC 4445 measurement interval, 0.1-60 s
+    # SCTE-35 (worker/transport/cues.py): a cue-out or cue-in this little ahead of its splice
+    # time is splice_preroll_short (SCTE 67: 4 s), 0-60 s
+    cue_preroll_min_s: float = PREROLL_MIN_S
+    cue_in_tolerance_s: float = CUE_IN_TOLERANCE_S  # slack after a break's end, 0-600 s
+    cues_lost_s: float = CUES_LOST_S  # a cue PID silent this long is cues_lost, 1-86400 s
 
     def __post_init__(self) -> None:
         ranges = {
             "pid_timeout_s": (0.1, 3600.0), "clear_hold_s": (0.0, 60.0),
             "batch_bytes": (4096, 16 << 20), "batch_s": (0.01, 1.0), "mdi_interval_s": (0.1, 60.0),
+            "cue_preroll_min_s": (0.0, 60.0), "cue_in_tolerance_s": (0.0, 600.0),
+            "cues_lost_s": (1.0, 86400.0),
         }
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
@@ -152,6 +161,11 @@ class TransportAnalyzer:
         self._discarded = 0
         self._pmt_times: dict[int, F64] = {}
         self._restart = False  # after discontinuity(): gap watches restart at the next packet
+        o = self.options
+        self._cues = CueTracker(preroll_min_s=o.cue_preroll_min_s,
+                                cue_in_tolerance_s=o.cue_in_tolerance_s, cues_lost_s=o.cues_lost_s)
+        self._cue_pids: dict[int, set[int]] = {}  # PMT PID -> its SCTE-35 PIDs (stream_type 0x86)
+        self._stc: tuple[int, int] | None = None  # (global packet, PCR ticks) of the last clock PCR
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -192,7 +206,7 @@ class TransportAnalyzer:
                                            empty.astype(bool)))
             self._pcr_stall(now_s)
             self._timeouts(empty, None, None, {})
-            out += self._ind.tick(now_s)
+            out += self._ind.tick(now_s) + self._cues.tick(now_s)
         return out
 
     def flush(self, t_end: float) -> list[Finding]:
@@ -201,7 +215,7 @@ class TransportAnalyzer:
         out = self._process(final=True)
         # A file's ongoing conditions end with its last packet, on its own (PCR) clock.
         end = t_end if self._now is None else max(t_end, self._now) if self._live else self._now
-        return out + self._ind.close_all(end)
+        return out + self._ind.close_all(end) + self._cues.close_all(end)
 
     def discontinuity(self) -> list[Finding]:
         """The input restarts (a reconnect, an HLS ``EXT-X-DISCONTINUITY``): what is buffered is
@@ -243,6 +257,23 @@ class TransportAnalyzer:
         )
 
     @property
+    def cues(self) -> list[Cue]:
+        """SCTE-35 cues decoded so far, in arrival order (``Cue.arrival_s``, ``Cue.splice_s`` on
+        the analyser clock, as the findings). The list itself: a reader takes them with
+        ``cues = a.cues[:]; a.cues.clear()`` (cues are rare: a few a minute)."""
+        return self._cues.cues
+
+    @property
+    def cue_pids(self) -> set[int]:
+        """PIDs of stream_type 0x86 (SCTE-35) in the current PMTs."""
+        return set().union(*self._cue_pids.values())
+
+    @property
+    def cue_sections(self) -> tuple[int, int]:
+        """(valid, invalid) splice_info_sections since the start (invalid: CRC or malformed)."""
+        return self._cues.sections, self._cues.invalid_sections
+
+    @property
     def mdi(self) -> list[MdiSample]:
         """RFC 4445 figures of the latest measurement intervals (live input only), oldest first."""
         return list(self._mdi.history)
@@ -250,6 +281,10 @@ class TransportAnalyzer:
     # -- one batch -----------------------------------------------------------------------------
 
     def _process(self, *, final: bool) -> list[Finding]:
+        out = self._process_batch(final=final)
+        return out + self._cues.tick(self._now) if self._now is not None else out
+
+    def _process_batch(self, *, final: bool) -> list[Finding]:
         data = b"".join(self._chunks)
         arrivals = np.array(self._arrivals)
         sizes = np.fromiter((len(c) for c in self._chunks), np.int64, len(self._chunks))
@@ -297,6 +332,7 @@ class TransportAnalyzer:
         idx, raw = self._pcr_on_pid(h)
         self._pcr_accuracy(idx, raw, h)
         t = t_arr if t_arr is not None else self._file_times(h, n, idx, raw)
+        self._cue_sections(events, t, idx, raw)
         self._pcr_judge(h, t, skip_clock_pid=not self._live)
         self._now = max(float(t[-1]), self._now if self._now is not None else float(t[-1]))
         if self._first_byte_t is None:
@@ -371,6 +407,9 @@ class TransportAnalyzer:
         for pid in sorted(self._pmt_pids | set(SI_PIDS)):
             if pid in groups and pid != PAT_PID:
                 self._sections(pid, groups[pid], p, h, skip, events)
+        for pid in sorted(self.cue_pids - self._pmt_pids - {PAT_PID, *SI_PIDS}):
+            if pid in groups:  # after the PMTs, so a PMT's first mention of a PID counts at once
+                self._sections(pid, groups[pid], p, h, skip, events)
         return events
 
     def _sections(
@@ -398,13 +437,19 @@ class TransportAnalyzer:
                     events.append(("pat", pid, i, pat))
                     if pat is not None:
                         self._pmt_pids = set(pat.pmt_pids.values())
+                        self._cue_pids = {k: v for k, v in self._cue_pids.items() if k in self._pmt_pids}
                         self._main_pmt_pid = min(pat.pmt_pids.items())[1] if pat.pmt_pids else None
                         self._pmt_pcr = {k: v for k, v in self._pmt_pcr.items() if k in self._pmt_pids}
+                elif s.table_id == SCTE35_TABLE and pid in self.cue_pids:
+                    events.append(("scte35", pid, i, s.data))
                 elif s.table_id == PMT_TABLE and pid in self._pmt_pids:
                     pmt = parse_pmt(s.data)
                     if pmt is not None:
                         events.append(("pmt", pid, i, pmt))
                         self._pmt_pcr[pid] = pmt.pcr_pid
+                        self._cue_pids[pid] = {
+                            es for es, st in pmt.streams.items() if st == SCTE35_STREAM_TYPE
+                        }
                         main = pid == self._main_pmt_pid
                         if main and pmt.pcr_pid not in (NULL_PID, self._pcr_pid):
                             if self._pcr_pid is not None:  # the clock moves to another PID
@@ -440,6 +485,25 @@ class TransportAnalyzer:
                 for new in watched - set(self._pid_watch):
                     self._pid_watch[new] = GapWatch(self.options.pid_timeout_s, last=ti)
         self._pmt_times = {k: np.array(v) for k, v in pmt_times.items()}
+
+    def _cue_sections(self, events: list[tuple[str, int, int, object]], t: F64, idx: I64, raw: I64) -> None:
+        """Each splice_info_section with its time and the STC at its packet: the last PCR of
+        the clock PID before it, advanced by the packets between at the measured rate."""
+        prev = self._stc
+        for kind, pid, i, what in events:
+            if kind != "scte35" or not isinstance(what, bytes):
+                continue
+            j = int(np.searchsorted(idx, i, side="right")) - 1
+            anchor = (self._g0 + int(idx[j]), int(raw[j])) if j >= 0 else prev
+            stc: int | None = None
+            if anchor is not None:
+                rate = self._clock.rate_pps or (
+                    self._pcr[self._pcr_pid].clock.rate_pps if self._pcr_pid in self._pcr else None)
+                ahead = (self._g0 + i - anchor[0]) / rate if rate else 0.0
+                stc = (anchor[1] // 300 + round(ahead * 90_000)) % (1 << 33)
+            self._cues.section(pid, what, float(t[i]), stc)
+        if idx.size:
+            self._stc = (self._g0 + int(idx[-1]), int(raw[-1]))
 
     def _scrambled_psi(self, h: Headers, t: F64) -> None:
         """1.3/3 and 1.5/2: PSI must never be scrambled (transport_scrambling_control 00)."""
@@ -596,7 +660,7 @@ class TransportAnalyzer:
                 self._pts_pid(pid, st, empty, now)
 
     def _pts(self, t: F64, p: npt.NDArray[np.uint8], h: Headers, now: float) -> None:
-        psi = self._pmt_pids | {PAT_PID, NULL_PID, *SI_PIDS}
+        psi = self._pmt_pids | self.cue_pids | {PAT_PID, NULL_PID, *SI_PIDS}
         starts = np.flatnonzero(h.pusi & h.has_payload)
         starts = starts[~np.isin(h.pid[starts], np.fromiter(psi, np.int32))]
         has = pts_present(p, h, starts) if starts.size else np.zeros(0, bool)

@@ -103,6 +103,9 @@ class Pmt:
     program: int
     pcr_pid: int
     streams: dict[int, int] = field(default_factory=dict)  # elementary PID -> stream_type
+    # format_identifiers of the registration descriptors (§2.6.8), program and stream level:
+    # b"CUEI" marks SCTE-35 (ANSI/SCTE 35 §8.1)
+    registrations: frozenset[bytes] = frozenset()
 
 
 def parse_pat(s: bytes) -> Pat | None:
@@ -124,13 +127,31 @@ def parse_pmt(s: bytes) -> Pmt | None:
         return None
     program = (s[3] << 8) | s[4]
     pcr_pid = ((s[8] & 0x1F) << 8) | s[9]
-    i = 12 + (((s[10] & 0x0F) << 8) | s[11])
+    info_end = 12 + (((s[10] & 0x0F) << 8) | s[11])
     end = len(s) - 4
+    regs = _registrations(s, 12, min(info_end, end))
+    i = info_end
     streams: dict[int, int] = {}
     while i + 5 <= end:
         pid = ((s[i + 1] & 0x1F) << 8) | s[i + 2]
         streams[pid] = s[i]
-        i += 5 + (((s[i + 3] & 0x0F) << 8) | s[i + 4])
+        es_end = i + 5 + (((s[i + 3] & 0x0F) << 8) | s[i + 4])
+        regs |= _registrations(s, i + 5, min(es_end, end))
+        i = es_end
     if i > end:
         return None
-    return Pmt(program, pcr_pid, streams)
+    return Pmt(program, pcr_pid, streams, frozenset(regs))
+
+
+REGISTRATION_DESCRIPTOR = 0x05
+
+
+def _registrations(s: bytes, i: int, end: int) -> set[bytes]:
+    """The format_identifiers of the registration descriptors in ``s[i:end]``."""
+    out: set[bytes] = set()
+    while i + 2 <= end:
+        tag, length = s[i], s[i + 1]
+        if tag == REGISTRATION_DESCRIPTOR and length >= 4 and i + 6 <= end:
+            out.add(bytes(s[i + 2 : i + 6]))
+        i += 2 + length
+    return out

@@ -1,0 +1,132 @@
+"""Caption presence from A/53 side data: CEA-608 caption text carried in real libx264 H.264
+(an SEI user_data_registered_itu_t_t35 "GA94" added before each picture's slices, as a caption
+encoder does), decoded by FFmpeg's H.264 decoder through PyAV, tracked per picture."""
+
+from __future__ import annotations
+
+import fractions
+import re
+
+import av
+import numpy as np
+import pytest
+
+from worker.captions import CaptionTracker, a53_cc, parse_cc_data
+from worker.detectors.base import Finding
+
+FPS = 25
+SECONDS = 8
+TEXT = bytes([0xFC, 0xC8, 0x49])  # cc_valid, CEA-608 field 1: "HI" (0xC8: 'H' with odd parity)
+PADDING = bytes([0xFC, 0x80, 0x80])  # the null pair: a live caption channel without text
+DTVCC = bytes([0xFE, 0x41, 0x42])  # cc_valid, DTVCC packet data
+
+
+def _sei(triplets: bytes) -> bytes:
+    """An H.264 SEI NAL (Annex B) with ATSC A/53 cc_data (emulation prevention applied)."""
+    payload = b"\xb5\x00\x31GA94\x03" + bytes([0x40 | len(triplets) // 3, 0xFF]) + triplets + b"\xff"
+    body = bytes([0x04, len(payload)]) + payload + b"\x80"
+    out = bytearray()
+    zeros = 0
+    for b in body:
+        if zeros >= 2 and b <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return b"\x00\x00\x00\x01\x06" + bytes(out)
+
+
+def _with_sei(au: bytes, sei: bytes) -> bytes:
+    for m in re.finditer(b"\x00\x00\x01", au):
+        if au[m.end()] & 0x1F in (1, 5):  # the first slice NAL (non-IDR or IDR)
+            k = m.start() - (1 if m.start() and au[m.start() - 1] == 0 else 0)
+            return au[:k] + sei + au[k:]
+    raise ValueError("no slice in the access unit")
+
+
+@pytest.fixture(scope="module")
+def access_units() -> list[bytes]:
+    """A real libx264 encode, one Annex B access unit per picture, no B-frames (decode order is
+    presentation order)."""
+    enc = av.CodecContext.create("libx264", "w")
+    assert isinstance(enc, av.VideoCodecContext)
+    enc.width, enc.height, enc.pix_fmt = 64, 64, "yuv420p"
+    enc.time_base = fractions.Fraction(1, FPS)
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "25"}
+    packets: list[av.Packet] = []
+    for i in range(FPS * SECONDS):
+        img = np.full((64, 64, 3), (i * 7) % 256, np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets += enc.encode(frame)
+    packets += enc.encode(None)
+    return [bytes(p) for p in packets]
+
+
+def track(
+    aus: list[bytes], cc_at: dict[int, bytes], lost_s: float = 2.0
+) -> tuple[CaptionTracker, list[Finding]]:
+    """Decode ``aus`` with ``cc_at[i]`` added to picture i; track pictures at i / FPS seconds."""
+    dec = av.CodecContext.create("h264", "r")
+    tracker = CaptionTracker(lost_s=lost_s)
+    out: list[Finding] = []
+    n = 0
+    for i, au in enumerate(aus):
+        data = _with_sei(au, _sei(cc_at[i])) if i in cc_at else au
+        for frame in dec.decode(av.Packet(data)):
+            assert isinstance(frame, av.VideoFrame)
+            out += tracker.picture(n / FPS, a53_cc(frame))
+            n += 1
+    assert n == FPS * SECONDS
+    return tracker, out + tracker.flush(SECONDS)
+
+
+def test_captions_present_while_text_flows(access_units: list[bytes]) -> None:
+    tracker, findings = track(access_units, {i: TEXT for i in range(len(access_units))})
+    assert tracker.present is True
+    assert tracker.pictures_with_text == FPS * SECONDS
+    assert findings == []
+
+
+def test_captions_stopping_raise_captions_lost_after_the_configured_time(access_units: list[bytes]) -> None:
+    text_until = 3 * FPS  # text for the first 3 s, padding after
+    cc = {i: TEXT if i < text_until else PADDING for i in range(len(access_units))}
+    tracker, findings = track(access_units, cc, lost_s=2.0)
+    last_text = (text_until - 1) / FPS
+    opened, closed = findings
+    assert opened.type == "captions_lost" and opened.end_s is None
+    assert opened.start_s == pytest.approx(last_text + 2.0)
+    assert closed.end_s == SECONDS
+    assert tracker.present is False
+
+
+def test_captions_returning_close_captions_lost(access_units: list[bytes]) -> None:
+    cc = {i: TEXT for i in range(len(access_units)) if not FPS <= i < 5 * FPS}
+    tracker, findings = track(access_units, cc, lost_s=2.0)
+    (opened, closed) = findings
+    assert opened.start_s == pytest.approx((FPS - 1) / FPS + 2.0)
+    assert closed.end_s == pytest.approx(5.0)
+    assert tracker.present is True
+
+
+def test_clip_without_captions_reports_no_captions_not_a_defect(access_units: list[bytes]) -> None:
+    tracker, findings = track(access_units, {})
+    assert tracker.present is None
+    assert findings == []
+
+
+def test_padding_only_counts_as_no_captions(access_units: list[bytes]) -> None:
+    tracker, findings = track(access_units, {i: PADDING for i in range(len(access_units))})
+    assert tracker.present is None
+    assert findings == []
+
+
+def test_cc_data_triplets_are_counted_by_kind() -> None:
+    invalid = bytes([0xF8, 0xC8, 0x49])  # cc_valid 0
+    counts = parse_cc_data(TEXT + PADDING + DTVCC + invalid + bytes([0xFE, 0, 0]))
+    assert (counts.cea608, counts.cea708, counts.padding) == (1, 1, 3)
+
+
+def test_lost_time_outside_its_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="lost_s"):
+        CaptionTracker(lost_s=0.0)
