@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from worker.capacity import Admission, StreamLoad
 
 P720 = 1280 * 720 * 25.0
@@ -22,13 +24,17 @@ def test_an_empty_worker_takes_one_stream_whatever_it_may_cost() -> None:
 
 def test_streams_are_taken_while_their_measured_cost_stays_under_the_target() -> None:
     admission = Admission(cores=2.0, target=0.75)
-    loads = [measured(0.1) for _ in range(10)]  # 1.0 of the 1.5 cores allowed
-    for _ in range(40):  # the load loop learns every 2 s
-        admission.learn(loads)
-    # The next one is expected to cost as a 1080p30 stream at the learned cores per pixel/s.
-    expected = admission.expected(None)
-    assert abs(expected - 0.1 * (1920 * 1080 * 30) / P720) < 0.01
-    assert admission.free_slots(loads) == int(0.5 // expected)
+    loads = [measured(0.125) for _ in range(8)]  # 1.0 of the 1.5 cores allowed
+    # The next one, not yet probed, is expected to cost as the costliest measured here.
+    assert admission.unopened(loads) == pytest.approx(0.125)
+    assert admission.free_slots(loads) == 4  # 0.5 cores of room
+
+
+def test_before_anything_is_measured_a_new_stream_is_expected_to_cost_a_1080p30_one() -> None:
+    admission = Admission(cores=2.0, target=0.75)
+    warming = StreamLoad(started=0.0)
+    warming.observe(1.0, 0.01, P720, None)
+    assert admission.unopened([warming]) == pytest.approx(1920 * 1080 * 30 * admission.cores_per_pixel_s)
 
 
 def test_a_stream_not_yet_measured_counts_at_its_expected_cost() -> None:

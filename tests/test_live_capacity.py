@@ -42,26 +42,27 @@ def _submit_udp(api: Api, port: int) -> str:
 def test_a_worker_takes_streams_by_measured_cost_and_leaves_the_rest_for_another(
     router: Api, workers: WorkerFactory
 ) -> None:
-    # A CPU target of 6% of this machine's cores: room for the first stream (an empty worker
-    # always takes one), not for a second once the first is measured. No capacity is set.
+    # A CPU target of 6% of this machine's cores (0.12 of 2): room for the first stream (an empty
+    # worker always takes one) and, once it is measured, for at most one more of its kind. No
+    # capacity is set: the measured cost holds the others back.
     workers("c1", AVMON_CPU_TARGET="0.06")
-    ports = [local.free_port() for _ in range(3)]
+    ports = [local.free_port() for _ in range(4)]
     with ExitStack() as senders:
         for i, port in enumerate(ports):
             senders.enter_context(
-                LiveSource.start("udp", port=port, duration_s=75.0, seed=i, width=320, height=180)
+                LiveSource.start("udp", port=port, duration_s=75.0, seed=i, width=640, height=360)
             )
         ids = [_submit_udp(router, port) for port in ports]
         wait_for(lambda: any(_stream(router, s)["owner"] for s in ids), 20, what="one stream taken")
         time.sleep(20.0)  # past the first stream's warm-up: its cost is measured by now
         owners = [_stream(router, s)["owner"] for s in ids]
-        assert owners.count("c1") == 1, owners
-        assert owners.count(None) == 2, owners
+        assert 1 <= owners.count("c1") <= 2 and owners.count(None) == 4 - owners.count("c1"), owners
+        held = owners.count("c1")
         # A second worker takes what the first had no room for.
         workers("c2")
         wait_for(lambda: all(_stream(router, s)["owner"] for s in ids), 60, what="every stream owned")
         owners = [_stream(router, s)["owner"] for s in ids]
-        assert owners.count("c1") == 1 and owners.count("c2") == 2, owners
+        assert owners.count("c1") == held and owners.count("c2") == 4 - held, owners
 
 
 def test_a_session_given_the_published_timeline_continues_it() -> None:

@@ -5,8 +5,9 @@ while what its streams cost (each stream's own CPU, measured in its thread once 
 ``warmup_s``; before that, expected from its pixel rate) plus the expected cost of the new one
 stays under ``target`` of the cores it may use. A stream's expected cost is its pixel rate
 (width x height x fps) times the cores per pixel/s learned from the streams measured so far; a
-stream not yet opened is expected to cost as much as a 1080p30 one, so that a burst of assignments
-cannot overcommit a worker before anything is measured. ``max_streams`` is an upper bound, not the
+stream not yet opened is expected to cost as much as the costliest one measured here (streams of
+one deployment tend to be alike), or a 1080p30 one before any is measured, so that a burst of
+assignments cannot overcommit a worker. ``max_streams`` is an upper bound, not the
 density.
 
 When the worker cannot keep up (a stream's lag behind its live edge is beyond ``shed_lag_s`` and
@@ -139,10 +140,16 @@ class Admission:
         total = sum(self.cost(ld) for ld in loads)
         return max(total, process_cores or 0.0)
 
+    def unopened(self, loads: list[StreamLoad]) -> float:
+        """Cores a stream not yet probed is expected to cost: as the costliest this worker has
+        measured (streams of one deployment tend to be alike), or a 1080p30 one before any."""
+        measured = [m for ld in loads if (m := ld.measured(self.warmup_s)) is not None]
+        return max(measured) if measured else self.expected(None)
+
     def free_slots(self, loads: list[StreamLoad], process_cores: float | None = None) -> int:
         """How many more unopened streams fit under the target (0 at the upper bound)."""
         room = self.target * self.cores - self.committed(loads, process_cores)
-        by_cpu = math.floor(room / self.expected(None)) if room > 0 else 0
+        by_cpu = math.floor(room / self.unopened(loads)) if room > 0 else 0
         # A worker with nothing at all takes one stream whatever it may cost: it is the only way
         # to learn what this kind of stream costs here.
         if not loads:
