@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -560,5 +561,14 @@ def healthy(settings: WorkerSettings | None = None) -> bool:
     return time.time() - stamp < settings.health_max_age_s
 
 
+# The GIL's switch interval (s) in a worker process. A stream thread gives the GIL up for every
+# decode call and every datagram it reads, and with a dozen such threads each one then waits for
+# it to come back: at Python's default of 5 ms, one 720p stream in a dozen fell 2-4 s behind at
+# times while the process used 73% of 2 cores; at 1 ms the worst lag was 0.5 s, at the same CPU
+# (BENCHMARKS.md, live capacity).
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
 def main(settings: WorkerSettings | None = None) -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     asyncio.run(Worker(settings).run())
