@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.aws_calls import _http
+from bench.capacity import busy_cores_s
 from infra import local
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -141,15 +143,6 @@ def send(ports: list[int], clip: Path, seconds: float, stagger_s: float = 0.25) 
 # ---------------------------------------------------------------- the system
 
 
-def _api(base: str, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        base + path, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` and its threads (0 once it is gone)."""
     try:
@@ -171,12 +164,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def _busy_s() -> float:
-    with open("/proc/stat") as stat:
-        v = [int(x) for x in stat.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -248,7 +235,7 @@ def run_live(
         deadline = time.monotonic() + 60
         while True:
             try:
-                _api(base, "GET", "/streams")
+                _http(base, "GET", "/streams")
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if up.poll() is not None or time.monotonic() > deadline:
@@ -261,7 +248,7 @@ def run_live(
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         ids = [
-            _api(base, "POST", "/streams", {"url": f"udp://@:{port}", "name": f"live-{i}"})["stream_id"]
+            _http(base, "POST", "/streams", {"url": f"udp://@:{port}", "name": f"live-{i}"})["stream_id"]
             for i, port in enumerate(udp_ports)
         ]
         t0 = time.monotonic()
@@ -275,15 +262,15 @@ def run_live(
             if not measuring and now >= warmup_s:
                 measuring, tm = True, time.monotonic()
                 cpu0 = _cpu_s(worker_pid) if worker_pid else 0.0
-                snd0, busy0 = _cpu_s(sender.pid), _busy_s()
-            listed = {s["stream_id"]: s for s in _api(base, "GET", "/streams?limit=100")["streams"]}
+                snd0, busy0 = _cpu_s(sender.pid), busy_cores_s()
+            listed = {s["stream_id"]: s for s in _http(base, "GET", "/streams?limit=100")["streams"]}
             if measuring and now < seconds:
                 samples.append(listed)
             if now >= seconds and measuring and not result.worker_cores:
                 elapsed = time.monotonic() - tm
                 result.worker_cores = ((_cpu_s(worker_pid) if worker_pid else 0.0) - cpu0) / elapsed
                 result.sender_cores = (_cpu_s(sender.pid) - snd0) / elapsed
-                result.machine_cores = (_busy_s() - busy0) / elapsed
+                result.machine_cores = (busy_cores_s() - busy0) / elapsed
             if second_worker_after_s is not None and second is None and now >= second_worker_after_s:
                 second = subprocess.Popen(
                     [sys.executable, "-m", "avmon", "worker"], env=_worker_env(aws_port),
@@ -307,7 +294,7 @@ def run_live(
             owners = [t.get("owner") for t in trace]
             owned = bool(owners) and all(first(o) for o in owners)
             lags = [float(t.get("lag_s") or 0.0) for t in trace if t.get("owner")]
-            defects = _api(base, "GET", f"/streams/{sid}/defects?limit=100")["defects"]
+            defects = _http(base, "GET", f"/streams/{sid}/defects?limit=100")["defects"]
             worst = max(lags, default=0.0)
             result.held += owned and worst <= MAX_LAG_S and not defects
             result.owned_end += bool(owners and owners[-1])
