@@ -152,6 +152,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process below it (a worker and its media processes)."""
+    return _cpu_s(pid) + sum(_tree_cpu_s(child) for child in _children(pid))
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -261,14 +266,14 @@ def run_live(
             now = time.monotonic() - t0
             if not measuring and now >= warmup_s:
                 measuring, tm = True, time.monotonic()
-                cpu0 = _cpu_s(worker_pid) if worker_pid else 0.0
+                cpu0 = _tree_cpu_s(worker_pid) if worker_pid else 0.0
                 snd0, busy0 = _cpu_s(sender.pid), busy_cores_s()
             listed = {s["stream_id"]: s for s in _http(base, "GET", "/streams?limit=100")["streams"]}
             if measuring and now < seconds:
                 samples.append(listed)
             if now >= seconds and measuring and not result.worker_cores:
                 elapsed = time.monotonic() - tm
-                result.worker_cores = ((_cpu_s(worker_pid) if worker_pid else 0.0) - cpu0) / elapsed
+                result.worker_cores = ((_tree_cpu_s(worker_pid) if worker_pid else 0.0) - cpu0) / elapsed
                 result.sender_cores = (_cpu_s(sender.pid) - snd0) / elapsed
                 result.machine_cores = (busy_cores_s() - busy0) / elapsed
             if second_worker_after_s is not None and second is None and now >= second_worker_after_s:
@@ -306,7 +311,8 @@ def run_live(
             status = trace[-1].get("status") if trace else None
             kinds = sorted({d["type"] for d in defects})
             result.per_stream.append(
-                {"stream_id": sid, "owned": owned, "worst_lag_s": worst, "defects": kinds, "status": status}
+                {"stream_id": sid, "owned": owned, "worst_lag_s": worst, "defects": kinds, "status": status,
+                 "lags_s": lags}
             )
         result.owned_min = min(
             (sum(first(s.get(sid, {}).get("owner")) for sid in ids) for s in samples), default=0

@@ -83,6 +83,14 @@ class WorkerSettings(CommonSettings):
     decode_threads: int = Field(
         1, ge=1, le=16, description="Video decoder threads per stream (1: cheapest, streams outnumber cores)."
     )
+    media_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that decode and analyse the streams (0: one per core the worker may "
+        "use; 1: the worker's own process). One process has one GIL: past a dozen streams its "
+        "threads wait for it more than they work (worker/shards.py).",
+    )
     poll_wait_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
     takeover_scan_s: float = Field(
         10.0, gt=0, description="With free capacity, look for streams whose lease expired this often."

@@ -32,6 +32,7 @@ from worker.capacity import Admission, StreamLoad, available_cores
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
+from worker.shards import MediaPool, RemoteSession
 from worker.sink import DefectWriter
 from worker.transport import TransportCounters
 
@@ -45,7 +46,7 @@ LEAVE_SHED_S = 20  # an assignment for a stream this worker shed is hidden this 
 @dataclass
 class Running:
     lease: Lease
-    session: StreamSession
+    session: StreamSession | RemoteSession
     thread: threading.Thread
     stop: threading.Event
     done: asyncio.Future[tuple[Outcome, str | None]] = field(repr=False)
@@ -76,6 +77,13 @@ class Worker:
             recover_s=s.shed_recover_s,
         )
         self._cpu: deque[tuple[float, float]] = deque(maxlen=16)  # (monotonic, process CPU s)
+        processes = s.media_processes or max(1, round(self.admission.cores))
+        # Streams in child processes, a GIL each (worker/shards.py); 1: in this process, threads.
+        self.pool = MediaPool(processes, switch_interval_s=GIL_SWITCH_INTERVAL_S) if processes > 1 else None
+
+    def _cpu_s(self) -> float:
+        """CPU time of this process and its media processes."""
+        return time.process_time() + (self.pool.cpu_s() if self.pool is not None else 0.0)
 
     def _process_cores(self) -> float | None:
         """Cores the whole process used over the last ~10 s (None until it has 2 s of samples)."""
@@ -128,12 +136,16 @@ class Worker:
                 ttl_days=self.settings.defect_ttl_days,
                 on_written=self._notify,
             )
+            if self.pool is not None:
+                await asyncio.to_thread(self.pool.start)
             log.info(
-                "worker %s up: %.1f cores, streams taken up to %.0f%% of them (at most %d)",
+                "worker %s up: %.1f cores, streams taken up to %.0f%% of them (at most %d), "
+                "in %d media processes",
                 self.settings.worker_id,
                 self.admission.cores,
                 100 * self.admission.target,
                 self.settings.worker_capacity,
+                self.pool.processes if self.pool is not None else 1,
             )
             tasks = [
                 asyncio.create_task(self._poll_loop(), name="poll"),
@@ -153,7 +165,11 @@ class Worker:
                 for task in tasks[:6]:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                await self._shutdown()
+                try:
+                    await self._shutdown()
+                finally:
+                    if self.pool is not None:
+                        await asyncio.to_thread(self.pool.close)
         log.info("worker %s stopped", self.settings.worker_id)
 
     async def _shutdown(self) -> None:
@@ -331,9 +347,18 @@ class Worker:
         def evidence(defect: Defect, item: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(self.sink.attach_evidence, defect, item)  # queued before emit's
 
-        session = StreamSession(
-            lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
-        )
+        session: StreamSession | RemoteSession | None = None
+        if self.pool is not None:
+            try:
+                session = self.pool.session(
+                    lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
+                )
+            except RuntimeError as exc:  # then in this process, as with one media process
+                log.error("stream %s runs in the worker's own process: %s", lease.stream_id, exc)
+        if session is None:
+            session = StreamSession(
+                lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
+            )
         if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink
             offer, sid = self.sink.offer_live, lease.stream_id
             session.recorder.publish_live(lambda item: loop.call_soon_threadsafe(offer, sid, item))
@@ -466,7 +491,7 @@ class Worker:
             now = time.monotonic()
             if now >= next_cores:  # a task's CPU quota can be changed under it (docker update)
                 self.admission.cores, next_cores = available_cores(), now + CORES_EVERY_S
-            self._cpu.append((now, time.process_time()))
+            self._cpu.append((now, self._cpu_s()))
             for running in list(self.running.values()):
                 f = running.session.figures
                 running.load.has_video = running.session.ctx.has_video
@@ -475,7 +500,7 @@ class Worker:
             self.admission.learn(list(loads.values()))
             behind = any(ld.falling_behind(self.admission.shed_lag_s) for ld in loads.values())
             for running in self.running.values():
-                running.session.figures.overloaded = behind
+                running.session.mark_overloaded(behind)
             victim = self.admission.to_shed(loads, now)
             if victim is not None:
                 running = self.running[victim]
@@ -542,7 +567,7 @@ class Worker:
             await asyncio.sleep(5.0)
 
 
-def _transport(session: StreamSession) -> TransportCounters | None:
+def _transport(session: StreamSession | RemoteSession) -> TransportCounters | None:
     """A UDP session's transport counters, read from the event loop while its thread counts on:
     a scrape that meets a resize is skipped, not an error."""
     try:

@@ -237,6 +237,10 @@ class StreamSession:
         datagrams lately): what is found now may be our fault, not the source's."""
         return self.figures.overloaded or time.monotonic() < self._overloaded_until
 
+    def mark_overloaded(self, flag: bool) -> None:
+        """The worker's word: it is not keeping up (its shedding rule, worker/main.py)."""
+        self.figures.overloaded = flag
+
     def transport_counters(self) -> TransportCounters | None:
         """The TR 101 290 counters of a UDP source (None for others)."""
         udp = self._udp
