@@ -30,6 +30,26 @@ def test_streams_are_taken_while_their_measured_cost_stays_under_the_target() ->
     assert admission.free_slots(loads) == 4  # 0.5 cores of room
 
 
+def behind_for(load: StreamLoad, lags: list[float], start: float = 32.0) -> None:
+    for i, lag in enumerate(lags):
+        load.observe(start + 2 * i, 0.05 * (start + 2 * i), P720, lag)
+
+
+def test_no_stream_is_taken_while_one_stays_behind_real_time_whatever_the_cpu() -> None:
+    admission = Admission(cores=2.0, target=0.75)
+    loads = [measured(0.05) for _ in range(4)]  # 0.2 of 1.5 cores: CPU says take more
+    assert admission.free_slots(loads) > 0
+    behind_for(loads[0], [1.4] * 8)  # but one stream has been 1.4 s behind for 16 s
+    assert admission.free_slots(loads) == 0
+
+
+def test_an_hls_stream_a_segment_behind_at_times_does_not_stop_admission() -> None:
+    admission = Admission(cores=2.0, target=0.75)
+    loads = [measured(0.05) for _ in range(4)]
+    behind_for(loads[0], [5.8, 3.8, 1.8, 0.1, 5.9, 3.9, 1.9, 0.1])  # 6 s segments, caught up
+    assert admission.free_slots(loads) > 0
+
+
 def test_before_anything_is_measured_a_new_stream_is_expected_to_cost_a_1080p30_one() -> None:
     admission = Admission(cores=2.0, target=0.75)
     warming = StreamLoad(started=0.0)

@@ -10,6 +10,13 @@ one deployment tend to be alike), or a 1080p30 one before any is measured, so th
 assignments cannot overcommit a worker. ``max_streams`` is an upper bound, not the
 density.
 
+Whatever the CPU says, a worker whose streams are not at real time takes nothing more: while any
+stream's lag has stayed beyond ``admit_lag_s`` (1 s) at every sample of the last ~16 s, there is
+no room. (Its least lag, not its latest: an HLS stream is read a segment at a time, so the first
+picture of a fresh segment was live a segment duration ago even when nothing is behind.) CPU is
+not the only thing that runs out (a process's GIL, memory bandwidth, a noisy neighbour on the
+host), and lag is what every one of them shows.
+
 When the worker cannot keep up (a stream's lag behind its live edge is beyond ``shed_lag_s`` and
 growing), it hands back one stream, the most recently taken, and waits ``recover_s`` before it
 judges again: overload sheds the excess, one stream at a time, never everything.
@@ -34,6 +41,8 @@ UNOPENED_PIXEL_RATE = 1920 * 1080 * 30  # a stream not yet probed: expect a 1080
 AUDIO_ONLY_CORES = 0.01  # a stream without video (loudness, silence ... on 48 kHz audio)
 LEARNING_RATE = 0.2  # weight of a new measurement in the learned cores per pixel/s
 SAMPLE_WINDOW_S = 10.0
+ADMIT_LAG_S = 1.0  # a stream this far behind real time: take no other (real time is the job)
+LAGS_KEPT = 8  # lag samples remembered per stream: 16 s at the worker's 2 s, over an HLS segment
 
 
 def available_cores() -> float:
@@ -80,7 +89,7 @@ class StreamLoad:
     samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=64))  # (t, cpu s)
     pixel_rate: float | None = None  # pixels per second, once the source is probed
     has_video: bool = True
-    lags: deque[float] = field(default_factory=lambda: deque(maxlen=3))
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=LAGS_KEPT))
 
     def observe(self, now: float, cpu_s: float, pixel_rate: float | None, lag_s: float | None) -> None:
         self.samples.append((now, cpu_s))
@@ -97,9 +106,13 @@ class StreamLoad:
         span = end_t - start[0]
         return (end_cpu - start[1]) / span if span >= 2.0 else None
 
+    def behind(self, limit_s: float) -> bool:
+        """Lag beyond ``limit_s`` at every sample remembered (a full set of them)."""
+        return len(self.lags) == self.lags.maxlen and min(self.lags) > limit_s
+
     def falling_behind(self, limit_s: float) -> bool:
         """Lag beyond ``limit_s`` and grown at each of the last samples."""
-        lags = list(self.lags)
+        lags = list(self.lags)[-3:]
         return len(lags) >= 3 and lags[-1] > limit_s and all(a < b for a, b in itertools.pairwise(lags))
 
 
@@ -112,6 +125,7 @@ class Admission:
     max_streams: int = 64
     warmup_s: float = 12.0
     shed_lag_s: float = 10.0
+    admit_lag_s: float = ADMIT_LAG_S
     recover_s: float = 20.0
     cores_per_pixel_s: float = PRIOR_CORES_PER_MPIX_S / 1e6
     last_shed: float = -math.inf
@@ -148,6 +162,8 @@ class Admission:
 
     def free_slots(self, loads: list[StreamLoad], process_cores: float | None = None) -> int:
         """How many more unopened streams fit under the target (0 at the upper bound)."""
+        if any(ld.behind(self.admit_lag_s) for ld in loads):
+            return 0
         room = self.target * self.cores - self.committed(loads, process_cores)
         by_cpu = math.floor(room / self.unopened(loads)) if room > 0 else 0
         # A worker with nothing at all takes one stream whatever it may cost: it is the only way
