@@ -4,7 +4,8 @@
     python -m bench --quick    # short clips, fewer rounds: checks that everything runs (~2 minutes)
     python -m bench --only throughput,ffmpeg --no-write
 
-Sections: throughput, detectors, ffmpeg, capacity, aws, per-frame, profile.
+Sections: throughput, detectors, ffmpeg, capacity, aws, per-frame, profile, live (the real
+worker on live UDP: ``bench.live``, about 6 minutes, its own part of BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from bench.per_frame import measure_per_frame
 from bench.profile import profile_pipeline
 from bench.throughput import PIPELINE, measure_throughput
 
-SECTIONS = ("throughput", "breakdown", "detectors", "ffmpeg", "capacity", "aws", "per-frame", "profile")
+SECTIONS = (
+    "throughput", "breakdown", "detectors", "ffmpeg", "capacity", "aws", "per-frame", "profile", "live"
+)
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
@@ -184,12 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     )
-    results = run(QUICK if args.quick else FULL, sections, args.quick, command)
-    generated = report.render(results)
-    print(generated)
-    if not args.no_write:
-        report.write(args.output, generated)
-        say(f"wrote {args.output}")
+    if sections - {"live"}:
+        results = run(QUICK if args.quick else FULL, sections - {"live"}, args.quick, command)
+        generated = report.render(results)
+        print(generated)
+        if not args.no_write:
+            report.write(args.output, generated)
+            say(f"wrote {args.output}")
+    if "live" in sections and args.quick:
+        say("live capacity: not in a quick run (python -m bench --only live)")
+    elif "live" in sections:
+        from bench import live  # the real worker on live UDP input (its own section)
+
+        say("live capacity through the real worker (about 6 minutes) ...")
+        section = live.full()
+        print(section)
+        if not args.no_write:
+            live.write_section(section, args.output)
+            say(f"wrote the live section of {args.output}")
     return 0
 
 

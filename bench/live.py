@@ -218,6 +218,7 @@ def run_live(
     clip: Path | None = None,
     second_worker_after_s: float | None = None,
     log_path: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> LiveRun:
     """One run: ``avmon up --workers 1`` with ``streams`` live UDP sources for ``seconds``; with
     ``second_worker_after_s``, a second ``avmon worker`` joins then and the run goes on until
@@ -230,7 +231,7 @@ def run_live(
     up = subprocess.Popen(
         [sys.executable, "-m", "avmon", "up", "--workers", "1", "--port", str(router_port),
          "--aws-port", str(aws_port)],
-        env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{router_port}"
     sender: subprocess.Popen[bytes] | None = None
@@ -428,6 +429,10 @@ def full(offered: int = 24, seconds: float = 100.0, warmup_s: float = 50.0) -> s
     baseline = decode_only_cores(8)
     run = run_live(offered, seconds=seconds, warmup_s=warmup_s, second_worker_after_s=seconds)
     print(describe(run), flush=True)
+    # The same number of streams with every one in the worker's own process (the design before
+    # media processes): what one GIL does to them.
+    one = run_live(max(1, run.owned_min), seconds=70.0, warmup_s=25.0, env={"AVMON_MEDIA_PROCESSES": "1"})
+    print("one media process:", describe(one), flush=True)
     held_cost = run.cores_per_stream
     load = os.getloadavg()
     hour_task = 2 * 0.04048 + 4 * 0.004445  # a 2 vCPU / 4 GB Fargate task, us-east-1 list prices
@@ -436,6 +441,11 @@ def full(offered: int = 24, seconds: float = 100.0, warmup_s: float = 50.0) -> s
         ("taken and held at real time, default settings (no capacity set)", f"{run.owned_min}"),
         ("... of those with lag ≤ 1 s and no defect throughout the window", f"{run.held}"),
         ("worst lag of a held stream", f"{run.worst_lag_s:.2f} s"),
+        (
+            f"the same {one.offered} streams all in the worker's own process (`AVMON_MEDIA_PROCESSES=1`): "
+            "held / worst lag",
+            f"{one.held} / {one.worst_lag_s:.2f} s",
+        ),
         ("defects on the clean streams (marked monitor_overloaded)", f"{run.defects} ({run.defects_marked})"),
         ("hand-overs during the window (a stream changing or losing its owner)", f"{run.handovers}"),
         ("worker process CPU", f"{run.worker_cores:.2f} cores"),
@@ -473,7 +483,10 @@ def full(offered: int = 24, seconds: float = 100.0, warmup_s: float = 50.0) -> s
         *[f"| {a} | {b} |" for a, b in rows],
         "",
         "The worker takes streams by their measured cost up to 75 % of its cores "
-        "(`AVMON_CPU_TARGET`); what it has no room for waits, unowned, for another worker. The in-process "
+        "(`AVMON_CPU_TARGET`), and none while one of its streams stays behind real time; what it has "
+        "no room for waits, unowned, for another worker. Its streams run in one media process per "
+        "core (worker/shards.py): in one process, one GIL, a dozen stream threads wait for it more "
+        "than they work (the row above). Lag is the worker's own figure, sampled every 2 s. The in-process "
         "figure above (*Streams per worker*) runs sessions on files in one process, on the generator's "
         "lighter clip: it is not what a deployment carries.",
         "",
