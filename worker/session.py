@@ -25,7 +25,7 @@ import av
 
 from shared.models import Defect, DefectType, Event, StreamStatus, defect_id_for
 from shared.urlpolicy import UrlRefused, check_url, to_url
-from worker.captions import CAPTIONS_LOST_S, CaptionTracker, a53_cc
+from worker.captions import CAPTIONS_LOST_S, CaptionTracker, a53_from_packet
 from worker.cue_events import CueEvents, EventLimits, cue_event
 from worker.detectors import (
     AudioBlock,
@@ -183,6 +183,7 @@ class StreamSession:
         self._cue_events = CueEvents(config.event_limits)
         self._aligner = SpliceAligner()  # SCTE 172: an IDR at each splice time
         self._captions = CaptionTracker(lost_s=config.captions_lost_s)
+        self._video_codec = "h264"  # the video stream's, for the caption data's framing
         if urlsplit(config.url).scheme.lower() == "udp":
             # Bind now, before the thread starts: a sender that starts as soon as the stream is
             # taken loses nothing to the thread's start-up (the socket queues for it).
@@ -302,14 +303,20 @@ class StreamSession:
                                           start_s=start, splice_s=splice, wall_at=self._wall_at,
                                           source=source))
 
-    def _feed_picture_marks(self, frame: Any, pts_s: float, t: float) -> None:
-        """A decoded picture's captions (A/53 side data) and splice alignment."""
-        key = bool(frame.key_frame)
-        found = self._captions.picture(t, a53_cc(frame)) + self._aligner.picture(pts_s, key, t)
+    def _feed_captions(self, packet: Any, t: float) -> None:
+        """A video packet's caption data (A/53 cc_data in its SEI, worker/captions.py) at its
+        presentation time ``t``."""
+        found = self._captions.picture(t, a53_from_packet(packet, self._video_codec))
         if found:
             self._record_all(found)
         present = self._captions.present
         self.figures.captions = "none" if present is None else "present" if present else "lost"
+
+    def _feed_splice_point(self, frame: Any, pts_s: float, t: float) -> None:
+        """A decoded picture for the SCTE 172 check: an IDR at each cue's splice time."""
+        found = self._aligner.picture(pts_s, bool(frame.key_frame), t)
+        if found:
+            self._record_all(found)
 
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
@@ -532,6 +539,7 @@ class StreamSession:
             video.thread_type = "AUTO" if threads > 1 else "SLICE"
             video.codec_context.thread_count = threads
             cc = video.codec_context
+            self._video_codec = cc.name
             rate = video.average_rate or video.guessed_rate
             if cc.width and cc.height and rate:
                 self.figures.pixel_rate = float(cc.width * cc.height * rate)
@@ -608,6 +616,8 @@ class StreamSession:
                     ctx.connection += 1
                 elif self._loss is not None:
                     self._close_loss(pt)
+                if is_video and pt is not None:
+                    self._feed_captions(packet, pt)
                 if packet_detectors:
                     info = PacketInfo(
                         t=pt,
@@ -659,7 +669,7 @@ class StreamSession:
                         picture=frame,  # its chroma, for colour thumbnails
                     )
                     feed_video(vf)
-                    self._feed_picture_marks(frame, frame.pts * ftb, t)
+                    self._feed_splice_point(frame, frame.pts * ftb, t)
                     if figures.frames_analysed % 50 == 0:
                                     ctx.last_video_t = t
                     figures.frames_analysed += 1
