@@ -5,14 +5,21 @@ encoder does), decoded by FFmpeg's H.264 decoder through PyAV, tracked per pictu
 from __future__ import annotations
 
 import fractions
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
 from avmon.ccsei import DTVCC, PADDING, TEXT, sei_nal, spans, with_sei, write_clip
-from shared.models import Defect
+from router.handler import lambda_handler
+from router.local import LambdaContext
+from shared import store
+from shared.models import Defect, StreamStatus
+from tests.conftest import Stack, load_event
 from worker.captions import CaptionTracker, a53_cc, a53_from_packet, parse_cc_data
 from worker.detectors.base import Finding
 from worker.session import Outcome, SessionConfig, StreamSession
@@ -157,3 +164,19 @@ def test_caption_data_read_from_the_packet_is_what_the_decoder_hands_out(access_
         (frame,) = dec.decode(av.Packet(data))
         assert isinstance(frame, av.VideoFrame)
         assert a53_from_packet(data) == a53_cc(frame), i
+
+
+def test_stream_view_shows_the_captions_figure_its_worker_published(stack: Stack, ddb_client: Any) -> None:
+    tables = store.Tables(streams=f"{stack.prefix}-streams", defects=f"{stack.prefix}-defects")
+    sid, now = "s-cc0000000001", time.time()
+    ddb_client.put_item(**store.put_new_stream(
+        tables, stream_id=sid, url="udp://@:5000", name=None, realtime=False, client_token=None, now=now))
+    ddb_client.update_item(**store.claim_lease(tables, sid, 1, worker_id="w", now=now, period_s=30))
+    ddb_client.update_item(**store.renew_lease(
+        tables, sid, worker_id="w", counter=1, now=now, period_s=30, status=StreamStatus.MONITORING,
+        figures={"captions": "lost"}))
+    event = load_event("function_url_get_streams.json", rawPath=f"/streams/{sid}")
+    event["requestContext"]["http"]["path"] = f"/streams/{sid}"
+    result = lambda_handler(event, LambdaContext())
+    assert result["statusCode"] == 200
+    assert json.loads(result["body"])["captions"] == "lost"
