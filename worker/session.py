@@ -281,18 +281,18 @@ class StreamSession:
             self._record(replace(f, start_s=start, end_s=end))
 
     def _record_cues(self, cues: list[Cue], *, edge_s: float | None = None, source: str = "scte35") -> None:
-        """Cues (``cues`` is emptied) as events, bounded (worker/cue_events.py), and their splice
-        points for the SCTE 172 check. Their ``arrival_s``/``splice_s`` are on a clock ``edge_s``
-        ahead of media time (default: the transport analyser's arrival clock, as for its
-        findings); a splice time on the PTS clock is placed on the media timeline exactly."""
+        """Cues (``cues`` is emptied) as events, bounded (worker/cue_events.py), and the splice
+        points of those events for the SCTE 172 check. Their ``arrival_s``/``splice_s`` are on a
+        clock ``edge_s`` ahead of media time (default: the transport analyser's arrival clock, as
+        for its findings); a splice time on the PTS clock is placed on the media timeline exactly."""
         edge = self._edge.value if edge_s is None else edge_s
         finite = edge != float("inf")
         fallback = self._last_t if self._last_t is not None else 0.0
         pending, cues[:] = list(cues), []
         for cue in pending:
-            self._aligner.cue(cue)
             if not self._cue_events.admit(cue):
-                continue
+                continue  # a heartbeat, a repeat, or over the rate bound: not judged again either
+            self._aligner.cue(cue)
             start = max(0.0, cue.arrival_s - edge) if finite else fallback
             splice = None if cue.splice_s is None or not finite else cue.splice_s - edge
             if cue.splice_pts_s is not None and self._origin is not None:

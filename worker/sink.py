@@ -72,7 +72,7 @@ class DefectWriter:
         """Queue a record (event-loop thread only)."""
         per_stream = self._pending.setdefault(defect.stream_id, {})
         per_stream[defect.defect_id] = defect
-        if self.buffered > self.max_buffered:
+        if sum(len(v) for v in self._pending.values()) > self.max_buffered:
             oldest_stream = max(self._pending, key=lambda s: len(self._pending[s]))
             victim = next(iter(self._pending[oldest_stream]))
             self._pending[oldest_stream].pop(victim)
@@ -151,10 +151,11 @@ class DefectWriter:
 
     @property
     def buffered(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        """Records not yet written: defects and events."""
+        return sum(len(v) for v in self._pending.values()) + sum(len(v) for v in self._events.values())
 
     def pending_for(self, stream_id: str) -> int:
-        return len(self._pending.get(stream_id, {}))
+        return len(self._pending.get(stream_id, {})) + len(self._events.get(stream_id, {}))
 
     async def flush(self, only: str | None = None) -> bool:
         """Write what is buffered (or only one stream's). True when nothing is left to write."""
