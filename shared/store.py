@@ -655,11 +655,6 @@ def get_defect_exists(t: Tables, stream_id: str, defect_id: str) -> Request:
 # (``defect_id < NOT_DEFECTS``) and an event listing is one prefix Query, in media-time order.
 EVENT_PREFIX = "~ev#"
 NOT_DEFECTS = "~"
-EVENT_FIELDS = (
-    "stream_id, defect_id, #type, kind, start_s, start_at, splice_s, splice_pts_s, preroll_s, "
-    "duration_s, splice_event_id, segmentation_type, segmentation_type_id, upid, auto_return, "
-    "immediate, pid, #source, worker_id"
-)
 
 
 def event_item(event: Event, *, ttl_days: int, now: float) -> dict[str, Any]:
@@ -694,9 +689,11 @@ def query_events(
     counts the items read, before that filter: a page may hold fewer)."""
     filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
     values: dict[str, Any] = {"sid": stream_id, "prefix": EVENT_PREFIX, "now_epoch": int(now)}
+    names: dict[str, str] = {}
     if event_type:
         filters.append("#type = :type")
         values["type"] = event_type
+        names["#type"] = "type"
     if since_s is not None:
         filters.append("start_s >= :since_s")
         values["since_s"] = since_s
@@ -708,10 +705,10 @@ def query_events(
         "KeyConditionExpression": "stream_id = :sid AND begins_with(defect_id, :prefix)",
         "FilterExpression": " AND ".join(filters),
         "ExpressionAttributeValues": _values(**values),
-        "ExpressionAttributeNames": {"#type": "type", "#source": "source"},
-        "ProjectionExpression": EVENT_FIELDS,
         "Limit": limit,
     }
+    if names:
+        req["ExpressionAttributeNames"] = names
     if start_key:
         req["ExclusiveStartKey"] = start_key
     return req
