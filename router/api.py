@@ -146,6 +146,7 @@ def _page_args(
     *,
     keys: tuple[str, ...] = ("stream_id",),
     stream_id: str | None = None,
+    sort_key: re.Pattern[str] = DEFECT_ID,
 ) -> tuple[int, store.Item | None]:
     """``limit`` and the ``next_token`` as an ExclusiveStartKey of the table whose key attributes
     are ``keys`` (of the partition ``stream_id``, for a Query): a token of another table, another
@@ -169,7 +170,7 @@ def _page_args(
         set(fields) != set(keys)
         or not is_stream_id(fields["stream_id"])
         or (stream_id is not None and fields["stream_id"] != stream_id)
-        or ("defect_id" in fields and not DEFECT_ID.match(fields["defect_id"]))
+        or ("defect_id" in fields and not sort_key.match(fields["defect_id"]))
         or any(len(v) > 512 for v in fields.values())
     ):
         raise ApiError(400, "next_token is not valid for this listing")
@@ -355,6 +356,36 @@ def list_defects(stream_id: str) -> Response[str]:
         if record["defect_id"] in acks:  # POST .../acknowledge: who took it on, and when
             record["acknowledged"] = acks[record["defect_id"]]
     return _json(200, {"defects": defects, "next_token": store.encode_page_token(start)})
+
+
+EVENT_KEY = re.compile("^" + re.escape(store.EVENT_PREFIX) + DEFECT_ID.pattern.lstrip("^"))
+EVENT_TYPE = re.compile(r"^[a-z_]{1,40}$")
+
+
+@app.get("/streams/<stream_id>/events")
+def list_events(stream_id: str) -> Response[str]:
+    """SCTE-35 cues (and HLS cue tags) as events, in media-time order: paginated and filtered
+    (``since``, ``type``) as defects are."""
+    d = deps()
+    _stream_item(d, stream_id)
+    limit, start = _page_args(d.settings.max_page_size, keys=("stream_id", "defect_id"), stream_id=stream_id,
+                              sort_key=EVENT_KEY)
+    event_type = (app.current_event.query_string_parameters or {}).get("type")
+    if event_type is not None and not EVENT_TYPE.match(event_type):
+        raise ApiError(400, "type must be an event type such as splice_insert or time_signal")
+    since_s, since_at = _since()
+    events: list[dict[str, Any]] = []
+    while True:  # a filtered Query may return short pages
+        request = store.query_events(
+            d.tables, stream_id, now=time.time(), limit=limit - len(events), start_key=start,
+            event_type=event_type, since_s=since_s, since_at=since_at,
+        )
+        page = call(d.ddb.query, **request)
+        events.extend(store.event_from_item(store.unmarshal(raw)) for raw in page["Items"])
+        start = page.get("LastEvaluatedKey")
+        if not start or len(events) >= limit:
+            break
+    return _json(200, {"events": events, "next_token": store.encode_page_token(start)})
 
 
 @app.get("/streams/<stream_id>/defects/<defect_id>/evidence")

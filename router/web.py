@@ -367,6 +367,7 @@ def render_stream_page(page: StreamPage, now: float = 0.0) -> str:
             ("lag", "—" if s.lag_s is None else f"{s.lag_s:.1f} s"),
             ("media time", "—" if s.media_time_s is None else f"{s.media_time_s:.1f} s"),
             ("frames", s.frames_analysed),
+            ("captions", s.captions or "—"),
         )
     )
     reason = f'<p class="meta">reason: {escape(s.reason)}</p>' if s.reason else ""

@@ -137,6 +137,9 @@ class Stream(BaseModel):
     # confidence (0-1); None while unknown.
     av_sync_offset_ms: float | None = None
     av_sync_confidence: float | None = None
+    # Closed captions (CEA-608/708 text in A/53 side data): "present", "none" (never seen) or
+    # "lost" (seen, then none for the worker's captions_lost_s); None before any picture.
+    captions: str | None = None
 
 
 class Defect(BaseModel):
@@ -157,6 +160,40 @@ class Defect(BaseModel):
     # Found while the worker itself could not keep up (CPU, or datagrams it read too late): it
     # may be the monitor's loss rather than the source's defect.
     monitor_overloaded: bool = False
+
+
+class Event(BaseModel):
+    """Something an operator reads that is not a defect (DESIGN.md §5): an SCTE-35 cue.
+
+    ``event_id`` is the record's stable id (media time first, like a defect's); the cue's own
+    splice_event_id is ``splice_event_id``. Times in seconds on the stream's media timeline
+    (``start_s``: when the cue arrived, ``splice_s``: its splice point), ``splice_pts_s`` on the
+    source's 33-bit PTS clock (pts_adjustment applied)."""
+
+    stream_id: str
+    event_id: str
+    type: str  # the command: splice_insert, time_signal, ... (HLS tags: their tag's name)
+    kind: str | None = None  # out (cue-out), in (cue-in), cancel, or None
+    start_s: float
+    start_at: str
+    splice_s: float | None = None
+    splice_pts_s: float | None = None
+    preroll_s: float | None = None
+    duration_s: float | None = None
+    splice_event_id: int | None = None
+    segmentation_type: str | None = None
+    segmentation_type_id: int | None = None
+    upid: str | None = None  # hex
+    auto_return: bool = False
+    immediate: bool = False
+    pid: int | None = None
+    source: str = "scte35"  # scte35 (the TS's cue PID) or hls (playlist tags)
+    worker_id: str
+
+
+def event_id_for(event_type: str, start_s: float, key: str = "") -> str:
+    """Stable id of an event, sorted by media time: ``000000012.480-splice_insert-pid496-e7``."""
+    return defect_id_for(event_type, start_s, key)
 
 
 class ErrorBody(BaseModel):

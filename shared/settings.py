@@ -131,6 +131,12 @@ class WorkerSettings(CommonSettings):
     notify_min_gap_s: float = Field(
         10.0, ge=0, description="A same-type defect re-opening within this many seconds is folded."
     )
+    captions_lost_s: float = Field(
+        10.0, ge=0.1, le=3600.0, description="Captions that carried text and stop this long: captions_lost."
+    )
+    cues_lost_s: float = Field(
+        600.0, ge=1.0, le=86400.0, description="An SCTE-35 PID that had cues, silent this long: cues_lost."
+    )
     stop_grace_s: float = Field(
         20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."
     )

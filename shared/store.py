@@ -11,7 +11,9 @@ Streams table item (key ``stream_id``)::
     created_at, updated_at, reason, lag_s, frames_analysed, media_time_s, client_token
 
 Defects table item (key ``stream_id`` + ``defect_id``): the fields of :class:`shared.models.Defect`
-plus ``expires_at`` (epoch s, the table's TTL attribute).
+plus ``expires_at`` (epoch s, the table's TTL attribute). The same partition holds the stream's
+events (``defect_id`` = ``~ev#`` + the event's id, :func:`event_item`) and its live picture
+(``~live``): both sort after every defect id (those start with a digit).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from shared.models import Defect, Desired, Stream, StreamStatus, iso_from_epoch
+from shared.models import Defect, Desired, Event, Stream, StreamStatus, iso_from_epoch
 from shared.settings import DEFAULT_PREFIX, CommonSettings
 
 _SER = TypeSerializer()
@@ -133,6 +135,7 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
         dropped_datagrams=int(item.get("dropped_datagrams", 0)),
         av_sync_offset_ms=item.get("av_sync_offset_ms"),
         av_sync_confidence=item.get("av_sync_confidence"),
+        captions=item.get("captions"),
     )
 
 
@@ -321,7 +324,7 @@ def renew_lease(
     now: float,
     period_s: float,
     status: StreamStatus,
-    figures: dict[str, float | int | None],
+    figures: dict[str, float | int | str | None],
     reason: str | None = None,
 ) -> Request:
     """Extend a held lease and publish the live figures in the same write (no extra requests).
@@ -360,7 +363,7 @@ def release_lease(
     status: StreamStatus,
     finished: bool = False,
     reason: str | None = None,
-    figures: dict[str, float | int | None] | None = None,
+    figures: dict[str, float | int | str | None] | None = None,
 ) -> Request:
     """Let go of a held lease, publishing the session's last figures. ``finished`` also sets
     ``desired=STOPPED`` (a file read to its end, or a source refused by policy), so nobody takes
@@ -528,9 +531,10 @@ def query_defects(
     if since_at is not None:
         filters.append("(start_at >= :since_at OR end_at >= :since_at OR attribute_not_exists(end_at))")
         values["since_at"] = since_at
+    values["not_defects"] = NOT_DEFECTS  # events and the live picture share the partition
     req: Request = {
         "TableName": t.defects,
-        "KeyConditionExpression": "stream_id = :sid",
+        "KeyConditionExpression": "stream_id = :sid AND defect_id < :not_defects",
         "FilterExpression": " AND ".join(filters),
         "ExpressionAttributeValues": _values(**values),
         "ExpressionAttributeNames": names,
@@ -642,3 +646,69 @@ def get_defect_exists(t: Tables, stream_id: str, defect_id: str) -> Request:
         "Key": marshal({"stream_id": stream_id, "defect_id": defect_id}),
         "ProjectionExpression": "defect_id, expires_at",
     }
+
+
+# ---------------------------------------------------------------- events (SCTE-35 cues)
+
+# Events live in the defects table, in the stream's partition, under this sort-key prefix: "~"
+# sorts after the digits every defect id starts with, so defect listings stop before them
+# (``defect_id < NOT_DEFECTS``) and an event listing is one prefix Query, in media-time order.
+EVENT_PREFIX = "~ev#"
+NOT_DEFECTS = "~"
+
+
+def event_item(event: Event, *, ttl_days: int, now: float) -> dict[str, Any]:
+    """The stored record of an event: its fields, its sort key, and the table's TTL."""
+    item = event.model_dump(mode="json")
+    item["defect_id"] = EVENT_PREFIX + event.event_id
+    item["expires_at"] = int(now + ttl_days * 86400)
+    return item
+
+
+def event_from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An unmarshalled event item as the API shows it: its own id, no key prefix or TTL."""
+    out = dict(item)
+    out["event_id"] = str(out.pop("defect_id", ""))[len(EVENT_PREFIX) :]
+    out.pop("expires_at", None)
+    return out
+
+
+def query_events(
+    t: Tables,
+    stream_id: str,
+    *,
+    now: float,
+    limit: int,
+    start_key: Item | None,
+    event_type: str | None = None,
+    since_s: float | None = None,
+    since_at: str | None = None,
+) -> Request:
+    """Events of a stream in media-time order, optionally of one type, starting at or after
+    ``since_s`` (media seconds) or ``since_at`` (ISO 8601), expired ones hidden (``limit``
+    counts the items read, before that filter: a page may hold fewer)."""
+    filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
+    values: dict[str, Any] = {"sid": stream_id, "prefix": EVENT_PREFIX, "now_epoch": int(now)}
+    names: dict[str, str] = {}
+    if event_type:
+        filters.append("#type = :type")
+        values["type"] = event_type
+        names["#type"] = "type"
+    if since_s is not None:
+        filters.append("start_s >= :since_s")
+        values["since_s"] = since_s
+    if since_at is not None:
+        filters.append("start_at >= :since_at")
+        values["since_at"] = since_at
+    req: Request = {
+        "TableName": t.defects,
+        "KeyConditionExpression": "stream_id = :sid AND begins_with(defect_id, :prefix)",
+        "FilterExpression": " AND ".join(filters),
+        "ExpressionAttributeValues": _values(**values),
+        "Limit": limit,
+    }
+    if names:
+        req["ExpressionAttributeNames"] = names
+    if start_key:
+        req["ExclusiveStartKey"] = start_key
+    return req

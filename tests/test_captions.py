@@ -5,43 +5,27 @@ encoder does), decoded by FFmpeg's H.264 decoder through PyAV, tracked per pictu
 from __future__ import annotations
 
 import fractions
-import re
+import json
+import time
+from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
-from worker.captions import CaptionTracker, a53_cc, parse_cc_data
+from avmon.ccsei import DTVCC, PADDING, TEXT, sei_nal, spans, with_sei, write_clip
+from router.handler import lambda_handler
+from router.local import LambdaContext
+from shared import store
+from shared.models import Defect, StreamStatus
+from tests.conftest import Stack, load_event
+from worker.captions import CaptionTracker, a53_cc, a53_from_packet, parse_cc_data
 from worker.detectors.base import Finding
+from worker.session import Outcome, SessionConfig, StreamSession
 
 FPS = 25
 SECONDS = 8
-TEXT = bytes([0xFC, 0xC8, 0x49])  # cc_valid, CEA-608 field 1: "HI" (0xC8: 'H' with odd parity)
-PADDING = bytes([0xFC, 0x80, 0x80])  # the null pair: a live caption channel without text
-DTVCC = bytes([0xFE, 0x41, 0x42])  # cc_valid, DTVCC packet data
-
-
-def _sei(triplets: bytes) -> bytes:
-    """An H.264 SEI NAL (Annex B) with ATSC A/53 cc_data (emulation prevention applied)."""
-    payload = b"\xb5\x00\x31GA94\x03" + bytes([0x40 | len(triplets) // 3, 0xFF]) + triplets + b"\xff"
-    body = bytes([0x04, len(payload)]) + payload + b"\x80"
-    out = bytearray()
-    zeros = 0
-    for b in body:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return b"\x00\x00\x00\x01\x06" + bytes(out)
-
-
-def _with_sei(au: bytes, sei: bytes) -> bytes:
-    for m in re.finditer(b"\x00\x00\x01", au):
-        if au[m.end()] & 0x1F in (1, 5):  # the first slice NAL (non-IDR or IDR)
-            k = m.start() - (1 if m.start() and au[m.start() - 1] == 0 else 0)
-            return au[:k] + sei + au[k:]
-    raise ValueError("no slice in the access unit")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +56,7 @@ def track(
     out: list[Finding] = []
     n = 0
     for i, au in enumerate(aus):
-        data = _with_sei(au, _sei(cc_at[i])) if i in cc_at else au
+        data = with_sei(au, sei_nal(cc_at[i])) if i in cc_at else au
         for frame in dec.decode(av.Packet(data)):
             assert isinstance(frame, av.VideoFrame)
             out += tracker.picture(n / FPS, a53_cc(frame))
@@ -130,3 +114,69 @@ def test_cc_data_triplets_are_counted_by_kind() -> None:
 def test_lost_time_outside_its_range_is_refused() -> None:
     with pytest.raises(ValueError, match="lost_s"):
         CaptionTracker(lost_s=0.0)
+
+
+# -- through a session: an MPEG-TS file with captions in its SEI (avmon.ccsei), read as a source
+
+
+def _session_run(path: Path, lost_s: float = 2.0) -> tuple[StreamSession, list[Defect]]:
+    found: list[Defect] = []
+    config = SessionConfig(url=path.as_uri(), reconnect=False, captions_lost_s=lost_s, detectors=frozenset())
+    session = StreamSession("cc", config, found.append)
+    outcome, _ = session.run()
+    assert outcome is Outcome.COMPLETED
+    return session, found
+
+
+def test_session_reports_captions_present_while_text_flows(tmp_path: Path) -> None:
+    path = tmp_path / "cc.ts"
+    write_clip(path, seconds=4, cc_at=spans("0-4"))
+    session, found = _session_run(path)
+    assert session.figures.captions == "present"
+    assert [d for d in found if d.type == "captions_lost"] == []
+
+
+def test_session_reports_captions_lost_after_the_configured_time(tmp_path: Path) -> None:
+    path = tmp_path / "cc.ts"
+    write_clip(path, seconds=SECONDS, cc_at=spans("0-3"))  # text for 3 s, the null pair after
+    session, found = _session_run(path, lost_s=2.0)
+    lost = [d for d in found if d.type == "captions_lost"]
+    opened, closed = lost
+    assert opened.end_s is None and closed.end_s is not None
+    last_text = 3.0 - 1 / FPS  # media time starts at the first picture
+    assert opened.start_s == pytest.approx(last_text + 2.0, abs=0.05)
+    assert opened.defect_id == closed.defect_id
+    assert session.figures.captions == "lost"
+
+
+def test_session_without_captions_reports_none_and_no_defect(tmp_path: Path) -> None:
+    path = tmp_path / "plain.ts"
+    write_clip(path, seconds=4, cc_at=lambda t: None)
+    session, found = _session_run(path)
+    assert session.figures.captions == "none"
+    assert [d for d in found if d.type == "captions_lost"] == []
+
+
+def test_caption_data_read_from_the_packet_is_what_the_decoder_hands_out(access_units: list[bytes]) -> None:
+    dec = av.CodecContext.create("h264", "r")
+    for i, au in enumerate(access_units[:30]):
+        data = with_sei(au, sei_nal(TEXT + PADDING * (i % 3) + DTVCC)) if i % 2 else au
+        (frame,) = dec.decode(av.Packet(data))
+        assert isinstance(frame, av.VideoFrame)
+        assert a53_from_packet(data) == a53_cc(frame), i
+
+
+def test_stream_view_shows_the_captions_figure_its_worker_published(stack: Stack, ddb_client: Any) -> None:
+    tables = store.Tables(streams=f"{stack.prefix}-streams", defects=f"{stack.prefix}-defects")
+    sid, now = "s-cc0000000001", time.time()
+    ddb_client.put_item(**store.put_new_stream(
+        tables, stream_id=sid, url="udp://@:5000", name=None, realtime=False, client_token=None, now=now))
+    ddb_client.update_item(**store.claim_lease(tables, sid, 1, worker_id="w", now=now, period_s=30))
+    ddb_client.update_item(**store.renew_lease(
+        tables, sid, worker_id="w", counter=1, now=now, period_s=30, status=StreamStatus.MONITORING,
+        figures={"captions": "lost"}))
+    event = load_event("function_url_get_streams.json", rawPath=f"/streams/{sid}")
+    event["requestContext"]["http"]["path"] = f"/streams/{sid}"
+    result = lambda_handler(event, LambdaContext())
+    assert result["statusCode"] == 200
+    assert json.loads(result["body"])["captions"] == "lost"

@@ -3,17 +3,11 @@ the analyser sees the same bytes. Real ffmpeg-CLI TS with faults injected, paced
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 
 from avmon import tsfault
-from infra import local
 from shared.models import Defect
-from tests.transport_media import make_sources, needs_ffmpeg
-from worker.session import SessionConfig, StreamSession
+from tests.transport_media import make_sources, monitor_udp, needs_ffmpeg
 
 TRANSPORT = {
     "ts_sync_loss", "sync_byte_error", "pat_error", "continuity_count_error", "pmt_error", "pid_error",
@@ -23,25 +17,7 @@ TRANSPORT = {
 
 def _monitor(data: bytes, injected: tsfault.Injected | None) -> list[Defect]:
     """Send ``data`` over UDP at its own pace to a session listening on loopback; its defects."""
-    port = local.free_port()
-    found: list[Defect] = []
-    stop = threading.Event()
-    config = SessionConfig(url=f"udp://@:{port}", read_timeout_s=2.0, decode_threads=1)
-    session = StreamSession("ts", config, found.append, stop=stop)
-    thread = threading.Thread(target=session.run)
-    thread.start()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        start = time.monotonic() + 0.3
-        for i in range(0, len(data), 1316):
-            due = injected.arrival(i + 1316) if injected is not None else 0.0
-            wait = start + due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            tx.sendto(data[i : i + 1316], ("127.0.0.1", port))
-    time.sleep(0.5)
-    stop.set()
-    thread.join()
-    return found
+    return monitor_udp(data, injected.arrival if injected is not None else None)[1]
 
 
 @needs_ffmpeg

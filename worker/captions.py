@@ -11,13 +11,20 @@ caption channel alive with padding only has no captions. A stream that had text 
 none for ``lost_s`` raises ``captions_lost`` (open at the last text + ``lost_s``, closed at the
 next text); a stream that never had text raises nothing: it reports "no captions".
 
-Cost: one bytes scan per picture that carries side data; pictures without it cost a lookup.
+The session reads cc_data from each video packet's own bytes (:func:`a53_from_packet`), not
+from the decoded picture: PyAV's ``frame.side_data`` makes a reference cycle (the frame caches
+its side-data container, which holds the frame), so every picture it is read from waits for the
+cyclic garbage collector: measured, ~100 decoded 720p pictures alive at once and +186 MB of RSS
+for 10 s of video. The bytes are the same (the decoder copies them from the SEI); the times are
+the packet's presentation time.
+
+Cost: a walk over the units before each video packet's first slice, and a scan of the cc_data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import av
 from av.sidedata.sidedata import SideDataContainer, Type
@@ -118,8 +125,64 @@ class CaptionTracker:
                        {"lost_after_s": self.lost_s})
 
 
+A53_TAG = b"GA94\x03"  # ATSC A/53 user_identifier and user_data_type_code 3 (cc_data)
+SCAN_BYTES = 4096  # captions precede the picture's slices: the head of a packet holds them
+_CC_MAX = 2 + 31 * 3  # flags/cc_count, em_data, 31 triplets at most
+_START = b"\0\0\1"
+
+
+def _is_slice(codec: str, header: int) -> bool:
+    """Whether the unit after a start code (its first byte ``header``) is picture data."""
+    if codec == "hevc":
+        return (header >> 1) & 0x3F < 32  # VCL NAL unit types 0-31
+    if codec == "mpeg2video":
+        return 0x01 <= header <= 0xAF  # slice start codes
+    return 1 <= header & 0x1F <= 5  # H.264: coded slices
+
+
+def _caption_region(head: bytes, codec: str) -> int:
+    """How many bytes of ``head`` precede its first slice: where caption data can be. Annex B
+    and MPEG-2 are walked by start code, length-prefixed NAL units (MP4) by their 4-byte sizes;
+    a search of the whole picture would cost more than the rest of the per-picture work."""
+    if codec in ("h264", "hevc") and not head.startswith((b"\0\0\1", b"\0\0\0\1")):
+        i = 0
+        while i + 5 <= len(head):
+            if _is_slice(codec, head[i + 4]):
+                return i
+            i += 4 + int.from_bytes(head[i : i + 4], "big")
+        return len(head)
+    i = head.find(_START)
+    while 0 <= i < len(head) - 3:
+        if _is_slice(codec, head[i + 3]):
+            return i
+        i = head.find(_START, i + 3)
+    return len(head)
+
+
+def a53_from_packet(data: bytes | av.Packet[Any], codec: str = "h264") -> bytes | None:
+    """The cc_data triplets of the A/53 caption data before the first slice of a video packet
+    (its first ``SCAN_BYTES``) of ``codec`` (FFmpeg's name: h264, hevc, mpeg2video): an H.264 or
+    HEVC SEI (user_data_registered_itu_t_t35, emulation prevention removed) or MPEG-2 picture
+    user data. None when there is none."""
+    head = memoryview(data)[:SCAN_BYTES].tobytes()
+    end = _caption_region(head, codec)
+    k = head.find(A53_TAG, 0, end)
+    if k < 0:
+        return None
+    out = b""
+    while k >= 0:
+        # Room for the emulation-prevention bytes a NAL payload may hold (one per two zeros).
+        at = k + len(A53_TAG)
+        body = head[at : at + _CC_MAX + _CC_MAX // 2].replace(b"\0\0\3", b"\0\0")
+        if len(body) >= 2 and body[0] & 0x40:  # process_cc_data_flag
+            out += body[2 : 2 + 3 * (body[0] & 0x1F)]
+        k = head.find(A53_TAG, at, end)
+    return out or None
+
+
 def a53_cc(frame: av.VideoFrame) -> bytes | None:
-    """The A53_CC side data bytes of a decoded PyAV picture, or None."""
+    """The A53_CC side data bytes of a decoded PyAV picture, or None. (Not for a long-running
+    loop: see the module's note on the reference cycle.)"""
     # PyAV's frame stub types side_data as a str mapping; at run time it is this container,
     # whose iteration yields the SideData themselves.
     for sd in cast(SideDataContainer, frame.side_data):

@@ -137,7 +137,11 @@ class LeaseTable:
         return await self._acquire(request, stream_id, generation, now)
 
     async def renew(
-        self, lease: Lease, status: StreamStatus, figures: dict[str, float | int | None], reason: str | None
+        self,
+        lease: Lease,
+        status: StreamStatus,
+        figures: dict[str, float | int | str | None],
+        reason: str | None,
     ) -> Renewal:
         now = time.time()
         request = store.renew_lease(
@@ -168,7 +172,7 @@ class LeaseTable:
         *,
         finished: bool = False,
         reason: str | None = None,
-        figures: dict[str, float | int | None] | None = None,
+        figures: dict[str, float | int | str | None] | None = None,
     ) -> bool:
         """Give the lease up; False if it was no longer ours."""
         request = store.release_lease(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import aws, store
-from shared.models import Defect, StreamStatus
+from shared.models import Defect, Event, StreamStatus
 from shared.settings import WorkerSettings
 from shared.urlpolicy import check_url
 from worker import metrics
@@ -34,7 +34,7 @@ from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.shards import MediaPool, RemoteSession
 from worker.sink import DefectWriter
-from worker.transport import TransportCounters
+from worker.transport import TransportCounters, TransportOptions
 
 log = logging.getLogger("avmon.worker")
 
@@ -339,6 +339,8 @@ class Worker:
             allow_private=s.allow_private_hosts,
             decode_threads=s.decode_threads,
             resume=lease.timeline,
+            captions_lost_s=s.captions_lost_s,
+            transport=TransportOptions(cues_lost_s=s.cues_lost_s),
         )
 
         def emit(defect: Defect) -> None:
@@ -347,18 +349,23 @@ class Worker:
         def evidence(defect: Defect, item: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(self.sink.attach_evidence, defect, item)  # queued before emit's
 
+        def emit_event(event: Event) -> None:
+            loop.call_soon_threadsafe(self.sink.submit_event, event)
+
         session: StreamSession | RemoteSession | None = None
         if self.pool is not None:
             try:
                 session = self.pool.session(
-                    lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
-                )
+                    lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence,
+                    emit_event=emit_event,
+                )  # fmt: skip
             except RuntimeError as exc:  # then in this process, as with one media process
                 log.error("stream %s runs in the worker's own process: %s", lease.stream_id, exc)
         if session is None:
             session = StreamSession(
-                lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence
-            )
+                lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence,
+                emit_event=emit_event,
+            )  # fmt: skip
         if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink
             offer, sid = self.sink.offer_live, lease.stream_id
             session.recorder.publish_live(lambda item: loop.call_soon_threadsafe(offer, sid, item))
@@ -440,17 +447,19 @@ class Worker:
             )
 
     @staticmethod
-    def _figures(running: Running) -> dict[str, float | int | None]:
+    def _figures(running: Running) -> dict[str, float | int | str | None]:
         """The live figures published with each renewal (and the release)."""
         f = running.session.figures
         media_time = None if f.media_time_s is None else round(f.media_time_s, 3)
-        figures: dict[str, float | int | None] = {
+        figures: dict[str, float | int | str | None] = {
             "frames_analysed": f.frames_analysed,
             "lag_s": f.lag_s,
             "media_time_s": media_time,
         }
         if f.dropped_datagrams:
             figures["dropped_datagrams"] = f.dropped_datagrams
+        if f.captions is not None:
+            figures["captions"] = f.captions
         sync = running.session.ctx.extra.get("av_sync")
         if isinstance(sync, dict) and sync.get("offset_ms") is not None:
             figures["av_sync_offset_ms"] = round(float(sync["offset_ms"]), 1)

@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 
 import av
 
-from shared.models import Defect, DefectType, StreamStatus, defect_id_for
+from shared.models import Defect, DefectType, Event, StreamStatus, defect_id_for
 from shared.urlpolicy import UrlRefused, check_url, to_url
+from worker.captions import CAPTIONS_LOST_S, CaptionTracker, a53_from_packet
+from worker.cue_events import CueEvents, EventLimits, cue_event
 from worker.detectors import (
     AudioBlock,
     Detector,
@@ -48,8 +50,10 @@ from worker.media import (
     open_source,
     select_streams,
 )
+from worker.scte35 import PTS_HZ, PTS_WRAP
 from worker.timeline import LiveEdge, Timeline
-from worker.transport import TransportAnalyzer, TransportCounters
+from worker.transport import TransportAnalyzer, TransportCounters, TransportOptions
+from worker.transport.cues import Cue, SpliceAligner
 from worker.udp import UdpInput
 
 log = logging.getLogger("avmon.worker.session")
@@ -93,6 +97,9 @@ class SessionConfig:
     # on an idle machine, uses the deployment limit's threads instead.
     decode_threads: int | None = None
     resume: Timeline | None = None  # where the stream's timeline stood (a taken-over stream)
+    transport: TransportOptions | None = None  # a UDP source's transport analyser (cue rules too)
+    captions_lost_s: float = CAPTIONS_LOST_S  # captions that had text and stop this long: a defect
+    event_limits: EventLimits = field(default_factory=EventLimits)  # cue events' rate bound
 
 
 @dataclass
@@ -108,6 +115,7 @@ class Figures:
     pixel_rate: float | None = None  # decoded pixels per second (width x height x fps), once known
     dropped_datagrams: int = 0  # UDP datagrams the kernel dropped before we read them (our loss)
     overloaded: bool = False  # the monitor itself is not keeping up: what it finds now is marked
+    captions: str | None = None  # "present", "none" (never seen), "lost"; None before a picture
     timeline: Timeline | None = None
 
 
@@ -141,6 +149,7 @@ class StreamSession:
         worker_id: str = "local",
         stop: threading.Event | None = None,
         on_evidence: Callable[[Defect, dict[str, Any]], None] | None = None,
+        emit_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.config = config
@@ -170,13 +179,18 @@ class StreamSession:
         self._udp: UdpInput | None = None  # a UDP source's socket, kept across reconnects
         self._transport_starts: dict[tuple[str, str, float], float] = {}  # open findings' media starts
         self._overloaded_until = 0.0  # monotonic time until which findings are marked
+        self.emit_event = emit_event  # cues as events (None: not kept)
+        self._cue_events = CueEvents(config.event_limits)
+        self._aligner = SpliceAligner()  # SCTE 172: an IDR at each splice time
+        self._captions = CaptionTracker(lost_s=config.captions_lost_s)
+        self._video_codec = "h264"  # the video stream's, for the caption data's framing
         if urlsplit(config.url).scheme.lower() == "udp":
             # Bind now, before the thread starts: a sender that starts as soon as the stream is
             # taken loses nothing to the thread's start-up (the socket queues for it).
             with contextlib.suppress(UrlRefused, OSError):
                 check_url(config.url, schemes=config.schemes, allow_private=config.allow_private)
                 self._udp = UdpInput(config.url, read_timeout_s=config.read_timeout_s, stop=self.stop)
-                self._udp.analyzer = TransportAnalyzer()
+                self._udp.analyzer = TransportAnalyzer(config.transport)
         if config.resume is not None:
             # Taken over from another worker: its timeline goes on here. The gap since it last
             # published is bridged as after an outage (media time kept wall pace meanwhile).
@@ -270,6 +284,44 @@ class StreamSession:
             end = None if f.end_s is None else max(start, f.end_s - edge if finite else fallback)
             self._record(replace(f, start_s=start, end_s=end))
 
+    def _record_cues(self, cues: list[Cue], *, edge_s: float | None = None, source: str = "scte35") -> None:
+        """Cues (``cues`` is emptied) as events, bounded (worker/cue_events.py), and the splice
+        points of those events for the SCTE 172 check. Their ``arrival_s``/``splice_s`` are on a
+        clock ``edge_s`` ahead of media time (default: the transport analyser's arrival clock, as
+        for its findings); a splice time on the PTS clock is placed on the media timeline exactly."""
+        edge = self._edge.value if edge_s is None else edge_s
+        finite = edge != float("inf")
+        fallback = self._last_t if self._last_t is not None else 0.0
+        pending, cues[:] = list(cues), []
+        for cue in pending:
+            if not self._cue_events.admit(cue):
+                continue  # a heartbeat, a repeat, or over the rate bound: not judged again either
+            self._aligner.cue(cue)
+            start = max(0.0, cue.arrival_s - edge) if finite else fallback
+            splice = None if cue.splice_s is None or not finite else cue.splice_s - edge
+            if cue.splice_pts_s is not None and self._origin is not None:
+                wrap = PTS_WRAP / PTS_HZ
+                splice = (cue.splice_pts_s - self._origin + wrap / 2) % wrap - wrap / 2 + self._offset
+            if self.emit_event is not None:
+                self.emit_event(cue_event(cue, stream_id=self.stream_id, worker_id=self.worker_id,
+                                          start_s=start, splice_s=splice, wall_at=self._wall_at,
+                                          source=source))
+
+    def _feed_captions(self, packet: Any, t: float) -> None:
+        """A video packet's caption data (A/53 cc_data in its SEI, worker/captions.py) at its
+        presentation time ``t``."""
+        found = self._captions.picture(t, a53_from_packet(packet, self._video_codec))
+        if found:
+            self._record_all(found)
+        present = self._captions.present
+        self.figures.captions = "none" if present is None else "present" if present else "lost"
+
+    def _feed_splice_point(self, frame: Any, pts_s: float, t: float) -> None:
+        """A decoded picture for the SCTE 172 check: an IDR at each cue's splice time."""
+        found = self._aligner.picture(pts_s, bool(frame.key_frame), t)
+        if found:
+            self._record_all(found)
+
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
             self._record(finding)
@@ -278,10 +330,12 @@ class StreamSession:
         t_end = self._last_t if self._last_t is not None else 0.0
         for detector in self.detectors:
             self._record_all(detector.flush(t_end))
+        self._record_all(self._captions.flush(t_end))
         udp = self._udp
         if udp is not None and udp.analyzer is not None:
             udp.findings.extend(udp.analyzer.flush(time.time()))
             self._record_transport(udp.findings)
+            self._record_cues(udp.analyzer.cues)
 
     # ------------------------------------------------------------ the loop
 
@@ -360,7 +414,7 @@ class StreamSession:
             )
         if self._udp is None:
             self._udp = UdpInput(self.config.url, read_timeout_s=self.config.read_timeout_s, stop=self.stop)
-            self._udp.analyzer = TransportAnalyzer()
+            self._udp.analyzer = TransportAnalyzer(self.config.transport)
         elif self._udp.analyzer is not None and self._udp.position:
             # A new connection on the same socket: the time between is the session's
             # signal_loss, not missing tables; counters and sections start afresh.
@@ -489,6 +543,7 @@ class StreamSession:
             video.thread_type = "AUTO" if threads > 1 else "SLICE"
             video.codec_context.thread_count = threads
             cc = video.codec_context
+            self._video_codec = cc.name
             rate = video.average_rate or video.guessed_rate
             if cc.width and cc.height and rate:
                 self.figures.pixel_rate = float(cc.width * cc.height * rate)
@@ -565,6 +620,8 @@ class StreamSession:
                     ctx.connection += 1
                 elif self._loss is not None:
                     self._close_loss(pt)
+                if is_video and pt is not None:
+                    self._feed_captions(packet, pt)
                 if packet_detectors:
                     info = PacketInfo(
                         t=pt,
@@ -616,6 +673,7 @@ class StreamSession:
                         picture=frame,  # its chroma, for colour thumbnails
                     )
                     feed_video(vf)
+                    self._feed_splice_point(frame, frame.pts * ftb, t)
                     if figures.frames_analysed % 50 == 0:
                                     ctx.last_video_t = t
                     figures.frames_analysed += 1
@@ -629,6 +687,8 @@ class StreamSession:
                     self._last_t = t
             if udp is not None and udp.findings:
                 self._record_transport(udp.findings)
+            if udp is not None and udp.analyzer is not None and udp.analyzer.cues:
+                self._record_cues(udp.analyzer.cues)
             figures.cpu_s = thread_time()
             if dt is not None and pace:
                 # UDP: how long ago the kernel received what is analysed now (our own backlog:

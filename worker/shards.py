@@ -20,6 +20,7 @@ media process, in the order it was sent:
     media -> worker   ("emit", stream_id, Defect)
                       ("evidence", stream_id, Defect, item) before the defect's "emit"
                       ("live", stream_id, item)             the wall's live picture
+                      ("event", stream_id, Event)           an SCTE-35 cue, as an event
                       ("state", stream_id, State)           every STATE_S, and once at the end
                       ("done", stream_id, Outcome, reason)
 
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from shared.models import Defect
+from shared.models import Defect, Event
 from worker.detectors.base import StreamContext
 from worker.session import Figures, Outcome, SessionConfig, StreamSession
 from worker.timeline import Timeline
@@ -117,6 +118,9 @@ class _Forward:
     def live(self, item: dict[str, Any]) -> None:
         self.send(("live", self.stream_id, item))
 
+    def event(self, event: Event) -> None:
+        self.send(("event", self.stream_id, event))
+
 
 def media_main(conn: Connection, switch_interval_s: float, log_level: int) -> None:
     """A media process: sessions in threads, on the worker's orders, until the pipe closes."""
@@ -161,8 +165,9 @@ def media_main(conn: Connection, switch_interval_s: float, log_level: int) -> No
                 continue
             forward = _Forward(send, sid)
             session = StreamSession(
-                sid, config, forward.emit, worker_id=worker_id, on_evidence=forward.evidence
-            )
+                sid, config, forward.emit, worker_id=worker_id, on_evidence=forward.evidence,
+                emit_event=forward.event,
+            )  # fmt: skip
             if session.recorder is not None:
                 session.recorder.publish_live(forward.live)
             sessions[sid] = session
@@ -209,11 +214,13 @@ class RemoteSession:
         worker_id: str,
         stop: threading.Event,
         on_evidence: Callable[[Defect, dict[str, Any]], None] | None,
+        emit_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.config = config
         self.emit = emit
         self.on_evidence = on_evidence
+        self.emit_event = emit_event
         self.stop = stop
         self.worker_id = worker_id
         self.figures = Figures()
@@ -332,14 +339,16 @@ class MediaPool:
         worker_id: str,
         stop: threading.Event,
         on_evidence: Callable[[Defect, dict[str, Any]], None] | None = None,
+        emit_event: Callable[[Event], None] | None = None,
     ) -> RemoteSession:
         """The stream started in the media process with the fewest streams. Returns once that
         process has made the session (its UDP socket bound: a sender that starts as soon as the
         stream is taken loses nothing), or after START_WAIT_S."""
         shard = self._pick()
         remote = RemoteSession(
-            stream_id, shard, config, emit, worker_id=worker_id, stop=stop, on_evidence=on_evidence
-        )
+            stream_id, shard, config, emit, worker_id=worker_id, stop=stop, on_evidence=on_evidence,
+            emit_event=emit_event,
+        )  # fmt: skip
         shard.sessions[stream_id] = remote
         started = shard.started[stream_id] = threading.Event()
         shard.send(("start", stream_id, config, worker_id))
@@ -372,6 +381,8 @@ class MediaPool:
                 remote.on_evidence(message[2], message[3])
             elif kind == "live" and remote.recorder.live is not None:
                 remote.recorder.live(message[2])
+            elif kind == "event" and remote.emit_event is not None:
+                remote.emit_event(message[2])
             elif kind == "state":
                 remote._on_state(message[2])
             elif kind == "done":

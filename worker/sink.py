@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import aws, store
-from shared.models import Defect
+from shared.models import Defect, Event
 from worker.leases import call
 from worker.picture import LIVE_INTERVAL_S  # the bound on live-picture writes, per stream
 
@@ -57,6 +57,8 @@ class DefectWriter:
         self._live: dict[str, dict[str, Any]] = {}  # the newest picture offered, per stream
         self._live_at: dict[str, float] = {}  # monotonic time of each stream's last live write
         self.live_written = 0
+        self._events: dict[str, dict[str, Event]] = {}  # cue events (rare), fenced like defects
+        self.events_written = 0
 
     def fence(self, stream_id: str, counter: int) -> None:
         """Writes for ``stream_id`` carry this lease counter from now on."""
@@ -70,12 +72,53 @@ class DefectWriter:
         """Queue a record (event-loop thread only)."""
         per_stream = self._pending.setdefault(defect.stream_id, {})
         per_stream[defect.defect_id] = defect
-        if self.buffered > self.max_buffered:
+        if sum(len(v) for v in self._pending.values()) > self.max_buffered:
             oldest_stream = max(self._pending, key=lambda s: len(self._pending[s]))
             victim = next(iter(self._pending[oldest_stream]))
             self._pending[oldest_stream].pop(victim)
             self.dropped += 1
             log.error("defect buffer full (%d): dropped %s/%s", self.max_buffered, oldest_stream, victim)
+
+    def submit_event(self, event: Event) -> None:
+        """Queue an event (event-loop thread only); beyond ``max_buffered`` the newest is dropped
+        (the session already bounds their rate: worker/cue_events.py)."""
+        if sum(len(v) for v in self._events.values()) >= self.max_buffered:
+            self.dropped += 1
+            return
+        self._events.setdefault(event.stream_id, {})[event.event_id] = event
+
+    async def _flush_events(self, only: str | None) -> bool:
+        """Write the buffered events, up to 99 a stream per transaction; False: retry later."""
+        for stream_id in [only] if only is not None else list(self._events):
+            events = self._events.get(stream_id)
+            if not events:
+                self._events.pop(stream_id, None)
+                continue
+            counter = self._fences.get(stream_id)
+            if counter is None:  # not ours (any more): the new owner reports its own reading
+                self.dropped += len(events)
+                del self._events[stream_id]
+                continue
+            batch = list(events.values())[:MAX_PER_TRANSACTION]
+            now = time.time()
+            items = [store.event_item(e, ttl_days=self.ttl_days, now=now) for e in batch]
+            request = store.fenced_defect_writes(
+                self.tables, stream_id, worker_id=self.worker_id, counter=counter, items=items
+            )
+            try:
+                await call(self.ddb.transact_write_items, **request)
+            except aws.ConflictError:
+                log.warning("lease on %s lost: %d events not written (fenced)", stream_id, len(events))
+                self.dropped += len(events)
+                self._events.pop(stream_id, None)
+                continue
+            except aws.AvmonError as exc:
+                log.warning("event store unavailable (%s): %d events kept", exc, len(events))
+                return False
+            for event in batch:
+                events.pop(event.event_id, None)
+            self.events_written += len(batch)
+        return True
 
     def offer_live(self, stream_id: str, picture: dict[str, Any]) -> None:
         """The stream's newest live picture (event-loop thread only); replaces an unwritten one."""
@@ -108,10 +151,11 @@ class DefectWriter:
 
     @property
     def buffered(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        """Records not yet written: defects and events."""
+        return sum(len(v) for v in self._pending.values()) + sum(len(v) for v in self._events.values())
 
     def pending_for(self, stream_id: str) -> int:
-        return len(self._pending.get(stream_id, {}))
+        return len(self._pending.get(stream_id, {})) + len(self._events.get(stream_id, {}))
 
     async def flush(self, only: str | None = None) -> bool:
         """Write what is buffered (or only one stream's). True when nothing is left to write."""
@@ -130,7 +174,9 @@ class DefectWriter:
                 continue
             if not await self._write_stream(stream_id, counter, records):
                 return False
-        return not any(self._pending.values())
+        if not await self._flush_events(only):
+            return False
+        return not any(self._pending.values()) and not any(self._events.values())
 
     async def _write_stream(self, stream_id: str, counter: int, records: dict[str, Defect]) -> bool:
         batch = list(records.values())[:MAX_PER_TRANSACTION]

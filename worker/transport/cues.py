@@ -220,8 +220,9 @@ class SpliceAligner:
     at that picture's media time, with ``offset_s`` (its PTS minus the splice time) and, when one
     came since the last judged splice, ``keyframe_offset_s`` (the last keyframe's)."""
 
-    def __init__(self, *, tolerance_s: float = SPLICE_ALIGN_TOLERANCE_S) -> None:
+    def __init__(self, *, tolerance_s: float = SPLICE_ALIGN_TOLERANCE_S, max_pending: int = 64) -> None:
         self.tolerance_s = tolerance_s
+        self.max_pending = max_pending  # splice points awaiting their picture; beyond, the oldest go
         self._pending: list[Cue] = []
         self._last_key_pts: int | None = None
         self.judged = 0
@@ -229,6 +230,7 @@ class SpliceAligner:
     def cue(self, cue: Cue) -> None:
         if cue.kind in {"out", "in"} and cue.splice_pts_s is not None:
             self._pending.append(cue)
+            del self._pending[: -self.max_pending]  # a hostile stream's far-future splices
 
     def picture(self, pts_s: float, key_frame: bool, t_s: float) -> list[Finding]:
         """A decoded picture: its PTS in seconds (the stream's own, any unwrapping: taken modulo
