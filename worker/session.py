@@ -25,6 +25,7 @@ import av
 
 from shared.models import Defect, DefectType, StreamStatus, defect_id_for
 from shared.urlpolicy import UrlRefused, check_url, to_url
+from worker.dash.source import is_dash_url, on_media_clock, open_dash
 from worker.detectors import (
     AudioBlock,
     Detector,
@@ -266,6 +267,11 @@ class StreamSession:
             end = None if f.end_s is None else max(start, f.end_s - edge if finite else fallback)
             self._record(replace(f, start_s=start, end_s=end))
 
+    def _record_delivery(self, finding: Finding) -> None:
+        """A DASH delivery finding (times on the source's clock) on the media timeline."""
+        fallback = self._last_t if self._last_t is not None else 0.0
+        self._record(on_media_clock(finding, self._origin, self._offset, fallback))
+
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
             self._record(finding)
@@ -345,6 +351,16 @@ class StreamSession:
         large receive buffer, arrival times, the kernel's drop count); the socket stays bound
         across reconnects, so nothing sent meanwhile is refused."""
         limits = self.config.limits
+        if is_dash_url(self.config.url):  # read by the worker itself (worker/dash/)
+            return open_dash(
+                self.config.url,
+                limits,
+                open_timeout,
+                self.config.read_timeout_s,
+                allow_private=self.config.allow_private,
+                stop=self.stop,
+                on_finding=self._record_delivery,
+            )
         if urlsplit(self.config.url).scheme.lower() != "udp":
             return open_source(
                 self.config.url,
@@ -393,8 +409,9 @@ class StreamSession:
             and urlsplit(url).path.lower().endswith(".mpd")
             and not has_demuxer("dash")
         ):
-            # PyAV's wheels build FFmpeg without libxml2, hence without its DASH demuxer.
-            return "this worker's FFmpeg cannot read DASH manifests (.mpd); give an HLS or MPEG-TS URL"
+            # PyAV's wheels build FFmpeg without libxml2, hence without its DASH demuxer: the
+            # worker reads DASH itself, over http(s) only.
+            return "DASH manifests (.mpd) are read over http(s) only (FFmpeg here has no DASH demuxer)"
         return None
 
     def _note_loss(self, reason: str) -> None:
