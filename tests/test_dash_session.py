@@ -1,0 +1,122 @@
+"""DASH through a stream session: an on-demand MPD made by the ffmpeg CLI's dash muxer, the egress
+policy on segment URLs, and a live MPD that stops advancing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from avmon import testsrc
+from shared.models import Defect
+from shared.urlpolicy import UrlRefused
+from tests.ffmpeg_media import ffmpeg
+from tests.test_dash_live import DashServer
+from worker.dash.fetch import fetch
+from worker.egress import EgressProxy
+from worker.session import Outcome, SessionConfig, StreamSession
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
+
+TOLERANCE_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def vod(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, testsrc.GroundTruth]:
+    """8 s with a black at 3 s as on-demand DASH: vod.mpd, SegmentTemplate + SegmentTimeline."""
+    out = tmp_path_factory.mktemp("dash")
+    clip = out / "clip.mp4"
+    truth = testsrc.generate(
+        clip, duration_s=8.0, defects=testsrc.parse_script("black@3+2.5"), width=160, height=90, gop_s=1.0
+    )
+    ffmpeg(
+        "-i", str(clip), "-c", "copy", "-f", "dash", "-seg_duration", "1", "-use_template", "1",
+        "-use_timeline", "1", "-init_seg_name", "init-$RepresentationID$.m4s",
+        "-media_seg_name", "chunk-$RepresentationID$-$Number%05d$.m4s", str(out / "vod.mpd"),
+    )  # fmt: skip
+    return out, truth
+
+
+@pytest.fixture
+def served(vod: tuple[Path, testsrc.GroundTruth]) -> Iterator[DashServer]:
+    server = DashServer(vod[0], set())
+    yield server
+    server.close()
+
+
+def _run(url: str) -> tuple[Outcome, list[Defect]]:
+    records: list[Defect] = []
+    outcome, _ = StreamSession("s-dash", SessionConfig(url=url), records.append).run()
+    return outcome, records
+
+
+def test_an_on_demand_mpd_is_read_to_its_end_with_its_defects_on_its_timeline(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth]
+) -> None:
+    outcome, records = _run(f"{served.base}/vod.mpd")
+    assert outcome is Outcome.COMPLETED
+    closed = [(d.type, d.start_s, d.end_s) for d in records if d.end_s is not None]
+    ((kind, start, end),) = closed
+    expected = vod[1].defects[0]
+    assert kind == "black"
+    assert abs(start - expected["start_s"]) <= TOLERANCE_S and abs(end - expected["end_s"]) <= TOLERANCE_S
+
+
+def test_the_egress_policy_refuses_a_segment_fetch_to_a_forbidden_address(served: DashServer) -> None:
+    with EgressProxy.start(allow_private=False) as proxy, pytest.raises(UrlRefused):
+        fetch(f"{served.base}/chunk-0-00001.m4s", proxy.url, 5.0, 1 << 20)
+    assert proxy.refused == 1
+
+
+def test_an_mpd_whose_segments_are_on_the_metadata_address_is_refused(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth]
+) -> None:
+    text = (vod[0] / "vod.mpd").read_text()
+    hostile = re.sub(r"<Period([^>]*)>", r"<Period\1><BaseURL>http://169.254.169.254/latest/</BaseURL>", text)
+    (vod[0] / "hostile.mpd").write_text(hostile)
+    outcome, records = _run(f"{served.base}/hostile.mpd")
+    assert outcome is Outcome.REFUSED
+    assert records == []
+
+
+def test_a_live_mpd_that_stops_advancing_is_manifest_stale(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth]
+) -> None:
+    # The on-demand segments as a live MPD whose last segment has just ended, never updated.
+    text = (vod[0] / "vod.mpd").read_text()
+    ast = datetime.fromtimestamp(time.time() - 8.5, UTC).isoformat().replace("+00:00", "Z")
+    live = text.replace(
+        'type="static"',
+        f'type="dynamic" availabilityStartTime="{ast}" publishTime="{ast}" minimumUpdatePeriod="PT1S" '
+        'suggestedPresentationDelay="PT2S"',
+    )
+    live = re.sub(r'mediaPresentationDuration="[^"]*"', "", live)
+    (vod[0] / "frozen.mpd").write_text(live)
+    stop = threading.Event()
+    records: list[Defect] = []
+
+    def emit(defect: Defect) -> None:
+        records.append(defect)
+        if defect.type == "manifest_stale":
+            stop.set()
+
+    session = StreamSession(
+        "s-stale", SessionConfig(url=f"{served.base}/frozen.mpd", read_timeout_s=2.0), emit, stop=stop
+    )
+    thread = threading.Thread(target=session.run)
+    thread.start()
+    thread.join(timeout=20)
+    stop.set()
+    thread.join()
+    stale = [d for d in records if d.type == "manifest_stale"]
+    assert stale, records
+    # 3 x the update period: minimumUpdatePeriod, or the longest segment (AAC: 1.003 s) where longer.
+    assert stale[0].metrics["limit_s"] == pytest.approx(3.0, abs=0.05)
+    assert stale[0].metrics["uri"] == f"{served.base}/frozen.mpd"
+    assert not [d for d in records if d.type not in ("manifest_stale", "signal_loss")]
