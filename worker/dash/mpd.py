@@ -28,7 +28,7 @@ from lxml import etree
 
 MAX_REPRESENTATIONS = 64  # per MPD: a ladder is rarely over 10
 MAX_SEGMENTS = 20_000  # listed per representation (a day of 4 s segments)
-MAX_TEMPLATE_SEGMENTS = 2_000  # generated per call from a SegmentTemplate@duration window
+MAX_TEMPLATE_SEGMENTS = 300  # of a live SegmentTemplate@duration, the newest generated
 _NS = "{urn:mpeg:dash:schema:mpd:2011}"
 _DURATION = re.compile(
     r"^(-)?P(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)D)?"
@@ -131,7 +131,8 @@ class Mpd:
                 count = min(count, math.ceil(rep.period_duration_s * ts / d - 1e-9))
             window = self.time_shift_buffer_depth_s
             first = 0 if window is None else max(0, math.floor((elapsed - window) * ts / d))
-        first = max(first, count - MAX_TEMPLATE_SEGMENTS)
+            first = max(first, count - MAX_TEMPLATE_SEGMENTS)  # a live client joins near the edge
+        count = min(count, first + MAX_SEGMENTS)
         return tuple(
             Segment(
                 url=_expand(rep.template, rep, number=rep.start_number + k, time=rep.pto + k * d),

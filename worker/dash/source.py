@@ -146,6 +146,7 @@ class DashSource:
         self._newest = self._newest_end()
         self._stale_open: float | None = None  # source time of an open manifest_stale
         self._errors_at: dict[str, float] = {}
+        self._static_segments: dict[str, tuple[Mpd, tuple[Segment, ...]]] = {}
 
     # ------------------------------------------------------------ the manifest
 
@@ -323,8 +324,7 @@ class DashSource:
         while True:
             if self.stop.is_set():
                 raise FetchCancelled("the session was stopped")
-            segs = self.mpd.segments(track.rep, time.time())
-            found = self._after(track, segs)
+            found = self._after(track, self._segments(track))
             if found is not None:
                 return found
             if not self.mpd.dynamic:
@@ -338,6 +338,18 @@ class DashSource:
             if now - track.last_data > self.stall_s:
                 raise TimeoutError(f"no new {track.rep.kind} segment in {now - track.last_data:.1f} s")
             self.stop.wait(POLL_S)
+
+    def _segments(self, track: _Track) -> tuple[Segment, ...]:
+        """The track's segments now; a static MPD's are generated once."""
+        if self.mpd.dynamic:
+            return self.mpd.segments(track.rep, time.time())
+        cached = self._static_segments.get(track.rep.id)
+        if cached is None or cached[0] is not self.mpd:
+            cached = self._static_segments[track.rep.id] = (
+                self.mpd,
+                self.mpd.segments(track.rep, time.time()),
+            )
+        return cached[1]
 
     def _after(self, track: _Track, segs: tuple[Segment, ...]) -> Segment | None:
         """The first segment at or after the track's position (reporting segments the MPD skips)."""
@@ -420,8 +432,16 @@ class TrackReader:
             return True
 
     def read(self, size: int = -1) -> bytes:
-        if not self._buffer and (self._ended or not self._fill()):
-            self._ended = True
+        if not self._buffer and not self._ended:
+            try:
+                more = self._fill()
+            except BaseException:
+                # PyAV keeps this for the demuxer's caller; the demuxer may read once more before
+                # it gives up, and a second exception would replace (and print) the first.
+                self._ended = True
+                raise
+            self._ended = not more
+        if not self._buffer:
             return b""
         limit = size if size and size > 0 else len(self._buffer)
         out, self._buffer = self._buffer[:limit], self._buffer[limit:]
@@ -466,8 +486,13 @@ class DashContainer:
         self.source = source
         self._containers = containers
         self.streams = [_Stream(c.streams[0], i) for i, c in enumerate(containers)]
-        duration = source.mpd.duration_s
-        self.duration = None if source.mpd.dynamic else int((duration or 0.0) * 1_000_000) or 1
+
+    @property
+    def duration(self) -> int | None:
+        """µs of a static presentation; None while it is live (a live MPD that turns static at
+        its end is then read to that end, and the session completes)."""
+        mpd = self.source.mpd
+        return None if mpd.dynamic else int((mpd.duration_s or 0.0) * 1_000_000) or 1
 
     def demux(self, selected: Any = None) -> Iterator[_Packet]:
         wanted = list(self.streams) if selected is None else list(selected)
