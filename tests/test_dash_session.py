@@ -68,6 +68,15 @@ def test_an_on_demand_mpd_is_read_to_its_end_with_its_defects_on_its_timeline(
     assert abs(start - expected["start_s"]) <= TOLERANCE_S and abs(end - expected["end_s"]) <= TOLERANCE_S
 
 
+def test_an_mpd_answered_for_a_url_without_mpd_in_its_name_is_read_as_dash(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth]
+) -> None:
+    shutil.copy(vod[0] / "vod.mpd", vod[0] / "watch")
+    outcome, records = _run(f"{served.base}/watch")
+    assert outcome is Outcome.COMPLETED
+    assert [d.type for d in records if d.end_s is not None] == ["black"]
+
+
 def test_the_egress_policy_refuses_a_segment_fetch_to_a_forbidden_address(served: DashServer) -> None:
     with EgressProxy.start(allow_private=False) as proxy, pytest.raises(UrlRefused):
         fetch(f"{served.base}/chunk-0-00001.m4s", proxy.url, 5.0, 1 << 20)

@@ -25,7 +25,7 @@ import av
 
 from shared.models import Defect, DefectType, StreamStatus, defect_id_for
 from shared.urlpolicy import UrlRefused, check_url, to_url
-from worker.dash.source import is_dash_url, on_media_clock, open_dash
+from worker.dash.source import answers_mpd, is_dash_url, on_media_clock, open_dash
 from worker.detectors import (
     AudioBlock,
     Detector,
@@ -186,6 +186,7 @@ class StreamSession:
             self._loss = (r.media_time_s, r.wall, False)
         self._resumed = config.resume is not None  # until the first open says what the source is
         self._not_media = 0  # opens that failed as "not media" before any succeeded
+        self._dash = is_dash_url(config.url)  # read by worker/dash, not FFmpeg
 
     # ------------------------------------------------------------ records
 
@@ -351,7 +352,7 @@ class StreamSession:
         large receive buffer, arrival times, the kernel's drop count); the socket stays bound
         across reconnects, so nothing sent meanwhile is refused."""
         limits = self.config.limits
-        if is_dash_url(self.config.url):  # read by the worker itself (worker/dash/)
+        if self._dash:  # read by the worker itself (worker/dash/)
             return open_dash(
                 self.config.url,
                 limits,
@@ -392,6 +393,12 @@ class StreamSession:
     def _unreadable_kind(self, exc: Exception) -> str | None:
         """Why no retry can read this source with this build of FFmpeg, if that is why it failed."""
         url = self.config.url
+        if isinstance(exc, av.error.InvalidDataError) and not self._dash and not self._connected_before:
+            # An MPD under a name without .mpd (application/dash+xml): FFmpeg cannot read it.
+            private, timeout = self.config.allow_private, self.config.read_timeout_s
+            self._dash = answers_mpd(url, allow_private=private, timeout_s=timeout, stop=self.stop)
+            if self._dash:
+                return None
         if (
             isinstance(exc, av.error.InvalidDataError)
             and not self._connected_before

@@ -67,6 +67,22 @@ def is_dash_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and parts.path.lower().endswith(".mpd")
 
 
+def answers_mpd(url: str, *, allow_private: bool, timeout_s: float, stop: threading.Event) -> bool:
+    """Whether ``url`` (not named ``.mpd``) answers an MPD: ``application/dash+xml``, or XML
+    whose root is ``MPD``. False for anything else, and when the fetch fails."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return False
+    try:
+        proxy_url = egress.shared_proxy(allow_private).url
+        answer = fetch(url, proxy_url, timeout_s, MPD_MAX_BYTES, stop=stop)
+    except (OSError, ValueError):
+        return False
+    head = answer.body[:4096].lstrip()
+    return answer.status == 200 and (
+        answer.content_type == "application/dash+xml" or (head.startswith(b"<") and b"<MPD" in head)
+    )
+
+
 def _shown(url: str) -> str:
     """A URL for a defect's metrics: no credentials, no query (they may carry tokens)."""
     parts = urlsplit(url)
