@@ -129,3 +129,21 @@ def test_a_live_mpd_that_stops_advancing_is_manifest_stale(
     assert stale[0].metrics["limit_s"] == pytest.approx(3.0, abs=0.05)
     assert stale[0].metrics["uri"] == f"{served.base}/frozen.mpd"
     assert not [d for d in records if d.type not in ("manifest_stale", "signal_loss")]
+
+
+def test_an_mpd_that_does_not_parse_is_a_lost_signal_retried_not_a_crash(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth]
+) -> None:
+    (vod[0] / "broken.mpd").write_text("<MPD>not a manifest")
+    stop = threading.Event()
+    records: list[Defect] = []
+
+    def emit(defect: Defect) -> None:
+        records.append(defect)
+        stop.set()
+
+    config = SessionConfig(url=f"{served.base}/broken.mpd", signal_loss_after_s=0.5)
+    session = StreamSession("s-broken", config, emit, stop=stop)
+    outcome, _ = session.run()
+    assert outcome is Outcome.STOPPED
+    assert [d.type for d in records][:1] == ["signal_loss"]

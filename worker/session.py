@@ -25,7 +25,7 @@ import av
 
 from shared.models import Defect, DefectType, StreamStatus, defect_id_for
 from shared.urlpolicy import UrlRefused, check_url, to_url
-from worker.dash.source import answers_mpd, is_dash_url, on_media_clock, open_dash
+from worker.dash.input import answers_mpd, is_dash_url, on_media_clock, open_dash
 from worker.detectors import (
     AudioBlock,
     Detector,

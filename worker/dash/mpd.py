@@ -492,7 +492,7 @@ def parse_mpd(body: bytes, url: str, now: float) -> Mpd:
             )
     for rep in reps:
         for target in (rep.init_url, *(s.url for s in (rep.listed or ())[:1])):
-            if target is not None and urlsplit(target).scheme.lower() not in ("http", "https", "file"):
+            if target is not None and urlsplit(target).scheme.lower() not in ("http", "https"):
                 raise ManifestInvalid(
                     "url", f"representation {rep.id} names a {urlsplit(target).scheme}:// URL"
                 )

@@ -5,10 +5,8 @@ work: it reads the MPD (:mod:`worker.dash.mpd`), chooses one video and one audio
 within the worker's :class:`~worker.media.Limits` (the highest ``@bandwidth`` within them, as for
 an HLS ladder), starts a live MPD near its live edge (``suggestedPresentationDelay`` behind the
 newest segment), reloads it per ``minimumUpdatePeriod`` and fetches each representation's
-initialization and media segments through the egress proxy (:mod:`worker.dash.fetch`). Each
-representation is one fMP4 byte stream (init, then its segments in order) read by its own PyAV
-``mp4`` demuxer through a file-like :class:`TrackReader`; :class:`DashContainer` presents the two
-as the one container the session's decode loop reads, packets interleaved by decode time.
+initialization and media segments through the egress proxy (:mod:`worker.dash.fetch`) for the
+readers of :mod:`worker.dash.input`, one a representation.
 
 Timestamps are the segments' own (their ``tfdt``): the media clock of the MPD's timeline, so the
 session's media time follows the MPD's. What the delivery does wrong is reported through
@@ -21,16 +19,12 @@ MPD reload that does not parse, a timeline that skips segments or goes back).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import av
 
 from worker import egress
 from worker.dash.fetch import Truncated, fetch
@@ -43,11 +37,14 @@ log = logging.getLogger("avmon.worker.dash")
 MPD_MAX_BYTES = egress.PLAYLIST_MAX_BYTES
 SEGMENT_MAX_BYTES = 64 * 1024 * 1024  # a 4 s segment at 100 Mb/s is 50 MB
 INIT_MAX_BYTES = 1024 * 1024
-READ_BYTES = 256 * 1024  # what a demuxer asks of a TrackReader at once
 POLL_S = 0.05  # step of a wait for the next segment (a stop ends it within this)
 MANIFEST_ERROR_GAP_S = 10.0  # one manifest_error per rule this often at most
 
 Report = Callable[[Finding], None]
+
+
+class UnusableManifest(OSError):
+    """The MPD read at open does not parse or breaks a rule this reader needs."""
 
 
 @dataclass(frozen=True)
@@ -60,27 +57,6 @@ class DashOptions:
     # Seconds behind the newest segment a live MPD is started at; None: its
     # suggestedPresentationDelay, else three segment durations.
     live_delay_s: float | None = None
-
-
-def is_dash_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme.lower() in ("http", "https") and parts.path.lower().endswith(".mpd")
-
-
-def answers_mpd(url: str, *, allow_private: bool, timeout_s: float, stop: threading.Event) -> bool:
-    """Whether ``url`` (not named ``.mpd``) answers an MPD: ``application/dash+xml``, or XML
-    whose root is ``MPD``. False for anything else, and when the fetch fails."""
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        return False
-    try:
-        proxy_url = egress.shared_proxy(allow_private).url
-        answer = fetch(url, proxy_url, timeout_s, MPD_MAX_BYTES, stop=stop)
-    except (OSError, ValueError):
-        return False
-    head = answer.body[:4096].lstrip()
-    return answer.status == 200 and (
-        answer.content_type == "application/dash+xml" or (head.startswith(b"<") and b"<MPD" in head)
-    )
 
 
 def _shown(url: str) -> str:
@@ -122,7 +98,7 @@ def choose(mpd: Mpd, limits: Limits) -> list[Representation]:
     return chosen
 
 
-class _Track:
+class Track:
     """Where one representation's reading stands."""
 
     def __init__(self, rep: Representation) -> None:
@@ -154,8 +130,8 @@ class DashSource:
         self.options = options or DashOptions()
         self.proxy_url = egress.shared_proxy(allow_private).url
         self._segment_s: tuple[Mpd, float] | None = None
-        self.mpd = self._load(open_timeout_s)
-        self.tracks = [_Track(rep) for rep in choose(self.mpd, limits)]
+        self.mpd = self._first_load(open_timeout_s)
+        self.tracks = [Track(rep) for rep in choose(self.mpd, limits)]
         self._start(time.time())
         self._loaded_at = time.monotonic()
         self._advanced_at = time.monotonic()
@@ -171,6 +147,16 @@ class DashSource:
         if answer.status != 200:
             raise OSError(f"the MPD answered HTTP {answer.status}")
         return parse_mpd(answer.body, answer.url, time.time())
+
+    def _first_load(self, timeout_s: float) -> Mpd:
+        """The MPD at open: one naming what the worker may not fetch is refused; one that is
+        unusable now is a lost signal (retried: an origin may be mid-update)."""
+        try:
+            return self._load(timeout_s)
+        except ManifestInvalid as exc:
+            if exc.rule == "url":
+                raise SourceRefused(str(exc)) from exc
+            raise UnusableManifest(f"the MPD is unusable ({exc.rule}): {exc}") from exc
 
     @property
     def segment_s(self) -> float:
@@ -248,8 +234,6 @@ class DashSource:
         except OSError as exc:
             log.info("DASH %s: reload failed: %s", _shown(self.url), exc)
             return
-        if not mpd.dynamic and self.mpd.dynamic:
-            pass  # the live presentation ended (type="static"): read what it lists, then end
         for track in self.tracks:
             rep = next((r for r in mpd.representations if r.id == track.rep.id), None)
             if rep is None:
@@ -333,7 +317,7 @@ class DashSource:
                 chosen = fits[-1] if fits else segs[0]
             track.next_start = chosen.start
 
-    def next_segment(self, track: _Track) -> Segment | None:
+    def next_segment(self, track: Track) -> Segment | None:
         """The track's next segment, waiting (reloading the MPD) until it is available; None at
         the end of a static presentation. Raises :class:`TimeoutError` after :attr:`stall_s`
         without a segment, :class:`FetchCancelled` on a stop."""
@@ -355,7 +339,7 @@ class DashSource:
                 raise TimeoutError(f"no new {track.rep.kind} segment in {now - track.last_data:.1f} s")
             self.stop.wait(POLL_S)
 
-    def _segments(self, track: _Track) -> tuple[Segment, ...]:
+    def _segments(self, track: Track) -> tuple[Segment, ...]:
         """The track's segments now; a static MPD's are generated once."""
         if self.mpd.dynamic:
             return self.mpd.segments(track.rep, time.time())
@@ -367,7 +351,7 @@ class DashSource:
             )
         return cached[1]
 
-    def _after(self, track: _Track, segs: tuple[Segment, ...]) -> Segment | None:
+    def _after(self, track: Track, segs: tuple[Segment, ...]) -> Segment | None:
         """The first segment at or after the track's position (reporting segments the MPD skips)."""
         position = track.next_start
         for seg in segs:
@@ -384,7 +368,7 @@ class DashSource:
                 return seg
         return None
 
-    def segment_error(self, track: _Track, seg: Segment, status: int, reason: str) -> None:
+    def segment_error(self, track: Track, seg: Segment, status: int, reason: str) -> None:
         log.warning("DASH %s: segment %s failed: %s", _shown(self.url), _shown(seg.url), reason)
         self.on_finding(
             Finding(
@@ -401,207 +385,3 @@ class DashSource:
     def fetch_body(self, url: str, max_bytes: int, timeout_s: float) -> tuple[int, bytes]:
         answer = fetch(url, self.proxy_url, timeout_s, max_bytes, stop=self.stop)
         return answer.status, answer.body
-
-
-class TrackReader:
-    """One representation as a file-like object for PyAV: its initialization segment, then its
-    media segments in order. ``read`` never returns more than ``size`` bytes (PyAV copies what
-    it gets into a buffer of that size)."""
-
-    def __init__(self, source: DashSource, track: _Track) -> None:
-        self.source = source
-        self.track = track
-        self._buffer = memoryview(b"")
-        self._init_sent = False
-        self._ended = False
-
-    def _fill(self) -> bool:
-        source, track = self.source, self.track
-        timeout = max(source.read_timeout_s, 2 * source.segment_s)
-        if not self._init_sent:
-            self._init_sent = True
-            if track.rep.init_url is not None:
-                status, body = source.fetch_body(track.rep.init_url, INIT_MAX_BYTES, timeout)
-                if status != 200:
-                    raise OSError(f"the {track.rep.kind} initialization segment answered HTTP {status}")
-                self._buffer = memoryview(body)
-                return True
-        while True:
-            seg = source.next_segment(track)
-            if seg is None:
-                return False
-            try:
-                status, body = source.fetch_body(seg.url, SEGMENT_MAX_BYTES, timeout)
-            except FetchCancelled:
-                raise
-            except (OriginTooSlow, Truncated) as exc:
-                source.segment_error(track, seg, 0, f"{type(exc).__name__}: {exc}")
-                continue
-            except OSError as exc:
-                source.segment_error(track, seg, 0, f"{type(exc).__name__}: {exc}")
-                continue
-            if status != 200 or not body:
-                source.segment_error(track, seg, status, f"HTTP {status}" if status != 200 else "empty")
-                continue
-            track.last_data = time.monotonic()
-            self._buffer = memoryview(body)
-            return True
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._buffer and not self._ended:
-            try:
-                more = self._fill()
-            except BaseException:
-                # PyAV keeps this for the demuxer's caller; the demuxer may read once more before
-                # it gives up, and a second exception would replace (and print) the first.
-                self._ended = True
-                raise
-            self._ended = not more
-        if not self._buffer:
-            return b""
-        limit = size if size and size > 0 else len(self._buffer)
-        out, self._buffer = self._buffer[:limit], self._buffer[limit:]
-        return bytes(out)
-
-
-class _Stream:
-    """A representation's PyAV stream under the index it has in the :class:`DashContainer`
-    (each of the two demuxers numbers its only stream 0)."""
-
-    def __init__(self, inner: Any, index: int) -> None:
-        object.__setattr__(self, "_inner", inner)
-        object.__setattr__(self, "index", index)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._inner, name, value)
-
-
-class _Packet:
-    """A demuxed packet that names its :class:`_Stream` (everything else is the packet's own)."""
-
-    __slots__ = ("_packet", "stream", "stream_index")
-
-    def __init__(self, packet: Any, stream: _Stream) -> None:
-        self._packet = packet
-        self.stream = stream
-        self.stream_index = stream.index
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._packet, name)
-
-
-class DashContainer:
-    """What the session's decode loop needs of a container, over one PyAV container per
-    representation: ``streams``, ``duration`` (µs, None when live), ``demux`` interleaving their
-    packets by decode time, ``close``."""
-
-    def __init__(self, source: DashSource, containers: list[Any]) -> None:
-        self.source = source
-        self._containers = containers
-        self.streams = [_Stream(c.streams[0], i) for i, c in enumerate(containers)]
-
-    @property
-    def duration(self) -> int | None:
-        """µs of a static presentation; None while it is live (a live MPD that turns static at
-        its end is then read to that end, and the session completes)."""
-        mpd = self.source.mpd
-        return None if mpd.dynamic else int((mpd.duration_s or 0.0) * 1_000_000) or 1
-
-    def demux(self, selected: Any = None) -> Iterator[_Packet]:
-        wanted = list(self.streams) if selected is None else list(selected)
-        sources = [
-            (
-                stream,
-                iter(self._containers[stream.index].demux(stream._inner)),
-                float(stream._inner.time_base),
-            )
-            for stream in wanted
-        ]
-        heads: list[tuple[float, int, Any] | None] = []
-        for index, (_, packets, tb) in enumerate(sources):
-            heads.append(self._next(packets, tb, index))
-        while any(head is not None for head in heads):
-            index = min(
-                (i for i, head in enumerate(heads) if head is not None),
-                key=lambda i: heads[i][0],  # type: ignore[index]
-            )
-            head = heads[index]
-            assert head is not None
-            stream, packets, tb = sources[index]
-            yield _Packet(head[2], stream)
-            heads[index] = self._next(packets, tb, index)
-
-    @staticmethod
-    def _next(packets: Iterator[Any], tb: float, index: int) -> tuple[float, int, Any] | None:
-        packet = next(packets, None)
-        if packet is None:
-            return None
-        at = packet.dts * tb if packet.dts is not None else float("-inf")
-        return at, index, packet
-
-    def close(self) -> None:
-        for container in self._containers:
-            with contextlib.suppress(Exception):
-                container.close()
-        self.source.close()
-
-    def __enter__(self) -> DashContainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_dash(
-    url: str,
-    limits: Limits,
-    open_timeout_s: float,
-    read_timeout_s: float,
-    *,
-    allow_private: bool,
-    stop: threading.Event,
-    on_finding: Report,
-    options: DashOptions | None = None,
-) -> DashContainer:
-    """The DASH presentation at ``url`` opened for the session (see the module doc)."""
-    source = DashSource(
-        url,
-        limits,
-        open_timeout_s,
-        read_timeout_s,
-        allow_private=allow_private,
-        stop=stop,
-        on_finding=on_finding,
-        options=options,
-    )
-    probe = {
-        "probesize": str(limits.probe_size),
-        "analyzeduration": str(int(limits.analyze_duration_s * 1_000_000)),
-    }
-    containers: list[Any] = []
-    try:
-        for track in source.tracks:
-            reader = TrackReader(source, track)
-            containers.append(av.open(reader, mode="r", format="mp4", options=probe, buffer_size=READ_BYTES))
-    except BaseException:
-        for container in containers:
-            container.close()
-        source.close()
-        raise
-    return DashContainer(source, containers)
-
-
-def on_media_clock(finding: Finding, origin: float | None, offset: float, fallback: float) -> Finding:
-    """A DASH finding (times on the source's clock, s) on the session's media timeline: source
-    time ``origin`` is media time ``offset``; before the first packet, ``fallback``."""
-    from dataclasses import replace
-
-    if origin is None:
-        end = None if finding.end_s is None else fallback
-        return replace(finding, start_s=fallback, end_s=end)
-    start = max(0.0, finding.start_s - origin + offset)
-    end = None if finding.end_s is None else max(start, finding.end_s - origin + offset)
-    return replace(finding, start_s=start, end_s=end)
