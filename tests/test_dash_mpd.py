@@ -92,6 +92,19 @@ def test_dynamic_number_template_with_duration_lists_what_the_time_shift_window_
     assert segs[-1].url == "https://cdn.example/vod/hd/104.m4s"
 
 
+def test_an_open_repeat_in_a_live_timeline_lists_the_segments_ended_by_now() -> None:
+    mpd = _parse(
+        f"""<MPD {MPD_NS} type="dynamic" availabilityStartTime="{_iso(NOW - 7.5)}">
+          <Period start="PT0S"><AdaptationSet contentType="video"><Representation id="v" bandwidth="1">
+            <SegmentTemplate timescale="1000" media="$Time$.m4s">
+              <SegmentTimeline><S t="0" d="2000" r="-1"/></SegmentTimeline>
+            </SegmentTemplate></Representation></AdaptationSet></Period></MPD>"""
+    )
+    (rep,) = mpd.representations
+    # 7.5 s in: three 2 s segments have ended; the fourth (6-8 s) is not available yet.
+    assert [s.url.rsplit("/", 1)[1] for s in mpd.segments(rep, NOW)] == ["0.m4s", "2000.m4s", "4000.m4s"]
+
+
 def test_segment_list_and_dollar_escapes_resolve_against_the_representation_base_url() -> None:
     mpd = _parse(
         f"""<MPD {MPD_NS} type="static" mediaPresentationDuration="PT4S"><Period>

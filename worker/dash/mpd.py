@@ -267,9 +267,12 @@ class _Inherited:
         return None
 
 
-def _timeline(timeline: Any, first_number: int, until: int | None) -> list[tuple[int, int, int]]:
-    """(number, start, duration) of every segment a SegmentTimeline lists; ``until`` (ticks) ends
-    an open repeat (``@r="-1"``)."""
+def _timeline(
+    timeline: Any, first_number: int, until: int | None, live_edge: int | None = None
+) -> list[tuple[int, int, int]]:
+    """(number, start, duration) of every segment a SegmentTimeline lists. An open repeat
+    (``@r="-1"``) runs to the next ``S@t``, else to ``until`` (the Period's end, ticks); in a
+    live MPD only as far as segments have ended by ``live_edge`` (now, ticks)."""
     out: list[tuple[int, int, int]] = []
     entries = _children(timeline, "S")
     at: int | None = None
@@ -289,10 +292,18 @@ def _timeline(timeline: Any, first_number: int, until: int | None) -> list[tuple
         elif at is None:
             at = 0
         if r < 0:
-            following = _int(entries[index + 1].get("t"), None, "S@t") if index + 1 < len(entries) else until
-            if following is None:
+            following = _int(entries[index + 1].get("t"), None, "S@t") if index + 1 < len(entries) else None
+            if following is not None:
+                r = max(0, math.ceil((following - at) / d) - 1)
+            elif live_edge is not None:
+                edge = live_edge if until is None else min(live_edge, until)
+                r = (edge - at) // d - 1  # only segments that have ended; -1: none yet
+                if r < 0:
+                    continue
+            elif until is not None:
+                r = max(0, math.ceil((until - at) / d) - 1)
+            else:
                 raise ManifestInvalid("timeline", "@r=-1 with nothing after it to end the repeat")
-            r = max(0, math.ceil((following - at) / d) - 1)
         if len(out) + r + 1 > MAX_SEGMENTS:
             raise ManifestInvalid("limits", f"the SegmentTimeline lists over {MAX_SEGMENTS} segments")
         for _ in range(r + 1):
@@ -329,7 +340,9 @@ def _representation(
     base: str,
     period_start: float,
     period_duration: float | None,
+    live_s: float | None,
 ) -> Representation:
+    """One Representation; ``live_s``: seconds of its Period that have passed (a live MPD)."""
     levels = [period, adaptation, rep]
     rep_id = rep.get("id")
     if not rep_id:
@@ -363,6 +376,7 @@ def _representation(
     start_number = 1 if start_number is None else start_number
     # The end of the period on the media clock: where an open @r="-1" stops.
     until = None if period_duration is None else pto + int(period_duration * timescale)
+    live_edge = None if live_s is None else pto + int(live_s * timescale)
     probe = Representation(
         **fields, init_url=None, timescale=timescale, pto=pto, listed=None, start_number=start_number
     )
@@ -376,7 +390,7 @@ def _representation(
         if timeline is not None:
             listed = tuple(
                 Segment(_expand(media, probe, number=n, time=t), t, d, timescale, n)
-                for n, t, d in _timeline(timeline, start_number, until)
+                for n, t, d in _timeline(timeline, start_number, until, live_edge)
             )
             return Representation(
                 **fields,
@@ -413,7 +427,7 @@ def _representation(
         duration = _int(seglist.get("duration"), None, "@duration")
         timeline = seglist.child("SegmentTimeline")
         slots = (
-            _timeline(timeline, start_number, until)
+            _timeline(timeline, start_number, until, live_edge)
             if timeline is not None
             else [(start_number + k, pto + k * (duration or 0), duration or 0) for k in range(len(urls))]
         )
@@ -487,7 +501,14 @@ def parse_mpd(body: bytes, url: str, now: float) -> Mpd:
                 raise ManifestInvalid("limits", f"the MPD has over {MAX_REPRESENTATIONS} representations")
             reps.append(
                 _representation(
-                    url, period, adaptation, rep, _base(rep, adaptation_base), starts[chosen], period_duration
+                    url,
+                    period,
+                    adaptation,
+                    rep,
+                    _base(rep, adaptation_base),
+                    starts[chosen],
+                    period_duration,
+                    None if not dynamic or ast is None else now - ast - starts[chosen],
                 )
             )
     for rep in reps:
