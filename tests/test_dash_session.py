@@ -147,3 +147,25 @@ def test_an_mpd_that_does_not_parse_is_a_lost_signal_retried_not_a_crash(
     outcome, _ = session.run()
     assert outcome is Outcome.STOPPED
     assert [d.type for d in records][:1] == ["signal_loss"]
+
+
+def test_a_segment_base_representation_muxing_audio_with_video_is_read_whole(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth]
+) -> None:
+    # One fragmented MP4 holding both tracks, as SegmentBase: its picture and its sound are judged.
+    ffmpeg(
+        "-i", str(vod[0] / "clip.mp4"), "-c", "copy", "-movflags", "frag_keyframe+empty_moov",
+        str(vod[0] / "muxed.mp4"),
+    )  # fmt: skip
+    (vod[0] / "muxed.mpd").write_text(
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT8S">'
+        '<Period><AdaptationSet mimeType="video/mp4"><Representation id="av" bandwidth="1" '
+        'codecs="avc1.42c00d,mp4a.40.2"><BaseURL>muxed.mp4</BaseURL><SegmentBase/></Representation>'
+        "</AdaptationSet></Period></MPD>"
+    )
+    records: list[Defect] = []
+    session = StreamSession("s-muxed", SessionConfig(url=f"{served.base}/muxed.mpd"), records.append)
+    outcome, _ = session.run()
+    assert outcome is Outcome.COMPLETED
+    assert session.ctx.has_video and session.ctx.has_audio
+    assert [d.type for d in records if d.end_s is not None] == ["black"]

@@ -150,13 +150,19 @@ class _Packet:
 
 class DashContainer:
     """What the session's decode loop needs of a container, over one PyAV container per
-    representation: ``streams``, ``duration`` (µs, None when live), ``demux`` interleaving their
-    packets by decode time, ``close``."""
+    representation: ``streams`` (every stream of each, numbered in order: a representation that
+    muxes audio with its video offers both), ``duration`` (µs, None when live), ``demux``
+    interleaving their packets by decode time, ``close``."""
 
     def __init__(self, source: DashSource, containers: list[Any]) -> None:
         self.source = source
         self._containers = containers
-        self.streams = [_Stream(c.streams[0], i) for i, c in enumerate(containers)]
+        self.streams: list[_Stream] = []
+        self._owner: dict[int, int] = {}  # stream index here -> its container
+        for number, container in enumerate(containers):
+            for inner in container.streams:
+                self._owner[len(self.streams)] = number
+                self.streams.append(_Stream(inner, len(self.streams)))
 
     @property
     def duration(self) -> int | None:
@@ -167,35 +173,37 @@ class DashContainer:
 
     def demux(self, selected: Any = None) -> Iterator[_Packet]:
         wanted = list(self.streams) if selected is None else list(selected)
-        sources = [
-            (
-                stream,
-                iter(self._containers[stream.index].demux(stream._inner)),
-                float(stream._inner.time_base),
-            )
-            for stream in wanted
-        ]
-        heads: list[tuple[float, int, Any] | None] = []
-        for index, (_, packets, tb) in enumerate(sources):
-            heads.append(self._next(packets, tb, index))
-        while any(head is not None for head in heads):
-            index = min(
-                (i for i, head in enumerate(heads) if head is not None),
-                key=lambda i: heads[i][0],  # type: ignore[index]
-            )
+        by_container: dict[int, list[_Stream]] = {}
+        for stream in wanted:
+            by_container.setdefault(self._owner[stream.index], []).append(stream)
+        sources: list[tuple[Iterator[Any], dict[int, tuple[_Stream, float]]]] = []
+        for number, streams in by_container.items():
+            inner = [stream._inner for stream in streams]
+            mapping = {stream._inner.index: (stream, float(stream._inner.time_base)) for stream in streams}
+            sources.append((iter(self._containers[number].demux(inner)), mapping))
+        heads = [self._next(packets, mapping) for packets, mapping in sources]
+        while True:
+            live = [i for i, head in enumerate(heads) if head is not None]
+            if not live:
+                return
+            index = min(live, key=lambda i: heads[i][0])  # type: ignore[index]
             head = heads[index]
             assert head is not None
-            stream, packets, tb = sources[index]
-            yield _Packet(head[2], stream)
-            heads[index] = self._next(packets, tb, index)
+            yield head[1]
+            heads[index] = self._next(*sources[index])
 
     @staticmethod
-    def _next(packets: Iterator[Any], tb: float, index: int) -> tuple[float, int, Any] | None:
-        packet = next(packets, None)
-        if packet is None:
-            return None
-        at = packet.dts * tb if packet.dts is not None else float("-inf")
-        return at, index, packet
+    def _next(
+        packets: Iterator[Any], mapping: dict[int, tuple[_Stream, float]]
+    ) -> tuple[float, _Packet] | None:
+        for packet in packets:
+            found = mapping.get(packet.stream.index)
+            if found is None:
+                continue
+            stream, tb = found
+            at = packet.dts * tb if packet.dts is not None else float("-inf")
+            return at, _Packet(packet, stream)
+        return None
 
     def close(self) -> None:
         for container in self._containers:
