@@ -169,3 +169,47 @@ def test_a_segment_base_representation_muxing_audio_with_video_is_read_whole(
     assert outcome is Outcome.COMPLETED
     assert session.ctx.has_video and session.ctx.has_audio
     assert [d.type for d in records if d.end_s is not None] == ["black"]
+
+
+def _live_copy(vod: tuple[Path, testsrc.GroundTruth], name: str, ast_ago_s: float, keep: int | None) -> str:
+    """The on-demand MPD as a live one begun ``ast_ago_s`` ago, listing its first ``keep`` segments."""
+    text = (vod[0] / "vod.mpd").read_text()
+    ast = datetime.fromtimestamp(time.time() - ast_ago_s, UTC).isoformat().replace("+00:00", "Z")
+    text = text.replace(
+        'type="static"', f'type="dynamic" availabilityStartTime="{ast}" minimumUpdatePeriod="PT1S"'
+    )
+    if keep is not None:
+        # One S per segment, the first `keep` of them.
+        def listed(found: re.Match[str]) -> str:
+            body = found.group(1)
+            t0, d = (int(x) for x in re.search(r't="(\d+)" d="(\d+)"', body).groups())  # type: ignore[union-attr]
+            return (
+                "<SegmentTimeline>"
+                + "".join(f'<S t="{t0 + k * d}" d="{d}"/>' for k in range(keep))
+                + "</SegmentTimeline>"
+            )
+
+        text = re.sub(r"<SegmentTimeline>(.*?)</SegmentTimeline>", listed, text, flags=re.S)
+    (vod[0] / name).write_text(text)
+    return name
+
+
+@pytest.mark.parametrize(
+    ("ast_ago_s", "keep", "rule"),
+    [(0.0, None, "availability"), (100.0, 2, "window_short")],
+)
+def test_a_live_mpd_breaking_a_timing_rule_opens_a_manifest_error_naming_it(
+    served: DashServer, vod: tuple[Path, testsrc.GroundTruth], ast_ago_s: float, keep: int | None, rule: str
+) -> None:
+    name = _live_copy(vod, f"{rule}.mpd", ast_ago_s, keep)
+    stop = threading.Event()
+    records: list[Defect] = []
+
+    def emit(defect: Defect) -> None:
+        records.append(defect)
+        if defect.type == "manifest_error":
+            stop.set()
+
+    StreamSession("s-rule", SessionConfig(url=f"{served.base}/{name}"), emit, stop=stop).run()
+    errors = [d for d in records if d.type == "manifest_error"]
+    assert [d.metrics["rule"] for d in errors][:1] == [rule], records

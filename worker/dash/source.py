@@ -39,6 +39,8 @@ SEGMENT_MAX_BYTES = 64 * 1024 * 1024  # a 4 s segment at 100 Mb/s is 50 MB
 INIT_MAX_BYTES = 1024 * 1024
 POLL_S = 0.05  # step of a wait for the next segment (a stop ends it within this)
 MANIFEST_ERROR_GAP_S = 10.0  # one manifest_error per rule this often at most
+AVAILABILITY_TOLERANCE_S = 1.0  # a segment listed this much (or a segment) before it is available
+WINDOW_MIN_SEGMENTS = 3  # a live window shorter than this many segments (Apple's HLS rule, for DASH)
 
 Report = Callable[[Finding], None]
 
@@ -139,6 +141,8 @@ class DashSource:
         self._stale_open: float | None = None  # source time of an open manifest_stale
         self._errors_at: dict[str, float] = {}
         self._static_segments: dict[str, tuple[Mpd, tuple[Segment, ...]]] = {}
+        self._breaking: dict[str, tuple[float, dict[str, float]]] = {}  # rule -> its start, numbers
+        self._judge(self._position())
 
     # ------------------------------------------------------------ the manifest
 
@@ -246,6 +250,59 @@ class DashSource:
             self._advanced_at = time.monotonic()
             self._close_stale()
         self._newest = newest
+        self._judge(at)
+
+    def _violations(self) -> dict[str, tuple[str, dict[str, float]]]:
+        """The rules a live MPD breaks now, each with its message and numbers: segments listed
+        before their availability time (``availability``: a packager's clock ahead of the MPD's
+        timeline, or a wrong availabilityStartTime; players that follow the timeline will not
+        fetch them yet), and a listed window shorter than three segments (``window_short``:
+        players cannot buffer)."""
+        found: dict[str, tuple[str, dict[str, float]]] = {}
+        mpd, now = self.mpd, time.time()
+        if not mpd.dynamic or mpd.availability_start is None:
+            return found
+        for track in self.tracks:
+            listed = track.rep.listed
+            if not listed or track.rep.template is not None:
+                continue
+            rep, last = track.rep, listed[-1]
+            ahead = mpd.availability_start + rep.presentation_s(last.start + last.duration) - now
+            if ahead > max(AVAILABILITY_TOLERANCE_S, self.segment_s):
+                message = f"{rep.kind} segment {last.number} is listed {ahead:.1f} s before it is available"
+                found["availability"] = (message, {"ahead_s": ahead})
+            window = (listed[-1].start + listed[-1].duration - listed[0].start) / rep.timescale
+            # A presentation that has just begun cannot list three segments yet.
+            begun = (
+                now - mpd.availability_start - rep.period_start_s > (WINDOW_MIN_SEGMENTS + 1) * self.segment_s
+            )
+            if begun and len(listed) < WINDOW_MIN_SEGMENTS:
+                message = f"{rep.kind} lists {window:.1f} s ({len(listed)} segments)"
+                found["window_short"] = (message, {"window_s": window, "segments": float(len(listed))})
+        return found
+
+    def _judge(self, at: float) -> None:
+        """Open a manifest_error for each rule the MPD starts to break, close it once it holds."""
+        now = self._violations()
+        for rule, (message, metrics) in now.items():
+            if rule not in self._breaking:
+                self._breaking[rule] = (at, metrics)
+                log.warning("DASH %s: %s", _shown(self.url), message)
+                self.on_finding(self._rule_finding(rule, at, None, metrics, message))
+        for rule in [rule for rule in self._breaking if rule not in now]:
+            self._end_rule(rule, at)
+
+    def _end_rule(self, rule: str, at: float) -> None:
+        start, metrics = self._breaking.pop(rule)
+        self.on_finding(self._rule_finding(rule, start, max(start, at), metrics, ""))
+
+    def _rule_finding(
+        self, rule: str, start: float, end: float | None, metrics: dict[str, float], message: str
+    ) -> Finding:
+        labels = {"rule": rule, "uri": _shown(self.url)}
+        if message:
+            labels["detail"] = message[:200]
+        return Finding("manifest_error", start, end, Severity.WARNING, metrics, key=rule, labels=labels)
 
     def _check_stale(self, at: float) -> None:
         if not self.mpd.dynamic or self._stale_open is not None:
@@ -288,9 +345,12 @@ class DashSource:
         )
 
     def close(self) -> None:
-        """End what is still open (a stale MPD when the session gives up on it)."""
+        """End what is still open (a stale MPD, a rule broken, when the session gives up on it)."""
         self._advanced_at = time.monotonic()
         self._close_stale()
+        at = max([0.0] + [t.next_start / t.rep.timescale for t in self.tracks if t.next_start is not None])
+        for rule in list(self._breaking):
+            self._end_rule(rule, at)
 
     # ------------------------------------------------------------ segments
 
@@ -316,6 +376,11 @@ class DashSource:
                 fits = [s for s in segs if track.rep.presentation_s(s.start) <= start_at + 1e-6]
                 chosen = fits[-1] if fits else segs[0]
             track.next_start = chosen.start
+
+    def _position(self) -> float:
+        """Source time (s) where reading stands: the earliest next segment of the tracks."""
+        starts = [t.next_start / t.rep.timescale for t in self.tracks if t.next_start is not None]
+        return min(starts) if starts else 0.0
 
     def next_segment(self, track: Track) -> Segment | None:
         """The track's next segment, waiting (reloading the MPD) until it is available; None at
