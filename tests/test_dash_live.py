@@ -145,6 +145,7 @@ def test_live_dash_black_silence_and_a_withheld_segment_are_found(
         assert len(got) == 1, defects
         assert abs(got[0]["start_s"] + origin - expected["start_s"]) <= TOLERANCE_S, (got, origin, expected)
         assert abs(got[0]["end_s"] + origin - expected["end_s"]) <= TOLERANCE_S, (got, origin, expected)
+    assert sorted(d["type"] for d in defects) == ["black", "segment_error", "silence"], defects
     errors = [d for d in defects if d["type"] == "segment_error"]
     assert [(d["metrics"]["status"], d["metrics"]["uri"].rsplit("/", 1)[-1]) for d in errors] == [
         (404, WITHHELD)
