@@ -167,7 +167,7 @@ class DashSource:
         """The longest segment duration (s) of the chosen representations, as far as known."""
         if self._segment_s is None or self._segment_s[0] is not self.mpd:
             longest = self.mpd.max_segment_duration_s or 0.0
-            for track in getattr(self, "tracks", ()):
+            for track in self.tracks:
                 listed = track.rep.listed or ()
                 for seg in listed[-4:]:
                     longest = max(longest, seg.duration / seg.timescale)
