@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -213,3 +214,28 @@ def test_a_live_mpd_breaking_a_timing_rule_opens_a_manifest_error_naming_it(
     StreamSession("s-rule", SessionConfig(url=f"{served.base}/{name}"), emit, stop=stop).run()
     errors = [d for d in records if d.type == "manifest_error"]
     assert [d.metrics["rule"] for d in errors][:1] == [rule], records
+
+
+def _has_encoders(*names: str) -> bool:
+    if shutil.which("ffmpeg") is None:
+        return False
+    listed = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    return all(f" {name} " in listed for name in names)
+
+
+@pytest.mark.skipif(not _has_encoders("libvpx-vp9", "libopus"), reason="needs ffmpeg's VP9 and Opus encoders")
+def test_a_webm_presentation_is_read_by_its_mime_type(tmp_path: Path) -> None:
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=s=160x90:r=25", "-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "4",
+        "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "25", "-c:a", "libopus",
+        "-f", "dash", "-dash_segment_type", "webm", "-seg_duration", "1", "-use_template", "1",
+        "-use_timeline", "1", str(tmp_path / "webm.mpd"),
+    )  # fmt: skip
+    server = DashServer(tmp_path, set())
+    try:
+        session = StreamSession("s-webm", SessionConfig(url=f"{server.base}/webm.mpd"), lambda _: None)
+        outcome, _ = session.run()
+    finally:
+        server.close()
+    assert outcome is Outcome.COMPLETED
+    assert session.figures.frames_analysed == 100 and session.ctx.has_audio

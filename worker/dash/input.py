@@ -35,6 +35,9 @@ from worker.detectors.base import Finding
 from worker.media import FetchCancelled, Limits, OriginTooSlow
 
 READ_BYTES = 256 * 1024  # what a demuxer asks of a TrackReader at once
+# The demuxer for a representation's segments by its @mimeType's subtype (ISO BMFF otherwise):
+# WebM and MPEG-TS segments, like fMP4 ones, read as one stream once concatenated.
+SEGMENT_FORMATS = {"mp4": "mp4", "webm": "matroska", "mp2t": "mpegts"}
 
 
 def is_dash_url(url: str) -> bool:
@@ -248,7 +251,8 @@ def open_dash(
     try:
         for track in source.tracks:
             reader = TrackReader(source, track)
-            containers.append(av.open(reader, mode="r", format="mp4", options=probe, buffer_size=READ_BYTES))
+            fmt = SEGMENT_FORMATS.get(track.rep.mime.partition("/")[2].lower(), "mp4")
+            containers.append(av.open(reader, mode="r", format=fmt, options=probe, buffer_size=READ_BYTES))
     except BaseException:
         for container in containers:
             container.close()

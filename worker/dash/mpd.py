@@ -71,6 +71,7 @@ class Segment:
 class Representation:
     id: str
     kind: str  # "video", "audio" or "other"
+    mime: str  # @mimeType (e.g. video/mp4, audio/webm), "" when absent
     bandwidth: int
     width: int | None
     height: int | None
@@ -356,6 +357,7 @@ def _representation(
     fields: dict[str, Any] = {
         "id": str(rep_id),
         "kind": _kind(adaptation, rep),
+        "mime": str(attr("mimeType") or ""),
         "bandwidth": bandwidth,
         "width": _int(attr("width"), None, "@width"),
         "height": _int(attr("height"), None, "@height"),
