@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import av
 
 from worker import egress
-from worker.dash.fetch import Truncated, fetch
+from worker.dash.fetch import fetch
 from worker.dash.source import (
     INIT_MAX_BYTES,
     MPD_MAX_BYTES,
@@ -32,7 +32,7 @@ from worker.dash.source import (
     Track,
 )
 from worker.detectors.base import Finding
-from worker.media import FetchCancelled, Limits, OriginTooSlow
+from worker.media import FetchCancelled, Limits
 
 READ_BYTES = 256 * 1024  # what a demuxer asks of a TrackReader at once
 # The demuxer for a representation's segments by its @mimeType's subtype (ISO BMFF otherwise):
@@ -92,10 +92,7 @@ class TrackReader:
                 status, body = source.fetch_body(seg.url, SEGMENT_MAX_BYTES, timeout)
             except FetchCancelled:
                 raise
-            except (OriginTooSlow, Truncated) as exc:
-                source.segment_error(track, seg, 0, f"{type(exc).__name__}: {exc}")
-                continue
-            except OSError as exc:
+            except OSError as exc:  # OriginTooSlow (a timeout), Truncated, the network's own
                 source.segment_error(track, seg, 0, f"{type(exc).__name__}: {exc}")
                 continue
             if status != 200 or not body:
@@ -124,7 +121,7 @@ class TrackReader:
 
 class _Stream:
     """A representation's PyAV stream under the index it has in the :class:`DashContainer`
-    (each of the two demuxers numbers its only stream 0)."""
+    (each representation's demuxer numbers its own streams from 0)."""
 
     def __init__(self, inner: Any, index: int) -> None:
         object.__setattr__(self, "_inner", inner)
