@@ -164,7 +164,10 @@ def a53_from_packet(data: bytes | av.Packet[Any], codec: str = "h264") -> bytes 
     (its first ``SCAN_BYTES``) of ``codec`` (FFmpeg's name: h264, hevc, mpeg2video): an H.264 or
     HEVC SEI (user_data_registered_itu_t_t35, emulation prevention removed) or MPEG-2 picture
     user data. None when there is none."""
-    head = memoryview(data)[:SCAN_BYTES].tobytes()
+    try:
+        head = memoryview(data)[:SCAN_BYTES].tobytes()
+    except TypeError:  # a packet that wraps one (worker/dash/input.py)
+        head = bytes(data)[:SCAN_BYTES]
     end = _caption_region(head, codec)
     k = head.find(A53_TAG, 0, end)
     if k < 0:

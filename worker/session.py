@@ -27,6 +27,7 @@ from shared.models import Defect, DefectType, Event, StreamStatus, defect_id_for
 from shared.urlpolicy import UrlRefused, check_url, to_url
 from worker.captions import CAPTIONS_LOST_S, CaptionTracker, a53_from_packet
 from worker.cue_events import CueEvents, EventLimits, cue_event
+from worker.dash.input import answers_mpd, is_dash_url, on_media_clock, open_dash
 from worker.detectors import (
     AudioBlock,
     Detector,
@@ -199,6 +200,7 @@ class StreamSession:
             self._loss = (r.media_time_s, r.wall, False)
         self._resumed = config.resume is not None  # until the first open says what the source is
         self._not_media = 0  # opens that failed as "not media" before any succeeded
+        self._dash = is_dash_url(config.url)  # read by worker/dash, not FFmpeg
 
     # ------------------------------------------------------------ records
 
@@ -322,6 +324,11 @@ class StreamSession:
         if found:
             self._record_all(found)
 
+    def _record_delivery(self, finding: Finding) -> None:
+        """A DASH delivery finding (times on the source's clock) on the media timeline."""
+        fallback = self._last_t if self._last_t is not None else 0.0
+        self._record(on_media_clock(finding, self._origin, self._offset, fallback))
+
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
             self._record(finding)
@@ -403,6 +410,16 @@ class StreamSession:
         large receive buffer, arrival times, the kernel's drop count); the socket stays bound
         across reconnects, so nothing sent meanwhile is refused."""
         limits = self.config.limits
+        if self._dash:  # read by the worker itself (worker/dash/)
+            return open_dash(
+                self.config.url,
+                limits,
+                open_timeout,
+                self.config.read_timeout_s,
+                allow_private=self.config.allow_private,
+                stop=self.stop,
+                on_finding=self._record_delivery,
+            )
         if urlsplit(self.config.url).scheme.lower() != "udp":
             return open_source(
                 self.config.url,
@@ -434,6 +451,12 @@ class StreamSession:
     def _unreadable_kind(self, exc: Exception) -> str | None:
         """Why no retry can read this source with this build of FFmpeg, if that is why it failed."""
         url = self.config.url
+        if isinstance(exc, av.error.InvalidDataError) and not self._dash and not self._connected_before:
+            # An MPD under a name without .mpd (application/dash+xml): FFmpeg cannot read it.
+            private, timeout = self.config.allow_private, self.config.read_timeout_s
+            self._dash = answers_mpd(url, allow_private=private, timeout_s=timeout, stop=self.stop)
+            if self._dash:
+                return None
         if (
             isinstance(exc, av.error.InvalidDataError)
             and not self._connected_before
@@ -451,8 +474,9 @@ class StreamSession:
             and urlsplit(url).path.lower().endswith(".mpd")
             and not has_demuxer("dash")
         ):
-            # PyAV's wheels build FFmpeg without libxml2, hence without its DASH demuxer.
-            return "this worker's FFmpeg cannot read DASH manifests (.mpd); give an HLS or MPEG-TS URL"
+            # PyAV's wheels build FFmpeg without libxml2, hence without its DASH demuxer: the
+            # worker reads DASH itself, over http(s) only.
+            return "DASH manifests (.mpd) are read over http(s) only (FFmpeg here has no DASH demuxer)"
         return None
 
     def _note_loss(self, reason: str) -> None:
