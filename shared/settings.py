@@ -123,6 +123,19 @@ class WorkerSettings(CommonSettings):
     notify_min_gap_s: float = Field(
         10.0, ge=0, description="A same-type defect re-opening within this many seconds is folded."
     )
+    hls_health: bool = Field(
+        True, description="Judge the playlists of every rendition of an HLS source (manifest_stale...)."
+    )
+    hls_stale_targets: float = Field(
+        3.0, gt=1.0, le=100.0, description="A live HLS playlist with no new segment for this many target "
+        "durations is manifest_stale.",
+    )
+    hls_pdt_tolerance_s: float = Field(
+        1.0, gt=0, description="Renditions' program date-times of one segment may differ this much (s)."
+    )
+    hls_check_segments: bool = Field(
+        True, description="Check every new HLS segment of every rendition with a ranged GET (segment_error)."
+    )
     stop_grace_s: float = Field(
         20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."
     )

@@ -29,6 +29,7 @@ from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
 from worker.capacity import Admission, StreamLoad, available_cores
+from worker.hls_monitor import HlsOptions
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
@@ -323,6 +324,7 @@ class Worker:
             allow_private=s.allow_private_hosts,
             decode_threads=s.decode_threads,
             resume=lease.timeline,
+            hls=HlsOptions.from_settings(s),
         )
 
         def emit(defect: Defect) -> None:

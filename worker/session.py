@@ -37,6 +37,7 @@ from worker.detectors import (
     wants,
 )
 from worker.evidence import Evidence, EvidenceRecorder
+from worker.hls_monitor import HlsMonitor, HlsOptions
 from worker.media import (
     ANALYSIS_RATE,
     AudioBatcher,
@@ -50,6 +51,7 @@ from worker.media import (
 )
 from worker.timeline import LiveEdge, Timeline
 from worker.transport import TransportAnalyzer, TransportCounters
+from worker.transport.cues import Cue
 from worker.udp import UdpInput
 
 log = logging.getLogger("avmon.worker.session")
@@ -93,6 +95,7 @@ class SessionConfig:
     # on an idle machine, uses the deployment limit's threads instead.
     decode_threads: int | None = None
     resume: Timeline | None = None  # where the stream's timeline stood (a taken-over stream)
+    hls: HlsOptions = field(default_factory=HlsOptions)  # an HLS source's playlist health
 
 
 @dataclass
@@ -170,6 +173,7 @@ class StreamSession:
         self._udp: UdpInput | None = None  # a UDP source's socket, kept across reconnects
         self._transport_starts: dict[tuple[str, str, float], float] = {}  # open findings' media starts
         self._overloaded_until = 0.0  # monotonic time until which findings are marked
+        self._hls: HlsMonitor | None = None  # an HLS source's playlist monitor, in its own thread
         if urlsplit(config.url).scheme.lower() == "udp":
             # Bind now, before the thread starts: a sender that starts as soon as the stream is
             # taken loses nothing to the thread's start-up (the socket queues for it).
@@ -266,6 +270,35 @@ class StreamSession:
             end = None if f.end_s is None else max(start, f.end_s - edge if finite else fallback)
             self._record(replace(f, start_s=start, end_s=end))
 
+    def _record_delivery(self, findings: list[Finding]) -> None:
+        """The HLS monitor's findings (wall-clock times, from its thread) on the media timeline."""
+        self._record_transport(list(findings))
+
+    def _watch_delivery(self, container: Any, stream: Any | None) -> None:
+        """An HLS source: its playlists are judged beside the decoding (worker/hls_monitor.py)."""
+        if self._hls is None and self.config.hls.enabled and container.format.name == "hls":
+            self._hls = HlsMonitor.for_source(
+                self.config.url, self.config.allow_private, self.config.hls, self._record_delivery
+            )
+        if self._hls is not None and stream is not None:
+            self._hls.decoding(stream)
+
+    def drain_cues(self) -> list[Cue]:
+        """Cues an HLS source's playlists carried since the last call (worker/hls_cues.py), their
+        arrival and splice times on the media timeline (as the transport findings')."""
+        if self._hls is None:
+            return []
+        edge, fallback = self._edge.value, self._last_t if self._last_t is not None else 0.0
+
+        def media(wall: float) -> float:
+            return max(0.0, wall - edge) if edge != float("inf") else fallback
+
+        out = []
+        for c in self._hls.drain_cues():
+            splice = None if c.splice_s is None else media(c.splice_s)
+            out.append(replace(c, arrival_s=media(c.arrival_s), splice_s=splice))
+        return out
+
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
             self._record(finding)
@@ -297,6 +330,7 @@ class StreamSession:
                         open_timeout = min(open_timeout, self.config.read_timeout_s)
                     with self._open(open_timeout) as container:
                         video, audio = select_streams(container, self.config.limits)
+                        self._watch_delivery(container, video or audio)
                         self.ctx.connection += 1
                         finished = self._read(container, video, audio)
                         if finished and is_finite(self.config.url, container):
@@ -338,6 +372,8 @@ class StreamSession:
             if self._udp is not None:
                 self._udp.close()
                 self._udp = None
+            if self._hls is not None:
+                self._record_delivery(self._hls.close())
         return Outcome.STOPPED, None
 
     def _open(self, open_timeout: float) -> Any:
