@@ -173,7 +173,7 @@ class StreamSession:
         self._udp: UdpInput | None = None  # a UDP source's socket, kept across reconnects
         self._transport_starts: dict[tuple[str, str, float], float] = {}  # open findings' media starts
         self._overloaded_until = 0.0  # monotonic time until which findings are marked
-        self._hls: HlsMonitor | None = None  # an HLS source's playlist monitor, in its own thread
+        self.hls: HlsMonitor | None = None  # an HLS source's playlist monitor (its own thread), once opened
         if urlsplit(config.url).scheme.lower() == "udp":
             # Bind now, before the thread starts: a sender that starts as soon as the stream is
             # taken loses nothing to the thread's start-up (the socket queues for it).
@@ -276,17 +276,17 @@ class StreamSession:
 
     def _watch_delivery(self, container: Any, stream: Any | None) -> None:
         """An HLS source: its playlists are judged beside the decoding (worker/hls_monitor.py)."""
-        if self._hls is None and self.config.hls.enabled and container.format.name == "hls":
-            self._hls = HlsMonitor.for_source(
+        if self.hls is None and self.config.hls.enabled and container.format.name == "hls":
+            self.hls = HlsMonitor.for_source(
                 self.config.url, self.config.allow_private, self.config.hls, self._record_delivery
             )
-        if self._hls is not None and stream is not None:
-            self._hls.decoding(stream)
+        if self.hls is not None and stream is not None:
+            self.hls.decoding(stream)
 
     def drain_cues(self) -> list[Cue]:
         """Cues an HLS source's playlists carried since the last call (worker/hls_cues.py), their
         arrival and splice times on the media timeline (as the transport findings')."""
-        if self._hls is None:
+        if self.hls is None:
             return []
         edge, fallback = self._edge.value, self._last_t if self._last_t is not None else 0.0
 
@@ -294,7 +294,7 @@ class StreamSession:
             return max(0.0, wall - edge) if edge != float("inf") else fallback
 
         out = []
-        for c in self._hls.drain_cues():
+        for c in self.hls.drain_cues():
             splice = None if c.splice_s is None else media(c.splice_s)
             out.append(replace(c, arrival_s=media(c.arrival_s), splice_s=splice))
         return out
@@ -372,8 +372,8 @@ class StreamSession:
             if self._udp is not None:
                 self._udp.close()
                 self._udp = None
-            if self._hls is not None:
-                self._record_delivery(self._hls.close())
+            if self.hls is not None:
+                self._record_delivery(self.hls.close())
         return Outcome.STOPPED, None
 
     def _open(self, open_timeout: float) -> Any:
