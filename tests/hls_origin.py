@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,18 +34,19 @@ from urllib.parse import urlsplit
 from tests.ffmpeg_media import ffmpeg
 
 
-def ffmpeg_ladder(root: Path, seconds: float) -> Path:
+def ffmpeg_ladder(root: Path, seconds: float, segment_s: int = 1) -> Path:
     """A two-rendition HLS VOD ladder of ``seconds`` s in ``root`` (``master.m3u8``, ``r0.m3u8``
-    320x180, ``r1.m3u8`` 160x90, segments ``rN_XXX.ts`` of 1 s); returns the master's path."""
+    320x180, ``r1.m3u8`` 160x90, segments ``rN_XXX.ts`` of ``segment_s``); returns the master's path."""
     root.mkdir(parents=True, exist_ok=True)
+    gop = str(25 * segment_s)
     ffmpeg(
         "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={seconds}",
         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
         "-filter_complex", "[0:v]split=2[a][b];[b]scale=160:90[b2]",
         "-map", "[a]", "-map", "[b2]", "-map", "1:a", "-map", "1:a",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
         "-b:v:0", "400k", "-b:v:1", "150k", "-c:a", "aac", "-b:a", "64k",
-        "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+        "-f", "hls", "-hls_time", str(segment_s), "-hls_playlist_type", "vod",
         "-hls_segment_filename", str(root / "r%v_%03d.ts"), "-master_pl_name", "master.m3u8",
         "-var_stream_map", "v:0,a:0 v:1,a:1", str(root / "r%v.m3u8"),
     )  # fmt: skip
@@ -60,6 +62,7 @@ class Track:
     segments: list[tuple[str, float]]
     position: int = 0
     stalled: bool = False
+    moved_at: float = 0.0  # wall-clock time its window last gained a segment
 
 
 _EXTINF = re.compile(r"#EXTINF:([0-9.]+)")
@@ -125,8 +128,9 @@ class LadderOrigin:
         """Every rendition that is not stalled gains ``n`` segments (and drops as many)."""
         with self.lock:
             for t in self.tracks.values():
-                if not t.stalled:
+                if not t.stalled and t.position < len(t.segments) - self.window:
                     t.position = min(t.position + n, len(t.segments) - self.window)
+                    t.moved_at = time.time()
 
     def stall(self, name: str, stalled: bool = True) -> None:
         with self.lock:
