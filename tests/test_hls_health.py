@@ -135,6 +135,12 @@ def test_a_stale_playlist_closes_at_its_next_new_segment() -> None:
     assert (found[1].start_s, found[1].end_s) == (12.0, 36.0)
 
 
+def test_a_stale_playlist_that_ends_closes_with_its_endlist() -> None:
+    found = single(*steady(3), (31.0, media(2)), (36.0, media(2, end=True)))
+    assert rules(found) == [("manifest_stale", "", False), ("manifest_stale", "", True)]
+    assert found[1].end_s == 36.0
+
+
 def test_a_vod_playlist_is_never_stale() -> None:
     assert single((0.0, media(0, end=True)), (100.0, media(0, end=True))) == []
 

@@ -12,8 +12,9 @@ side by side (``key``: the rendition, ``v0``/``audio0``/``media``...; ``labels.u
 ======================= ============================================ ===========================
 finding (rule)          raised when                                  closes
 ======================= ============================================ ===========================
-manifest_stale          a live playlist gains no segment for more    a new segment (start: when
-                        than ``stale_targets`` x its target duration the last one was seen)
+manifest_stale          a live playlist gains no segment for more    a new segment or ENDLIST
+                        than ``stale_targets`` x its target duration (start: when the last
+                                                                     new one was seen)
 manifest_error          the media sequence goes down (an origin      at once (an event)
 media_sequence_         failover to a stale copy)
 decreased
@@ -223,6 +224,8 @@ class LadderHealth:
             self._clear(state, "stale", now)
         elif state.changed_at is None:
             state.changed_at = now
+        if not playlist.live:
+            self._clear(state, "stale", now)  # it ended (ENDLIST): no segment is owed any more
         self._judge_window(state, playlist, now)
         return self._take()
 

@@ -23,7 +23,8 @@ Reload timing: every target duration (the shortest of the ladder, between
 :data:`MIN_INTERVAL_S` and :data:`MAX_INTERVAL_S`), and once more just after the moment a
 rendition would turn stale, so ``manifest_stale`` is raised within one reload of its limit. A
 playlist with ENDLIST (VOD, or a live stream that ended) is not reloaded; once all are, the
-thread ends.
+thread ends. Rounds are spaced so that their CPU stays under :data:`CPU_SHARE` of a core
+(hostile playlists of 1 MB each cost ~0.2 s to parse).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ MAX_INTERVAL_S = 10.0
 FETCH_TIMEOUT_S = 5.0  # one playlist or segment check (and never more than a target duration)
 SEGMENT_PROBE_BYTES = 1024
 STALE_MARGIN_S = 0.05  # the extra reload comes this long after a staleness deadline
+# A round's CPU (parsing, mostly) may take at most this share of a core: rounds are spaced out to
+# keep it. A normal ladder's round costs ~3 ms; 16 hostile 1 MB playlists would cost ~3 s a round.
+CPU_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -272,11 +276,13 @@ class HlsMonitor:
 
     def _run(self) -> None:
         while not self._cancel.is_set():
+            spent = time.thread_time()
             try:
                 found = self.poll()
             except Exception:  # a monitor's bug must not end the stream's monitoring
                 log.exception("hls monitor of %s: a round failed", self.url.split("?", 1)[0])
                 found = []
+            spent = time.thread_time() - spent
             if found and self.on_findings is not None:
                 self.on_findings(found)
             if self.finished:
@@ -287,6 +293,7 @@ class HlsMonitor:
                 deadline = self.health.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline + STALE_MARGIN_S)
+            wake = max(wake, self.now() + spent / CPU_SHARE)
             if self._cancel.wait(max(MIN_INTERVAL_S / 5, wake - self.now())):
                 return
 
