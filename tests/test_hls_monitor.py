@@ -184,7 +184,7 @@ def test_a_clean_live_testsrc_stream_raises_no_delivery_defect_in_the_session() 
         runner = threading.Thread(target=session.run)
         runner.start()
         wait_for(
-            lambda: session.hls is not None and session.hls.polls >= 4, 30, what="four rounds of reloads"
+            lambda: session.hls is not None and session.hls.polls >= 3, 30, what="three rounds of reloads"
         )
         session.stop.set()
         runner.join(30)
