@@ -132,6 +132,17 @@ def test_a_ladder_whose_second_rendition_stalls_raises_manifest_stale_for_it_alo
     assert found[0].labels["uri"] == origin.url("r1")
 
 
+def test_the_decoded_variant_leaving_the_master_is_one_manifest_error(origin: LadderOrigin) -> None:
+    mon = monitor(origin.master_url)
+    found = drive(origin, mon, 6, {2: lambda: origin.dropped.add("r0.m3u8"), 4: origin.dropped.clear})
+    assert kinds(found) == [
+        ("manifest_error", "variant_missing", "master", False),
+        ("manifest_error", "variant_missing", "master", True),
+    ]
+    assert (found[1].start_s, found[1].end_s) == (T0 + 3.0, T0 + 5.0)
+    assert found[0].labels["uri"] == origin.url("r0")
+
+
 def test_cue_tags_of_a_live_playlist_are_read_as_cues(origin: LadderOrigin) -> None:
     section = tscue.splice_info_section(5, tscue.splice_insert(42, out=True, pts=None, duration=360_000))
     origin.tags[6] = ["#EXT-X-CUE-OUT:DURATION=4"]
