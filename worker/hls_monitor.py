@@ -204,6 +204,8 @@ class HlsMonitor:
             self._failed(uri, 0, f"{type(exc).__name__}: {exc}", now, out, single)
             return None
         if got is None:
+            if top and self.is_hls is None:
+                self.is_hls, self.finished = False, True  # not http(s): no playlist to reload
             return None
         if got.status != 200:
             self._failed(uri, got.status, f"HTTP {got.status}", now, out, single)

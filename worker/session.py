@@ -276,7 +276,8 @@ class StreamSession:
 
     def _watch_delivery(self, container: Any, stream: Any | None) -> None:
         """An HLS source: its playlists are judged beside the decoding (worker/hls_monitor.py)."""
-        if self.hls is None and self.config.hls.enabled and container.format.name == "hls":
+        http = urlsplit(self.config.url).scheme.lower() in ("http", "https")
+        if self.hls is None and self.config.hls.enabled and http and container.format.name == "hls":
             self.hls = HlsMonitor.for_source(
                 self.config.url, self.config.allow_private, self.config.hls, self._record_delivery
             )
