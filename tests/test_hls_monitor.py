@@ -231,6 +231,28 @@ def test_a_playlist_that_stops_updating_is_manifest_stale_on_the_session_timelin
     assert {r.type for r in recorder.records} & DELIVERY == {"manifest_stale"}
 
 
+def test_the_session_drains_the_playlist_cues_on_its_media_timeline(origin: LadderOrigin) -> None:
+    origin.advance(2)
+    origin.run_live(1.0)
+    session = StreamSession("hls", SessionConfig(url=origin.master_url), Recorder())
+    runner = threading.Thread(target=session.run)
+    runner.start()
+    wait_for(lambda: session.figures.frames_analysed > 25, 30, what="decoding")
+    with origin.lock:
+        coming = origin.tracks["r0"].position + origin.window + 1  # two segments from now
+        origin.tags[coming] = ["#EXT-X-CUE-OUT:DURATION=4"]
+    cues = wait_for(session.drain_cues, 20, what="the cue-out")
+    media_time = session.figures.media_time_s or 0.0
+    session.stop.set()
+    runner.join(30)
+    assert [(c.pid, c.kind, c.duration_s) for c in cues] == [(-1, "out", 4.0)]
+    # Seen at the live edge (ahead of what is decoded by FFmpeg's live delay at most), its splice
+    # the start of its segment: one segment (1 s) before that edge.
+    (cue,) = cues
+    assert cue.splice_s is not None and abs(cue.arrival_s - cue.splice_s - 1.0) <= 0.1, cue
+    assert media_time - 1.0 <= cue.arrival_s <= media_time + 5.0, (cue, media_time)
+
+
 def test_a_ladder_whose_second_rendition_stalls_is_reported_through_the_api(
     origin: LadderOrigin, router: Api, workers: WorkerFactory
 ) -> None:
