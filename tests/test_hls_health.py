@@ -156,6 +156,11 @@ def test_one_media_sequence_naming_another_segment_is_a_manifest_error() -> None
     assert rules(found) == [("manifest_error", "media_sequence_reused", True)]
 
 
+def test_a_segment_token_that_changes_between_reloads_is_no_reused_media_sequence() -> None:
+    tokened = [(6.0 * k, media(k).replace(".ts", f".ts?token=t{k}")) for k in range(4)]
+    assert single(*tokened) == []
+
+
 def test_a_discontinuity_sequence_that_forgets_a_tag_that_left_is_a_manifest_error() -> None:
     tagged = frozenset({2})
     reloads = [
@@ -276,6 +281,18 @@ def test_the_decoded_variant_gone_from_the_master_is_a_manifest_error_until_it_i
         ("manifest_error", "variant_missing", False),
         ("manifest_error", "variant_missing", True),
     ]
+
+
+def test_a_variant_token_that_changes_between_reloads_keeps_the_rendition_and_its_state() -> None:
+    h = LadderHealth()
+    found: list[Finding] = []
+    for k in range(8):
+        master = MASTER.replace("hi.m3u8", f"hi.m3u8?token=t{k}").replace("lo.m3u8", f"lo.m3u8?token=t{k}")
+        found += ladder(
+            6.0 * k, {f"hi.m3u8?token=t{k}": media(min(k, 2)), f"lo.m3u8?token=t{k}": media(k)}, h, master
+        )
+    assert len(h.renditions) == 3
+    assert [(f.type, f.key, f.end_s) for f in found] == [("manifest_stale", "v0", None)]  # hi stopped at 2
 
 
 def test_renditions_whose_media_sequences_drift_apart_are_a_rendition_mismatch() -> None:

@@ -86,6 +86,13 @@ class HealthOptions:
     unavailable_after: int = UNAVAILABLE_AFTER
 
 
+def identity(uri: str) -> str:
+    """What names one playlist or segment across reloads: its URI without query or fragment
+    (CDNs put tokens there that may change from one reload to the next)."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
+
+
 def shown_uri(uri: str) -> str:
     """A URI as a defect shows it: no credentials, no query (they may carry tokens)."""
     parts = urlsplit(uri)
@@ -121,8 +128,8 @@ class LadderHealth:
 
     def __init__(self, options: HealthOptions | None = None) -> None:
         self.options = options or HealthOptions()
-        self.renditions: dict[str, _Rendition] = {}
-        self.decoded: str | None = None  # URI of the variant the session decodes
+        self.renditions: dict[str, _Rendition] = {}  # by identity(uri)
+        self.decoded: str | None = None  # identity of the variant the session decodes
         self._master_opened: _Open | None = None
         self._mismatch: dict[str, _Open] = {}
         self._out: list[Finding] = []
@@ -131,25 +138,25 @@ class LadderHealth:
 
     def single(self, uri: str) -> None:
         """The source is one media playlist (no master): it is the only rendition, decoded."""
-        if uri not in self.renditions:
-            self.renditions[uri] = _Rendition(Rendition("media", uri, "variant"))
-        self.decoded = uri
+        if identity(uri) not in self.renditions:
+            self.renditions[identity(uri)] = _Rendition(Rendition("media", uri, "variant"))
+        self.decoded = identity(uri)
 
     def master(self, master: MasterPlaylist, now: float) -> list[Finding]:
         """A master playlist was read: renditions appear and go; the decoded variant's presence."""
-        uris = {r.uri for r in master.renditions}
+        uris = {identity(r.uri) for r in master.renditions}
         for uri in [u for u in self.renditions if u not in uris]:
             self._close_all(self.renditions.pop(uri), now)
         for r in master.renditions:
-            state = self.renditions.get(r.uri)
+            state = self.renditions.get(identity(r.uri))
             if state is None:
-                self.renditions[r.uri] = _Rendition(r)
+                self.renditions[identity(r.uri)] = _Rendition(r)
             else:
                 state.rendition = r
-        variants = [r.uri for r in master.variants]
+        variants = [identity(r.uri) for r in master.variants]
         if self.decoded is None and variants:
             # As worker.media.select_streams chooses, until the session says which it decodes.
-            self.decoded = max(master.variants, key=lambda r: r.bandwidth).uri
+            self.decoded = identity(max(master.variants, key=lambda r: r.bandwidth).uri)
         missing = self.decoded is not None and self.decoded not in variants and bool(variants)
         if missing and self._master_opened is None:
             f = Finding(
@@ -172,12 +179,12 @@ class LadderHealth:
         """The session decodes the variant of this BANDWIDTH (FFmpeg's ``variant_bitrate``)."""
         for state in self.renditions.values():
             if state.rendition.kind == "variant" and state.rendition.bandwidth == bandwidth:
-                self.decoded = state.rendition.uri
+                self.decoded = identity(state.rendition.uri)
                 return
 
     def unavailable(self, uri: str, status: int, reason: str, now: float) -> list[Finding]:
         """A reload of ``uri`` failed (``status`` 0: no HTTP answer: timeout, cut, refused)."""
-        state = self.renditions.get(uri)
+        state = self.renditions.get(identity(uri))
         if state is None:
             return []
         state.failures += 1
@@ -194,14 +201,14 @@ class LadderHealth:
         return self._take()
 
     def malformed(self, uri: str, reason: str, now: float) -> list[Finding]:
-        state = self.renditions.get(uri)
+        state = self.renditions.get(identity(uri))
         if state is not None:
             self._raise(state, "malformed", now, D.MANIFEST_ERROR, Severity.WARNING, {}, reason=reason)
         return self._take()
 
     def media(self, uri: str, playlist: MediaPlaylist, now: float) -> list[Finding]:
         """A media playlist of rendition ``uri`` was reloaded at ``now``."""
-        state = self.renditions.get(uri)
+        state = self.renditions.get(identity(uri))
         if state is None:
             return []
         state.failures = 0
@@ -234,7 +241,7 @@ class LadderHealth:
     ) -> list[Finding]:
         """The check of rendition ``uri``'s segment ``msn``: ``reason`` None when it answered well,
         else why not (``status``: the HTTP status, 0 without one)."""
-        state = self.renditions.get(uri)
+        state = self.renditions.get(identity(uri))
         if state is None:
             return []
         if reason is None:
@@ -255,7 +262,7 @@ class LadderHealth:
     def to_check(self, uri: str, first_only: int = 1, most: int = 3) -> list[tuple[int, str]]:
         """The segments of rendition ``uri`` to check now (media sequence, URI): the new ones,
         at most ``most``; the newest ``first_only`` of the first playlist seen."""
-        state = self.renditions.get(uri)
+        state = self.renditions.get(identity(uri))
         if state is None or state.playlist is None:
             return []
         segs = state.playlist.segments
@@ -321,8 +328,8 @@ class LadderHealth:
     # ------------------------------------------------------------ rules
 
     def _compare_reloads(self, state: _Rendition, prev: MediaPlaylist, pl: MediaPlaylist, now: float) -> None:
-        before = {s.msn: s.uri for s in prev.segments}
-        reused = [s for s in pl.segments if s.msn in before and before[s.msn] != s.uri]
+        before = {s.msn: identity(s.uri) for s in prev.segments}
+        reused = [s for s in pl.segments if s.msn in before and before[s.msn] != identity(s.uri)]
         if reused:
             self._event(
                 state,

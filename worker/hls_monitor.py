@@ -41,7 +41,7 @@ from shared.settings import WorkerSettings
 from worker import egress
 from worker.detectors.base import Finding
 from worker.hls_cues import PlaylistCues
-from worker.hls_health import HealthOptions, LadderHealth
+from worker.hls_health import HealthOptions, LadderHealth, identity
 from worker.hls_playlist import MAX_RENDITIONS, Parsed, PlaylistMalformed, parse
 from worker.media import FetchCancelled, NestedProtocolRefused, OriginTooSlow, fetch
 from worker.transport.cues import Cue
@@ -165,30 +165,30 @@ class HlsMonitor:
             if self._cancel.is_set():
                 break
             media = top.media if top is not None and uri == self.url else None
-            if media is None and uri not in self._ended and uri != self.url:
+            if media is None and identity(uri) not in self._ended and uri != self.url:
                 parsed = self._playlist(uri, now, out)
                 media = parsed.media if parsed is not None else None
             if media is None:
                 continue
             out += self.health.media(uri, media, now)
             if not media.live:
-                self._ended.add(uri)
+                self._ended.add(identity(uri))
             if media.target_s:
                 targets.append(media.target_s)
-            if uri == (self.health.decoded or uri):
+            if identity(uri) == (self.health.decoded or identity(uri)):
                 self._cues += self._cue_reader.read(media, now)
             if self.options.check_segments and media.live:
                 for msn, seg_uri in self.health.to_check(uri):
                     out += self._check_segment(uri, msn, seg_uri, now)
         self._target_s = min(targets, default=self._target_s)
-        self.finished = bool(uris) and all(u in self._ended for u in uris)
+        self.finished = bool(uris) and all(identity(u) in self._ended for u in uris)
         return out
 
     def _playlist(self, uri: str, now: float, out: list[Finding], *, top: bool = False) -> Parsed | None:
         """``uri`` fetched and parsed; a failure is judged (the top URL of a master: not a
         rendition, so only logged) and None."""
         # A master's own failed reload is only logged: its renditions are judged.
-        single = not top or self.url in self.health.renditions
+        single = not top or identity(self.url) in self.health.renditions
         try:
             self.fetches += 1
             got = fetch(uri, self.proxy_url, self._timeout(), stop=self._cancel)
