@@ -100,6 +100,12 @@ def test_a_playlist_m3u8_cannot_read_is_malformed() -> None:
         parse("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:twelve\n#EXTINF:6,\na.ts\n", BASE)
 
 
+@pytest.mark.parametrize("extinf", ["nan", "inf"])
+def test_an_extinf_that_is_no_finite_number_is_malformed(extinf: str) -> None:
+    with pytest.raises(PlaylistMalformed):
+        parse(media(0).replace("#EXTINF:6.0,", f"#EXTINF:{extinf},", 1), BASE)
+
+
 def test_a_media_playlist_with_a_stray_variant_tag_is_not_a_master() -> None:
     assert is_master(MASTER.encode())
     assert not is_master((media(0) + "#EXT-X-STREAM-INF:BANDWIDTH=1\nx.m3u8\n").encode())

@@ -13,6 +13,7 @@ drop it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -151,10 +152,19 @@ def _date(text: Any) -> float | None:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number, or None (absent, unreadable, NaN or infinite)."""
     try:
-        return None if value is None else float(value)
+        number = None if value is None else float(value)
     except (TypeError, ValueError):
         return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _duration(value: Any) -> float:
+    number = _number(value if value is not None else 0.0)
+    if number is None:
+        raise PlaylistMalformed(f"EXTINF {value!r} is no duration")
+    return number
 
 
 def parse(body: bytes | str, base_url: str) -> Parsed:
@@ -223,6 +233,7 @@ def _master(data: dict[str, Any], base: str) -> Parsed:
 
 def _media(data: dict[str, Any], base: str) -> Parsed:
     target = _number(data.get("targetduration"))
+    target = target if target is not None and target > 0 else None
     first = int(data.get("media_sequence") or 0)
     segments = []
     for i, s in enumerate(data.get("segments") or []):
@@ -242,7 +253,7 @@ def _media(data: dict[str, Any], base: str) -> Parsed:
             Segment(
                 msn=first + i,
                 uri=urljoin(base, str(s["uri"]).strip()),
-                duration_s=float(s.get("duration") or 0.0),
+                duration_s=_duration(s.get("duration")),
                 discontinuity=bool(s.get("discontinuity")),
                 pdt_s=_epoch(pdt),
                 cue_out=bool(s.get("cue_out_start")),
