@@ -137,6 +137,19 @@ class WorkerSettings(CommonSettings):
     cues_lost_s: float = Field(
         600.0, ge=1.0, le=86400.0, description="An SCTE-35 PID that had cues, silent this long: cues_lost."
     )
+    hls_health: bool = Field(
+        True, description="Judge the playlists of every rendition of an HLS source (manifest_stale...)."
+    )
+    hls_stale_targets: float = Field(
+        3.0, gt=1.0, le=100.0, description="A live HLS playlist with no new segment for this many target "
+        "durations is manifest_stale.",
+    )
+    hls_pdt_tolerance_s: float = Field(
+        1.0, gt=0, description="Renditions' program date-times of one segment may differ this much (s)."
+    )
+    hls_check_segments: bool = Field(
+        True, description="Check every new HLS segment of every rendition with a ranged GET (segment_error)."
+    )
     stop_grace_s: float = Field(
         20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."
     )

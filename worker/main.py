@@ -29,6 +29,7 @@ from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
 from worker.capacity import Admission, StreamLoad, available_cores
+from worker.hls_monitor import HlsOptions
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
 from worker.session import Outcome, SessionConfig, StreamSession
@@ -341,6 +342,7 @@ class Worker:
             resume=lease.timeline,
             captions_lost_s=s.captions_lost_s,
             transport=TransportOptions(cues_lost_s=s.cues_lost_s),
+            hls=HlsOptions.from_settings(s),
         )
 
         def emit(defect: Defect) -> None:

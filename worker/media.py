@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
-import re
 import socket
 import ssl
 import threading
@@ -26,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
-from worker import egress
+from worker import egress, hls_playlist
 from worker.detectors.base import AudioBlock
 
 # One thread per stream already runs every detector; OpenCV's and BLAS's own pools on top of that
@@ -121,9 +120,6 @@ FETCH_RATE_GRACE_S = 2.0
 # The variant and rendition playlists of a master the probe reads to find loops (FFmpeg opens
 # every one); a ladder is rarely over 10.
 PROBE_MAX_VARIANTS = 16
-_TARGET_DURATION = re.compile(rb"^#EXT-X-TARGETDURATION:\s*([0-9.]+)", re.MULTILINE)
-_VARIANT = re.compile(rb"^#EXT-X-STREAM-INF:[^\n]*\n\s*([^#\s][^\r\n]*)", re.MULTILINE)
-_RENDITION = re.compile(rb'^#EXT-X-(?:MEDIA|I-FRAME-STREAM-INF):[^\n]*URI="([^"\r\n]+)"', re.MULTILINE)
 
 
 class OriginTooSlow(TimeoutError):
@@ -200,21 +196,36 @@ def _watched_connection(
     return sock
 
 
-def _fetch_playlist(
+@dataclass(frozen=True)
+class Fetched:
+    """What an origin answered to one of the worker's own fetches (redirects followed)."""
+
+    status: int
+    body: bytes  # at most the fetch's ``limit`` bytes
+    length: int | None  # the body's announced length (Content-Length), if any
+    url: str  # after redirects
+
+
+def fetch(
     url: str,
     proxy_url: str,
     timeout_s: float,
     redirects: int = 5,
     *,
     stop: threading.Event | None = None,
-) -> bytes | None:
-    """The body of ``url`` if it is an M3U playlist, else None (a media stream is not read past
-    its first bytes). Every request, redirects included, goes through the egress proxy: by hand,
-    not with urllib, whose ProxyHandler goes straight to hosts listed in NO_PROXY.
+    headers: dict[str, str] | None = None,
+    limit: int = PLAYLIST_MAX_BYTES,
+    playlist: bool = True,
+) -> Fetched | None:
+    """GET ``url`` through the egress proxy: by hand, not with urllib, whose ProxyHandler goes
+    straight to hosts listed in NO_PROXY. None when ``url`` (or a redirect) is not http(s).
 
-    The whole fetch, redirects included, ends within ``timeout_s`` (s) and at the minimum rate
+    ``playlist``: read an M3U body (``#EXTM3U``) whole, up to ``limit`` bytes, and stop after the
+    first bytes of anything else (a media stream); otherwise read up to ``limit`` bytes. The
+    whole fetch, redirects included, ends within ``timeout_s`` (s) and at the minimum rate
     (:data:`FETCH_MIN_RATE_BPS`), else :class:`OriginTooSlow`; a ``stop`` set meanwhile ends it
-    at once with :class:`FetchCancelled`."""
+    at once with :class:`FetchCancelled`. The proxy's refusal of a playlist's nested URIs is
+    :class:`NestedProtocolRefused`."""
     proxy = urlsplit(proxy_url)
     proxy_host, proxy_port = proxy.hostname or "127.0.0.1", proxy.port
     started = time.monotonic()
@@ -244,7 +255,7 @@ def _fetch_playlist(
             if scheme == "https" and connection.sock is not None:
                 # TLS wrapped (and detached) the socket watched above: watch its successor.
                 tokens.append(_watchdog.watch(connection.sock, deadline, stop))
-            connection.request("GET", path, headers={"User-Agent": "avmon"})
+            connection.request("GET", path, headers={"User-Agent": "avmon", **(headers or {})})
             response = connection.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location", ""))
@@ -253,12 +264,14 @@ def _fetch_playlist(
                 text = response.read(4096).decode("utf-8", "replace").strip()
                 if text.startswith(egress.PLAYLIST_REFUSED):
                     raise NestedProtocolRefused(text.removeprefix(egress.PLAYLIST_REFUSED))
-            if response.status != 200:
-                return None
+            announced = response.getheader("Content-Length")
+            length = int(announced) if announced is not None and announced.strip().isdigit() else None
+            if response.status not in (200, 206):
+                return Fetched(response.status, b"", length, url)
             body = b""
-            while len(body) < 7 or body.startswith(b"#EXTM3U"):
-                chunk = response.read1(min(65536, PLAYLIST_MAX_BYTES + 1 - len(body)))
-                if not chunk or len(body) > PLAYLIST_MAX_BYTES:
+            while len(body) < 7 or body.startswith(b"#EXTM3U") or not playlist:
+                chunk = response.read1(min(65536, limit + 1 - len(body)))
+                if not chunk or len(body) > limit:
                     break
                 body += chunk
                 elapsed = time.monotonic() - started
@@ -267,12 +280,14 @@ def _fetch_playlist(
                         f"the origin sent {len(body)} bytes of its playlist in {elapsed:.1f} s "
                         f"(under {FETCH_MIN_RATE_BPS:.0f} B/s)"
                     )
+                if not playlist and len(body) >= limit:
+                    break
             # The watchdog's shutdown reads as the end of the body: it is no whole playlist.
             if stop is not None and stop.is_set():
                 raise FetchCancelled("the session was stopped during a playlist fetch")
             if time.monotonic() >= deadline:
                 raise OriginTooSlow(f"the origin's playlist took over {timeout_s:.1f} s")
-            return body[:PLAYLIST_MAX_BYTES] if body.startswith(b"#EXTM3U") else None
+            return Fetched(response.status, body[:limit], length, url)
         except (OSError, http.client.HTTPException) as exc:
             if isinstance(exc, OriginTooSlow):
                 raise
@@ -288,8 +303,20 @@ def _fetch_playlist(
     return None
 
 
-def _is_master(body: bytes) -> bool:
-    return _TARGET_DURATION.search(body) is None and _VARIANT.search(body) is not None
+def _fetch_playlist(
+    url: str,
+    proxy_url: str,
+    timeout_s: float,
+    redirects: int = 5,
+    *,
+    stop: threading.Event | None = None,
+) -> bytes | None:
+    """The body of ``url`` if it answers 200 with an M3U playlist, else None (a media stream is
+    not read past its first bytes); see :func:`fetch` for the limits and errors."""
+    got = fetch(url, proxy_url, timeout_s, redirects, stop=stop)
+    if got is None or got.status != 200 or not got.body.startswith(b"#EXTM3U"):
+        return None
+    return got.body
 
 
 def hls_target_duration(
@@ -303,39 +330,37 @@ def hls_target_duration(
     The whole probe ends within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
 
-    def fetch(target: str) -> bytes | None:
+    def get(target: str) -> bytes | None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise OriginTooSlow(f"the origin's playlists took over {timeout_s:.1f} s")
         return _fetch_playlist(target, proxy_url, remaining, stop=stop)
 
     try:
-        body = fetch(url)
+        body = get(url)
         if body is None:
             return None
         refused = egress.nested_uri_refused(body, url)
         if refused is not None:
             raise NestedProtocolRefused(refused)
-        found = _TARGET_DURATION.search(body)
-        if not _is_master(body):
-            return float(found.group(1)) if found is not None else None
-        nested = [m.group(1) for pattern in (_VARIANT, _RENDITION) for m in pattern.finditer(body)]
-        targets = list(dict.fromkeys(urljoin(url, n.decode("utf-8", "replace").strip()) for n in nested))
+        parsed = hls_playlist.parse(body, url)
+        if parsed.master is None:
+            return parsed.media.target_s if parsed.media is not None else None
         first: float | None = None
-        for index, target in enumerate(targets[:PROBE_MAX_VARIANTS]):
+        for index, target in enumerate(parsed.nested[:PROBE_MAX_VARIANTS]):
             if target == url:
                 raise PlaylistLoop("the master playlist lists itself as a variant")
-            variant = fetch(target)
+            variant = get(target)
             if variant is None:
                 continue
             refused = egress.nested_uri_refused(variant, target)
             if refused is not None:
                 raise NestedProtocolRefused(f"variant {index + 1}: {refused}")
-            if _is_master(variant):
+            if hls_playlist.is_master(variant):
                 raise PlaylistLoop(f"variant {index + 1} of the master playlist is a master playlist too")
-            got = _TARGET_DURATION.search(variant)
+            got = hls_playlist.parse(variant, target).media
             if first is None and got is not None:
-                first = float(got.group(1))
+                first = got.target_s
         return first
     except (OriginTooSlow, FetchCancelled):
         raise

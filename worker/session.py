@@ -40,6 +40,7 @@ from worker.detectors import (
     wants,
 )
 from worker.evidence import Evidence, EvidenceRecorder
+from worker.hls_monitor import HlsMonitor, HlsOptions
 from worker.media import (
     ANALYSIS_RATE,
     AudioBatcher,
@@ -101,6 +102,7 @@ class SessionConfig:
     transport: TransportOptions | None = None  # a UDP source's transport analyser (cue rules too)
     captions_lost_s: float = CAPTIONS_LOST_S  # captions that had text and stop this long: a defect
     event_limits: EventLimits = field(default_factory=EventLimits)  # cue events' rate bound
+    hls: HlsOptions = field(default_factory=HlsOptions)  # an HLS source's playlist health
 
 
 @dataclass
@@ -185,6 +187,7 @@ class StreamSession:
         self._aligner = SpliceAligner()  # SCTE 172: an IDR at each splice time
         self._captions = CaptionTracker(lost_s=config.captions_lost_s)
         self._video_codec = "h264"  # the video stream's, for the caption data's framing
+        self.hls: HlsMonitor | None = None  # an HLS source's playlist monitor (its own thread), once opened
         if urlsplit(config.url).scheme.lower() == "udp":
             # Bind now, before the thread starts: a sender that starts as soon as the stream is
             # taken loses nothing to the thread's start-up (the socket queues for it).
@@ -329,6 +332,26 @@ class StreamSession:
         fallback = self._last_t if self._last_t is not None else 0.0
         self._record(on_media_clock(finding, self._origin, self._offset, fallback))
 
+    def _record_hls(self, findings: list[Finding]) -> None:
+        """The HLS monitor's findings (wall-clock times, from its thread) on the media timeline."""
+        self._record_transport(list(findings))
+
+    def _watch_delivery(self, container: Any, stream: Any | None) -> None:
+        """An HLS source: its playlists are judged beside the decoding (worker/hls_monitor.py)."""
+        http = urlsplit(self.config.url).scheme.lower() in ("http", "https") and not self._dash
+        if self.hls is None and self.config.hls.enabled and http and container.format.name == "hls":
+            self.hls = HlsMonitor.for_source(
+                self.config.url, self.config.allow_private, self.config.hls, self._record_hls
+            )
+        if self.hls is not None and stream is not None:
+            self.hls.decoding(stream)
+
+    def _drain_hls_cues(self) -> None:
+        """Cues an HLS source's playlists carried (worker/hls_cues.py, wall-clock times) as events,
+        placed on the media timeline through the live edge as the transport analyser's are."""
+        if self.hls is not None and (cues := self.hls.drain_cues()):
+            self._record_cues(cues, edge_s=self._edge.value, source="hls")
+
     def _record_all(self, findings: list[Finding]) -> None:
         for finding in findings:
             self._record(finding)
@@ -362,6 +385,7 @@ class StreamSession:
                         open_timeout = min(open_timeout, self.config.read_timeout_s)
                     with self._open(open_timeout) as container:
                         video, audio = select_streams(container, self.config.limits)
+                        self._watch_delivery(container, video or audio)
                         self.ctx.connection += 1
                         finished = self._read(container, video, audio)
                         if finished and is_finite(self.config.url, container):
@@ -403,6 +427,9 @@ class StreamSession:
             if self._udp is not None:
                 self._udp.close()
                 self._udp = None
+            if self.hls is not None:
+                self._record_hls(self.hls.close())
+                self._drain_hls_cues()
         return Outcome.STOPPED, None
 
     def _open(self, open_timeout: float) -> Any:
@@ -713,6 +740,8 @@ class StreamSession:
                 self._record_transport(udp.findings)
             if udp is not None and udp.analyzer is not None and udp.analyzer.cues:
                 self._record_cues(udp.analyzer.cues)
+            elif self.hls is not None and is_video and packet.is_keyframe:
+                self._drain_hls_cues()  # (a few times a segment is soon enough for events)
             figures.cpu_s = thread_time()
             if dt is not None and pace:
                 # UDP: how long ago the kernel received what is analysed now (our own backlog:
