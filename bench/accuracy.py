@@ -151,7 +151,7 @@ class ClipPlan:
             return "real footage (--clean)"
         if self.cli:
             fmt, case = self.cli.split("/")
-            return f"ffmpeg CLI {CLI_FORMATS[fmt].what}: {CLI_CASES[case].what}"
+            return f"ffmpeg CLI {CLI_FORMATS[fmt].what}: {_cli_case(case).what}"
         if self.kind == "clean":
             return "generator programme, no defect" + (", sync marks" if self.sync_marks else "")
         if self.encoder:

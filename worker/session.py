@@ -485,6 +485,7 @@ class StreamSession:
             video.thread_type = "AUTO" if threads > 1 else "SLICE"
             video.codec_context.thread_count = threads
             cc = video.codec_context
+            self.ctx.extra["video_codec"] = (cc.name, bytes(cc.extradata or b""))  # for decode_error
             rate = video.average_rate or video.guessed_rate
             if cc.width and cc.height and rate:
                 self.figures.pixel_rate = float(cc.width * cc.height * rate)
@@ -569,6 +570,7 @@ class StreamSession:
                         key=bool(packet.is_keyframe),
                         corrupt=bool(packet.is_corrupt),
                         duration=packet.duration * tb if packet.duration and tb else None,
+                        data=packet if is_video else None,
                     )
                     for detector in packet_detectors:
                         found = detector.feed_packet(info)
