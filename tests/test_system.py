@@ -17,6 +17,7 @@ import pytest
 
 from avmon import testsrc
 from tests.conftest import Api, Stack, WorkerFactory, wait_for
+from tests.ffmpeg_media import ffmpeg
 
 TOLERANCE_S = 0.5
 SCRIPTS = {
@@ -99,6 +100,28 @@ def test_generated_streams_are_monitored_end_to_end(
         stream = _stream(router, stream_id)
         assert stream["desired"] == "STOPPED" and stream["owner"] is None and stream["frames_analysed"] > 0
     assert owners <= {"w1", "w2"}
+
+
+def test_a_streams_loudness_profile_decides_whether_its_programme_is_in_range(
+    router: Api, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    # A programme at -28.7 LUFS (a 1 kHz tone in both channels, ffmpeg CLI, MP2): out of EBU
+    # R128's -23 ± 5 LU, inside ATSC A/85's -24 ± 5.
+    clip = tmp_path / "quiet.ts"
+    tone = "0.0367*sin(2*PI*1000*t)"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=14",
+        "-f", "lavfi", "-i", f"aevalsrc='{tone}|{tone}':s=48000:d=14",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "mp2", "-b:a", "192k",
+        "-f", "mpegts", str(clip),
+    )  # fmt: skip
+    workers("w1")
+    r128, a85 = _submit(router, clip), _submit(router, clip, loudness_profile="atsc_a85")
+    for stream_id in (r128, a85):
+        wait_for(lambda sid=stream_id: _stream(router, sid)["status"] == "COMPLETED", 60, what="completion")
+    assert [(d["type"], d["metrics"]["target_lufs"]) for d in _defects(router, r128)] == [("loudness", -23.0)]
+    assert _defects(router, a85) == []
+    assert _stream(router, a85)["loudness_profile"] == "atsc_a85"
 
 
 def test_delete_stops_monitoring_within_one_lease_period(

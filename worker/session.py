@@ -34,6 +34,7 @@ from worker.detectors import (
     StreamContext,
     VideoFrame,
     build_detectors,
+    profile_options,
     wants,
 )
 from worker.evidence import Evidence, EvidenceRecorder
@@ -93,6 +94,7 @@ class SessionConfig:
     # on an idle machine, uses the deployment limit's threads instead.
     decode_threads: int | None = None
     resume: Timeline | None = None  # where the stream's timeline stood (a taken-over stream)
+    loudness_profile: str = "ebu_r128"  # the loudness and true-peak targets: ebu_r128 or atsc_a85
 
 
 @dataclass
@@ -149,7 +151,9 @@ class StreamSession:
         self.stop = stop or threading.Event()
         self.figures = Figures()
         self.ctx = StreamContext()
-        self.detectors: list[Detector] = build_detectors(self.ctx, set(config.detectors or []) or None)
+        self.detectors: list[Detector] = build_detectors(
+            self.ctx, set(config.detectors or []) or None, profile_options(config.loudness_profile)
+        )
         self._video_detectors = [d for d in self.detectors if wants(d, "feed_video")]
         self._audio_detectors = [d for d in self.detectors if wants(d, "feed_audio")]
         self._packet_detectors = [d for d in self.detectors if wants(d, "feed_packet")]
