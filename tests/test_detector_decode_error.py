@@ -12,6 +12,7 @@ import pytest
 from shared.models import Defect
 from tests.ffmpeg_media import ffmpeg
 from tests.media import moving_noise_ts
+from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
 
@@ -333,3 +334,27 @@ def test_a_picture_left_out_before_encoding_is_not_a_decode_error(tmp_path: Path
     # An edit or an encoder's drop: the timestamps step over it, the bitstream is whole.
     h264_mp4(tmp_path / "edited.mp4", vf="select='not(eq(n\\,50))'")
     assert monitor(tmp_path / "edited.mp4") == []
+
+
+def test_frame_num_gaps_are_read_from_annex_b_as_in_mpeg_ts(clip: Path) -> None:
+    # The MPEG-TS clip's H.264 (parameter sets in band) packet by packet: whole, no loss; with
+    # the second reference picture after the first second left out, exactly one.
+    with av.open(str(clip)) as container:
+        packets = [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+    assert packets[0].startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))
+    whole = ReferenceLossCounter()
+    assert sum(whole.feed(p) for p in packets) == 0
+    references = [i for i, p in enumerate(packets) if i > 25 and _annex_b_reference(p)]
+    lossy = ReferenceLossCounter()
+    assert sum(lossy.feed(p) for i, p in enumerate(packets) if i != references[1]) == 1
+
+
+def _annex_b_reference(data: bytes) -> bool:
+    """nal_ref_idc of the first slice of an Annex B packet that is not an IDR."""
+    pos = data.find(b"\x00\x00\x01")
+    while pos >= 0:
+        header = data[pos + 3]
+        if header & 0x1F in (1, 5):
+            return header & 0x1F == 1 and bool(header & 0x60)
+        pos = data.find(b"\x00\x00\x01", pos + 3)
+    return False
