@@ -65,7 +65,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     def keep_evidence(defect: Defect, item: dict[str, Any]) -> None:
         evidence[defect.defect_id] = item
 
-    config = SessionConfig(url=url, realtime=args.realtime, reconnect=False)
+    config = SessionConfig(
+        url=url, realtime=args.realtime, reconnect=False, loudness_profile=args.loudness_profile
+    )
     # Evidence (pictures and traces) only when a report will show it.
     session = StreamSession(
         "local", config, emit, stop=stop, on_evidence=keep_evidence if args.report else None
@@ -329,6 +331,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("source", help="a file path or a URL (udp://, http(s)://, rtmp:// ...)")
     p.add_argument("--json", action="store_true", help="print one defect per line as JSON, nothing else")
     p.add_argument("--realtime", action="store_true", help="read a file at its own pace, as if live")
+    p.add_argument(
+        "--loudness-profile",
+        choices=("ebu_r128", "atsc_a85"),
+        default="ebu_r128",
+        help="loudness and true-peak targets: EBU R128 (-23 LUFS, -1 dBTP, the default) or ATSC A/85 "
+        "(-24 LKFS, -2 dBTP)",
+    )
     p.add_argument(
         "--report",
         metavar="FILE",

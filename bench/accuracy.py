@@ -151,7 +151,7 @@ class ClipPlan:
             return "real footage (--clean)"
         if self.cli:
             fmt, case = self.cli.split("/")
-            return f"ffmpeg CLI {CLI_FORMATS[fmt].what}: {CLI_CASES[case].what}"
+            return f"ffmpeg CLI {CLI_FORMATS[fmt].what}: {_cli_case(case).what}"
         if self.kind == "clean":
             return "generator programme, no defect" + (", sync marks" if self.sync_marks else "")
         if self.encoder:
@@ -1163,7 +1163,8 @@ class Truth:
     def accepts(self) -> tuple[str, ...]:
         accepted = tuple(self.params.get("expect", [self.type]))
         if self.params.get("injected") == "drop":
-            # Whole frames removed (MP4: no transport packets to lose) are missing pictures.
+            # Whole frames removed (MP4: no transport packets to lose): lost references are
+            # decode_error's (frame_num gaps), missing pictures also stutter's.
             accepted = (*accepted, "stutter")
         return accepted
 
@@ -1403,10 +1404,10 @@ def known_causes(
     if any(label == "drop in MP4" and found == 0 for label, _, found, _ in transport):
         notes.append(
             "`decode_error`: `drop` in MP4 is never reported. The generator removes whole video frames "
-            "there (MP4 has no transport packets to lose): the demuxer flags no packet, the decoder "
-            "raises nothing and marks no picture corrupt, and the gaps in the video timestamps (a "
-            "frame or a few) are far below `timestamp_jump`'s 1 s. Only FFmpeg's log mentions it. "
-            "In MPEG-TS, drop is found."
+            "there (MP4 has no transport packets to lose): the demuxer flags no packet and the decoder "
+            "marks no picture corrupt. A lost reference picture shows as a gap in the next picture's "
+            "H.264 `frame_num` (`lost_references`); lost non-reference pictures only as missing "
+            "pictures, a `stutter` when 3 go in a row or within 5 s. In MPEG-TS, drop is found."
         )
     damage = table.get("decode_error")
     if damage is not None and damage.fp:

@@ -250,6 +250,7 @@ def create_stream() -> Response[str]:
         name=spec.name,
         realtime=spec.realtime,
         client_token=spec.client_token,
+        loudness_profile=spec.loudness_profile,
         now=now,
         webhook_url=spec.webhook_url,
     )

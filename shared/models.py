@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -84,6 +84,10 @@ class StreamStatus(StrEnum):
     REFUSED = "REFUSED"  # the worker refused the source (policy or limits); see `reason`
 
 
+# Loudness recommendations a stream is judged against (worker.detectors.loudness.PROFILES).
+LoudnessProfileName = Literal["ebu_r128", "atsc_a85"]
+
+
 class StreamSpec(BaseModel):
     """Body of ``POST /streams``."""
 
@@ -99,6 +103,10 @@ class StreamSpec(BaseModel):
     )
     client_token: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = Field(
         None, description="Idempotency token: a retried POST with the same token returns the same stream."
+    )
+    loudness_profile: LoudnessProfileName = Field(
+        "ebu_r128",
+        description="Loudness recommendation: EBU R128 (-23 LUFS, -1 dBTP) or ATSC A/85 (-24 LKFS, -2 dBTP).",
     )
 
 
@@ -119,6 +127,7 @@ class Stream(BaseModel):
     name: str | None = None
     realtime: bool = False
     webhook_url: str | None = None
+    loudness_profile: str = "ebu_r128"
     desired: Desired
     status: StreamStatus
     generation: int

@@ -120,6 +120,7 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
         name=item.get("name"),
         realtime=bool(item.get("realtime", False)),
         webhook_url=item.get("webhook_url"),
+        loudness_profile=item.get("loudness_profile", "ebu_r128"),
         desired=Desired(item["desired"]),
         status=StreamStatus(item.get("status", StreamStatus.PENDING)),
         generation=int(item["generation"]),
@@ -149,6 +150,7 @@ def put_new_stream(
     client_token: str | None,
     now: float,
     webhook_url: str | None = None,
+    loudness_profile: str = "ebu_r128",
 ) -> Request:
     item = {
         "stream_id": stream_id,
@@ -156,6 +158,7 @@ def put_new_stream(
         "name": name,
         "realtime": realtime,
         "webhook_url": webhook_url,
+        "loudness_profile": loudness_profile,
         "desired": Desired.RUNNING.value,
         "status": StreamStatus.PENDING.value,
         "generation": 1,

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from shared.models import Defect
+from tests.ffmpeg_media import ffmpeg
 from tests.media import moving_noise_ts
+from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
 
@@ -265,3 +267,94 @@ def test_lost_video_transport_packets_are_a_video_decode_error(clip: Path, tmp_p
     assert [key_of(r) for r in closes] == ["video"]
     assert abs(closes[0].start_s - t) <= 0.5
     assert closes[0].metrics["corrupt_packets"] >= 1.0
+
+
+# ------------------------------------------------------------------ whole pictures lost (MP4)
+
+
+def h264_mp4(path: Path, vf: str = "") -> None:
+    """4 s of libx264 (1 s GOP, B pictures as x264 places them) in MP4, no sound."""
+    chain = "testsrc2=size=320x180:rate=25:duration=4" + (f",{vf}" if vf else "")
+    ffmpeg(
+        "-f", "lavfi", "-i", chain, "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast",
+        "-g", "25", "-pix_fmt", "yuv420p", str(path),
+    )  # fmt: skip
+
+
+def without_packet(source: Path, target: Path, pick: int) -> float:
+    """Copy ``source`` to ``target`` leaving out the ``pick``-th P picture after 1.5 s (in
+    decode order): a whole reference picture lost, as a segment or a file loses one. Returns
+    its media time."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        vin = src.streams.video[0]
+        vout = dst.add_stream_from_template(vin)
+        seen, lost_at = 0, -1.0
+        for packet in src.demux(vin):
+            if packet.dts is None or packet.pts is None or packet.time_base is None:
+                continue
+            t = float(packet.pts * packet.time_base)
+            # A reference picture that is not a keyframe: a P picture, or a B used as one.
+            if lost_at < 0 and t > 1.5 and not packet.is_keyframe and _is_reference(packet):
+                seen += 1
+                if seen == pick:
+                    lost_at = t
+                    continue
+            packet.stream = vout
+            dst.mux(packet)
+    return lost_at
+
+
+def _is_reference(packet: av.Packet) -> bool:
+    """nal_ref_idc of the packet's first slice (length-prefixed NAL units, as MP4 has them)."""
+    data = bytes(packet)
+    pos = 0
+    while pos + 4 < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        header = data[pos + 4]
+        if header & 0x1F in (1, 5):
+            return bool(header & 0x60)
+        pos += 4 + size
+    return False
+
+
+def test_a_reference_picture_lost_from_an_mp4_is_a_video_decode_error(tmp_path: Path) -> None:
+    # FFmpeg conceals the missing reference (no corrupt picture, nothing raised) and the rest
+    # of the GOP is predicted from the wrong picture: the next picture's frame_num says so.
+    h264_mp4(tmp_path / "clean.mp4")
+    lost_at = without_packet(tmp_path / "clean.mp4", tmp_path / "lost.mp4", pick=1)
+    assert lost_at > 0
+    records = monitor(tmp_path / "lost.mp4")
+    closes = [r for r in records if r.end_s is not None]
+    assert [key_of(r) for r in closes] == ["video"]
+    assert abs(closes[0].start_s - lost_at) <= 0.2
+    assert closes[0].metrics["lost_references"] == 1.0
+
+
+def test_a_picture_left_out_before_encoding_is_not_a_decode_error(tmp_path: Path) -> None:
+    # An edit or an encoder's drop: the timestamps step over it, the bitstream is whole.
+    h264_mp4(tmp_path / "edited.mp4", vf="select='not(eq(n\\,50))'")
+    assert monitor(tmp_path / "edited.mp4") == []
+
+
+def test_frame_num_gaps_are_read_from_annex_b_as_in_mpeg_ts(clip: Path) -> None:
+    # The MPEG-TS clip's H.264 (parameter sets in band) packet by packet: whole, no loss; with
+    # the second reference picture after the first second left out, exactly one.
+    with av.open(str(clip)) as container:
+        packets = [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+    assert packets[0].startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))
+    whole = ReferenceLossCounter()
+    assert sum(whole.feed(p) for p in packets) == 0
+    references = [i for i, p in enumerate(packets) if i > 25 and _annex_b_reference(p)]
+    lossy = ReferenceLossCounter()
+    assert sum(lossy.feed(p) for i, p in enumerate(packets) if i != references[1]) == 1
+
+
+def _annex_b_reference(data: bytes) -> bool:
+    """nal_ref_idc of the first slice of an Annex B packet that is not an IDR."""
+    pos = data.find(b"\x00\x00\x01")
+    while pos >= 0:
+        header = data[pos + 3]
+        if header & 0x1F in (1, 5):
+            return header & 0x1F == 1 and bool(header & 0x60)
+        pos = data.find(b"\x00\x00\x01", pos + 3)
+    return False

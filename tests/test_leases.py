@@ -27,7 +27,9 @@ def tables(stack: Stack) -> store.Tables:
     return store.Tables(streams=f"{stack.prefix}-streams", defects=f"{stack.prefix}-defects")
 
 
-async def new_stream(ddb: Any, tables: store.Tables, stream_id: str = "s-000000000001") -> str:
+async def new_stream(
+    ddb: Any, tables: store.Tables, stream_id: str = "s-000000000001", loudness_profile: str = "ebu_r128"
+) -> str:
     request = store.put_new_stream(
         tables,
         stream_id=stream_id,
@@ -36,6 +38,7 @@ async def new_stream(ddb: Any, tables: store.Tables, stream_id: str = "s-0000000
         realtime=False,
         client_token=None,
         now=time.time(),
+        loudness_profile=loudness_profile,
     )
     await ddb.put_item(**request)
     return stream_id
@@ -60,6 +63,12 @@ async def test_first_claim_wins_and_a_duplicate_loses(ddb: Any, tables: store.Ta
     assert lease is not None and lease.counter == 1
     assert await b.claim(sid, 1) is None
     assert await a.claim(sid, 1) is None  # a redelivered message does not re-claim either
+
+
+async def test_the_claimed_lease_carries_the_streams_loudness_profile(ddb: Any, tables: store.Tables) -> None:
+    sid = await new_stream(ddb, tables, loudness_profile="atsc_a85")
+    lease = await LeaseTable(ddb, tables, "a", 10).claim(sid, 1)
+    assert lease is not None and lease.loudness_profile == "atsc_a85"
 
 
 async def test_stale_generation_cannot_claim(ddb: Any, tables: store.Tables) -> None:

@@ -230,3 +230,16 @@ def test_housekeeping_leaves_a_recently_enqueued_stream_alone(stack: Stack) -> N
 def test_ipv4_mapped_metadata_address_is_refused_even_where_private_hosts_are_allowed(stack: Stack) -> None:
     status, body = post({"url": "http://[::ffff:169.254.169.254]/latest/meta-data/"})
     assert status == 422 and "metadata" in body["detail"]
+
+
+def test_loudness_profile_is_stored_and_shown_with_r128_by_default(stack: Stack) -> None:
+    _, a85 = post({"url": "https://example.com/a85.m3u8", "loudness_profile": "atsc_a85"})
+    _, plain = post({"url": "https://example.com/plain.m3u8"})
+    assert get(f"/streams/{a85['stream_id']}")[1]["loudness_profile"] == "atsc_a85"
+    assert get(f"/streams/{plain['stream_id']}")[1]["loudness_profile"] == "ebu_r128"
+
+
+def test_unknown_loudness_profile_is_a_422_naming_the_field(stack: Stack) -> None:
+    status, body = post({"url": "https://example.com/a.m3u8", "loudness_profile": "arib_tr_b32"})
+    assert status == 422
+    assert body["detail"][0]["loc"] == ["loudness_profile"]

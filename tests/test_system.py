@@ -17,6 +17,7 @@ import pytest
 
 from avmon import testsrc
 from tests.conftest import Api, Stack, WorkerFactory, wait_for
+from tests.ffmpeg_media import ffmpeg
 
 TOLERANCE_S = 0.5
 SCRIPTS = {
@@ -99,6 +100,34 @@ def test_generated_streams_are_monitored_end_to_end(
         stream = _stream(router, stream_id)
         assert stream["desired"] == "STOPPED" and stream["owner"] is None and stream["frames_analysed"] > 0
     assert owners <= {"w1", "w2"}
+
+
+@pytest.fixture(scope="module")
+def quiet_programme(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A programme at -28.7 LUFS (a 1 kHz tone in both channels, ffmpeg CLI, MP2): out of EBU
+    R128's -23 ± 5 LU, inside ATSC A/85's -24 ± 5."""
+    clip = tmp_path_factory.mktemp("loudness") / "quiet.ts"
+    tone = "0.0367*sin(2*PI*1000*t)"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=14",
+        "-f", "lavfi", "-i", f"aevalsrc='{tone}|{tone}':s=48000:d=14",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "mp2", "-b:a", "192k",
+        "-f", "mpegts", str(clip),
+    )  # fmt: skip
+    return clip
+
+
+def test_a_streams_loudness_profile_decides_whether_its_programme_is_in_range(
+    router: Api, workers: WorkerFactory, quiet_programme: Path
+) -> None:
+    clip = quiet_programme
+    workers("w1")
+    r128, a85 = _submit(router, clip), _submit(router, clip, loudness_profile="atsc_a85")
+    for stream_id in (r128, a85):
+        wait_for(lambda sid=stream_id: _stream(router, sid)["status"] == "COMPLETED", 60, what="completion")
+    assert [(d["type"], d["metrics"]["target_lufs"]) for d in _defects(router, r128)] == [("loudness", -23.0)]
+    assert _defects(router, a85) == []
+    assert _stream(router, a85)["loudness_profile"] == "atsc_a85"
 
 
 def test_delete_stops_monitoring_within_one_lease_period(
@@ -190,6 +219,16 @@ def test_analyze_json_prints_exactly_the_injected_defects(
             "metrics",
             "worker_id",
         } <= set(record)
+
+
+def test_analyze_judges_loudness_against_the_profile_it_is_given(quiet_programme: Path) -> None:
+    def analyze(*extra: str) -> list[str]:
+        command = [sys.executable, "-m", "avmon", "analyze", str(quiet_programme), "--json", *extra]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        return [json.loads(line)["type"] for line in out.stdout.splitlines()]
+
+    assert analyze() == ["loudness"]
+    assert analyze("--loudness-profile", "atsc_a85") == []
 
 
 def test_analyze_json_is_silent_on_a_clean_clip(clips: dict[str, tuple[Path, testsrc.GroundTruth]]) -> None:

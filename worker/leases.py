@@ -29,6 +29,7 @@ class Lease:
     webhook_url: str | None = None
     timeline: Timeline | None = None  # where its last owner left the stream's timeline
     acknowledged: frozenset[str] = frozenset()  # defect ids operators acknowledged (renewals say)
+    loudness_profile: str = "ebu_r128"  # ebu_r128 or atsc_a85 (StreamSpec.loudness_profile)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class LeaseTable:
             expires_at=now + self.period_s,
             webhook_url=item.get("webhook_url"),
             timeline=Timeline.from_item(item),
+            loudness_profile=str(item.get("loudness_profile", "ebu_r128")),
         )
 
     async def claim(self, stream_id: str, generation: int) -> Lease | None:

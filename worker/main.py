@@ -332,6 +332,7 @@ class Worker:
         config = SessionConfig(
             url=lease.url,
             realtime=lease.realtime,
+            loudness_profile=lease.loudness_profile,
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
             reconnect_max_s=s.reconnect_max_s,

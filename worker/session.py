@@ -37,6 +37,7 @@ from worker.detectors import (
     StreamContext,
     VideoFrame,
     build_detectors,
+    profile_options,
     wants,
 )
 from worker.evidence import Evidence, EvidenceRecorder
@@ -103,6 +104,7 @@ class SessionConfig:
     captions_lost_s: float = CAPTIONS_LOST_S  # captions that had text and stop this long: a defect
     event_limits: EventLimits = field(default_factory=EventLimits)  # cue events' rate bound
     hls: HlsOptions = field(default_factory=HlsOptions)  # an HLS source's playlist health
+    loudness_profile: str = "ebu_r128"  # the loudness and true-peak targets: ebu_r128 or atsc_a85
 
 
 @dataclass
@@ -161,7 +163,9 @@ class StreamSession:
         self.stop = stop or threading.Event()
         self.figures = Figures()
         self.ctx = StreamContext()
-        self.detectors: list[Detector] = build_detectors(self.ctx, set(config.detectors or []) or None)
+        self.detectors: list[Detector] = build_detectors(
+            self.ctx, set(config.detectors or []) or None, profile_options(config.loudness_profile)
+        )
         self._video_detectors = [d for d in self.detectors if wants(d, "feed_video")]
         self._audio_detectors = [d for d in self.detectors if wants(d, "feed_audio")]
         self._packet_detectors = [d for d in self.detectors if wants(d, "feed_packet")]
@@ -595,6 +599,7 @@ class StreamSession:
             video.codec_context.thread_count = threads
             cc = video.codec_context
             self._video_codec = cc.name
+            self.ctx.extra["video_codec"] = (cc.name, bytes(cc.extradata or b""))  # for decode_error
             rate = video.average_rate or video.guessed_rate
             if cc.width and cc.height and rate:
                 self.figures.pixel_rate = float(cc.width * cc.height * rate)
@@ -681,6 +686,7 @@ class StreamSession:
                         key=bool(packet.is_keyframe),
                         corrupt=bool(packet.is_corrupt),
                         duration=packet.duration * tb if packet.duration and tb else None,
+                        data=packet if is_video else None,
                     )
                     for detector in packet_detectors:
                         found = detector.feed_packet(info)

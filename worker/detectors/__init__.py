@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 from worker.detectors.base import (
     AudioBlock,
@@ -26,6 +28,7 @@ __all__ = [
     "StreamContext",
     "VideoFrame",
     "build_detectors",
+    "profile_options",
     "registry",
     "wants",
 ]
@@ -59,6 +62,26 @@ def wants(detector: Detector, feed: str) -> bool:
     return getattr(type(detector), feed) is not getattr(Detector, feed)
 
 
-def build_detectors(ctx: StreamContext, enabled: set[str] | None = None) -> list[Detector]:
-    """One fresh instance of every registered detector (or of ``enabled`` only) for a stream."""
-    return [cls(ctx=ctx) for name, cls in registry().items() if enabled is None or name in enabled]
+def build_detectors(
+    ctx: StreamContext, enabled: set[str] | None = None, options: Mapping[str, Any] | None = None
+) -> list[Detector]:
+    """One fresh instance of every registered detector (or of ``enabled`` only) for a stream,
+    with ``options[name]`` (its options dataclass) where given, its defaults elsewhere."""
+    chosen = options or {}
+    return [
+        cls(chosen.get(name), ctx=ctx)
+        for name, cls in registry().items()
+        if enabled is None or name in enabled
+    ]
+
+
+def profile_options(profile: str) -> dict[str, Any]:
+    """The detector options of loudness profile ``profile`` (``ebu_r128``, ``atsc_a85``): the
+    loudness target and the true-peak ceiling. ValueError for an unknown profile."""
+    from worker.detectors.clipping import ClippingOptions
+    from worker.detectors.loudness import LoudnessOptions
+
+    return {
+        "loudness": LoudnessOptions.for_profile(profile),
+        "clipping": ClippingOptions.for_profile(profile),
+    }

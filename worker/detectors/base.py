@@ -104,6 +104,9 @@ class PacketInfo:
     key: bool  # a keyframe
     corrupt: bool  # the demuxer flagged it (e.g. MPEG-TS continuity errors)
     duration: float | None = None  # seconds, when the container says
+    # The packet's bytes (any buffer: bytes, an ``av.Packet``), for checks that read the
+    # elementary stream's headers (decode_error: lost H.264 reference pictures); None: not given.
+    data: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,9 +157,16 @@ def channel_window_levels(
     """
     channels, n = samples.shape
     windows = n // window
-    magnitude = np.abs(samples[:, : windows * window]).reshape(channels, windows, window)
-    clipped = np.count_nonzero(magnitude >= level, axis=2)
-    peak: npt.NDArray[np.float32] = magnitude.max(axis=2, initial=0.0)
+    whole = samples[:, : windows * window].reshape(channels, windows, window)
+    # The peak from the largest and the smallest sample (two reductions, no |x| array), and
+    # clipped samples counted only in windows that reach the level: almost never, on programme.
+    peak: npt.NDArray[np.float32] = np.maximum(
+        whole.max(axis=2, initial=0.0), -whole.min(axis=2, initial=0.0)
+    )
+    clipped = np.zeros((channels, windows), np.float64)
+    loud = peak >= level
+    if loud.any():
+        clipped[loud] = np.count_nonzero(np.abs(whole[loud]) >= level, axis=1)
     return clipped / float(window), peak
 
 
@@ -371,9 +378,20 @@ class ClippingDetector(Detector):
         opts = self.options
         n = signal.shape[1] - LOOKAHEAD
         channel_ratio, channel_peak = channel_window_levels(signal[:, :n], window, opts.level)
-        x = np.concatenate((self._history, signal), axis=1)
-        self._history = x[:, n : n + HISTORY].copy()  # the last HISTORY of the n
-        if float(np.abs(x).max()) >= self._gate:
+        history = self._history
+        self._history = (
+            signal[:, n - HISTORY : n].copy()
+            if n >= HISTORY
+            else (np.concatenate((history, signal[:, :n]), axis=1)[:, -HISTORY:])
+        )  # the last HISTORY samples before the lookahead
+        # Near the gate anywhere the interpolation reads (the history, the windows, the
+        # lookahead)? Judged from the window peaks, without a copy of the signal.
+        near = float(channel_peak.max(initial=0.0)) >= self._gate or (
+            max(float(np.abs(history).max(initial=0.0)), float(np.abs(signal[:, n:]).max(initial=0.0)))
+            >= self._gate
+        )
+        if near:
+            x = np.concatenate((history, signal), axis=1)
             channel_tp = np.maximum(channel_true_peak_windows(x, window, self._gate), channel_peak)
         else:
             channel_tp = channel_peak.astype(np.float64)  # nothing near a threshold: the sample peak will do

