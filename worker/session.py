@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -613,7 +614,7 @@ class StreamSession:
                     )
                     feed_video(vf)
                     if figures.frames_analysed % 50 == 0:
-                                    ctx.last_video_t = t
+                        ctx.last_video_t = t
                     figures.frames_analysed += 1
                 elif converter is not None:
                     for samples in converter.convert(frame):
@@ -644,6 +645,30 @@ class StreamSession:
         return True
 
 
+def analyze_decode_threads() -> int:
+    """Decoder threads of ``avmon analyze``: one stream with the whole machine to itself, so as
+    many frame threads as FFmpeg's own automatic choice (cores + 1), which keep decoded pictures
+    ahead of the session's thread while it runs the detectors."""
+    return min((os.cpu_count() or 1) + 1, 16)
+
+
+def analyze_session(
+    url: str,
+    emit: Callable[[Defect], None],
+    *,
+    realtime: bool = False,
+    stop: threading.Event | None = None,
+    stream_id: str = "local",
+    on_evidence: Callable[[Defect, dict[str, Any]], None] | None = None,
+) -> StreamSession:
+    """The session ``avmon analyze`` runs on one source: the worker's full detection pipeline,
+    in process, with no AWS; a source it cannot read is an error, not a retry."""
+    config = SessionConfig(
+        url=to_url(url), realtime=realtime, reconnect=False, decode_threads=analyze_decode_threads()
+    )
+    return StreamSession(stream_id, config, emit, stop=stop, on_evidence=on_evidence)
+
+
 def analyze(
     url: str,
     emit: Callable[[Defect], None],
@@ -653,6 +678,4 @@ def analyze(
     stream_id: str = "local",
 ) -> tuple[Outcome, str | None]:
     """Run the worker's full detection pipeline on one source, in this thread, with no AWS."""
-    config = SessionConfig(url=to_url(url), realtime=realtime, reconnect=False)
-    session = StreamSession(stream_id, config, emit, stop=stop)
-    return session.run()
+    return analyze_session(url, emit, realtime=realtime, stop=stop, stream_id=stream_id).run()
