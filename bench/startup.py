@@ -117,7 +117,7 @@ def paired(clip: Clip, repeats: int) -> Paired:
 
 
 def _median(runs: list[Run], what: str = "wall_s") -> float:
-    return statistics.median(getattr(r, what) for r in runs)
+    return float(statistics.median(float(getattr(r, what)) for r in runs))
 
 
 def heaviest_imports(clip: Clip, top: int = 6) -> list[tuple[str, float]]:
