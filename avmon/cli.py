@@ -11,8 +11,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +36,8 @@ def _describe(d: dict[str, Any]) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from avmon.report import Progress, report_dict, summarise, summary_table, write_report
-    from worker.session import Outcome, SessionConfig, StreamSession
+    from worker.session import Outcome, analyze_session
 
-    url = to_url(args.source)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -65,13 +62,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     def keep_evidence(defect: Defect, item: dict[str, Any]) -> None:
         evidence[defect.defect_id] = item
 
-    config = SessionConfig(
-        url=url, realtime=args.realtime, reconnect=False, loudness_profile=args.loudness_profile
-    )
     # Evidence (pictures and traces) only when a report will show it.
-    session = StreamSession(
-        "local", config, emit, stop=stop, on_evidence=keep_evidence if args.report else None
-    )
+    on_evidence = keep_evidence if args.report else None
+    session = analyze_session(
+        args.source, emit, realtime=args.realtime, stop=stop, on_evidence=on_evidence,
+        loudness_profile=args.loudness_profile,
+    )  # fmt: skip
     started = time.monotonic()
     done = threading.Event()
 
@@ -117,6 +113,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _http(method: str, url: str, body: Any = None) -> Any:
+    import urllib.request  # here: `avmon analyze` has no use for its 0.07 s import
+
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         url, data=data, method=method, headers={"content-type": "application/json"}
@@ -201,6 +199,8 @@ def watch(
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    import urllib.error
+
     from avmon.stack import running_stack
 
     stop = threading.Event()

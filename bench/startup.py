@@ -7,12 +7,21 @@ detectors, exit) against decoding alone in a process of its own, in paired round
   not decoding: imports, detector set-up, summary), and the imports alone
   (``python -X importtime``, the heaviest top-level modules).
 
+Fair to decoding: the decode-only process demuxes both streams and decodes them with the video
+decoder on the thread setting ``avmon analyze`` uses (``worker.session.analyze_decode_threads``,
+frame threads), in PyAV as the session does. A ``python -c pass`` process in the same rounds is
+the interpreter's own floor. Children run niced (``nice -n 19``, as everything CPU-heavy on a
+shared machine) with Python's bytecode cache on, as a user's install has it (an environment's
+``PYTHONDONTWRITEBYTECODE`` would make every run compile the project's modules again), after one
+warm-up run of each.
+
 ``python -m bench.startup [--seconds 60] [--repeats 3]``; not part of ``python -m bench`` (yet).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import resource
 import statistics
@@ -24,17 +33,19 @@ from pathlib import Path
 
 from bench.clips import Clip, ensure_clip
 
-# Decoding alone, as the session decodes: both streams demuxed, video with frame threads.
+# Decoding alone, as the session decodes: both streams demuxed, video on argv[2] frame threads.
 DECODE_ONLY = """
 import sys, av
 with av.open(sys.argv[1]) as c:
     streams = [s for s in (c.streams.video[:1] + c.streams.audio[:1])]
     if c.streams.video:
         c.streams.video[0].thread_type = "AUTO"
+        c.streams.video[0].codec_context.thread_count = int(sys.argv[2])
     for packet in c.demux(streams):
         for frame in packet.decode():
             pass
 """
+NICE = ["nice", "-n", "19"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +54,16 @@ class Run:
     cpu_s: float  # user + system of the child process
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(cmd: list[str]) -> Run:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*NICE, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -58,13 +75,20 @@ def analyze_cmd(path: Path) -> list[str]:
 
 
 def decode_cmd(path: Path) -> list[str]:
-    return [sys.executable, "-c", DECODE_ONLY, str(path)]
+    from worker.session import analyze_decode_threads
+
+    return [sys.executable, "-c", DECODE_ONLY, str(path), str(analyze_decode_threads())]
+
+
+def pass_cmd() -> list[str]:
+    return [sys.executable, "-c", "pass"]
 
 
 @dataclass(frozen=True)
 class Paired:
     analyze: list[Run]
     decode: list[Run]
+    interpreter: list[Run]  # ``python -c pass``
 
     @property
     def wall_ratio(self) -> float:
@@ -82,23 +106,28 @@ class Paired:
 
 
 def paired(clip: Clip, repeats: int) -> Paired:
-    analyze, decode = [], []
+    commands = {"analyze": analyze_cmd(clip.path), "decode": decode_cmd(clip.path), "pass": pass_cmd()}
+    for cmd in commands.values():  # warm-up: bytecode written, files in the page cache
+        run(cmd)
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
     for r in range(repeats):
-        for which in ("analyze", "decode") if r % 2 == 0 else ("decode", "analyze"):
-            if which == "analyze":
-                analyze.append(run(analyze_cmd(clip.path)))
-            else:
-                decode.append(run(decode_cmd(clip.path)))
-    return Paired(analyze, decode)
+        for name in commands if r % 2 == 0 else reversed(commands):
+            runs[name].append(run(commands[name]))
+    return Paired(runs["analyze"], runs["decode"], runs["pass"])
+
+
+def _median(runs: list[Run], what: str = "wall_s") -> float:
+    return float(statistics.median(float(getattr(r, what)) for r in runs))
 
 
 def heaviest_imports(clip: Clip, top: int = 6) -> list[tuple[str, float]]:
     """Top-level modules by cumulative import time (s) in one ``avmon analyze`` run."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", *analyze_cmd(clip.path)[1:]],
+        [*NICE, sys.executable, "-X", "importtime", *analyze_cmd(clip.path)[1:]],
         capture_output=True,
         text=True,
         check=True,
+        env=_env(),
     )
     found = []
     for line in done.stderr.splitlines():
@@ -117,17 +146,27 @@ def main(argv: list[str] | None = None) -> None:
     long = ensure_clip("healthy", 1280, 720, args.seconds, healthy=True)
     one = paired(short, args.repeats)
     whole = paired(long, args.repeats)
+    from worker.session import analyze_decode_threads
+
     print(
-        f"1 s 720p25 clip: avmon analyze {statistics.median(r.wall_s for r in one.analyze):.2f} s, "
-        f"decode-only {statistics.median(r.wall_s for r in one.decode):.2f} s: "
-        f"start-up {one.extra_s:.2f} s (target ≤ 0.6 s)"
+        f"decoder: {analyze_decode_threads()} frame threads in both; python -c pass "
+        f"{_median(one.interpreter):.3f} s wall, {_median(one.interpreter, 'cpu_s'):.3f} s CPU; "
+        f"load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     print(
-        f"{args.seconds:g} s 720p25 clip: avmon analyze "
-        f"{statistics.median(r.wall_s for r in whole.analyze):.2f} s, decode-only "
-        f"{statistics.median(r.wall_s for r in whole.decode):.2f} s: {whole.speed:.2f}× decode-only "
-        "speed, whole process (target ≥ 0.8×)"
+        f"1 s 720p25 clip: avmon analyze {_median(one.analyze):.2f} s "
+        f"({_median(one.analyze, 'cpu_s'):.2f} s CPU), decode-only {_median(one.decode):.2f} s "
+        f"({_median(one.decode, 'cpu_s'):.2f} s CPU): start-up {one.extra_s:.2f} s (target ≤ 0.6 s)"
     )
+    print(
+        f"{args.seconds:g} s 720p25 clip: avmon analyze {_median(whole.analyze):.2f} s "
+        f"({_median(whole.analyze, 'cpu_s'):.2f} s CPU), decode-only {_median(whole.decode):.2f} s "
+        f"({_median(whole.decode, 'cpu_s'):.2f} s CPU): {whole.speed:.2f}× decode-only speed, whole "
+        "process (target ≥ 0.8×)"
+    )
+    for name, p in (("1 s", one), (f"{args.seconds:g} s", whole)):
+        rounds = ", ".join(f"{a.wall_s:.2f}/{d.wall_s:.2f}" for a, d in zip(p.analyze, p.decode, strict=True))
+        print(f"  {name} rounds, analyze/decode-only wall s: {rounds}")
     print(
         "heaviest imports of avmon analyze: "
         + ", ".join(f"{m} {s:.2f} s" for m, s in heaviest_imports(short))

@@ -133,6 +133,17 @@ def _body() -> Any:
     return raw
 
 
+def _json_body() -> Any:
+    """The body of a request that changes state, refused (415) unless sent as application/json:
+    a cross-site form, or a fetch that skips CORS's preflight, can only send text/plain, form or
+    multipart bodies. The operator's pages post forms to /ui/, with their own token check."""
+    content_type = (app.current_event.headers or {}).get("content-type") or ""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        got = f"got {content_type[:100]!r}" if content_type else "no Content-Type was sent"
+        raise ApiError(415, "send the body as application/json", got)
+    return _body()
+
+
 def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
@@ -214,7 +225,7 @@ def create_stream() -> Response[str]:
     d = deps()
     try:
         # Strict: "realtime": "yes" (or 1) is a 422, not true.
-        spec = StreamSpec.model_validate_json(_body() or "null", strict=True)
+        spec = StreamSpec.model_validate_json(_json_body() or "null", strict=True)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ApiError(400, "the body is not valid JSON") from None
@@ -584,12 +595,8 @@ def _acknowledge(d: Deps, stream_id: str, defect_id: str, by: str) -> dict[str, 
 @app.post("/streams/<stream_id>/defects/<defect_id>/acknowledge")
 def acknowledge_defect(stream_id: str, defect_id: str) -> Response[str]:
     """Record who acknowledged a defect and when (the first acknowledgement stands)."""
-    # JSON only: a cross-site HTML form cannot send this content type without CORS consent.
-    content_type = (app.current_event.headers or {}).get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise ApiError(415, "send the body as application/json")
     try:
-        ack = _Ack.model_validate_json(_body() or "null")
+        ack = _Ack.model_validate_json(_json_body() or "null")
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ApiError(400, "the body is not valid JSON") from None

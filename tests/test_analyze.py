@@ -131,3 +131,18 @@ async def test_html_report_opens_in_chromium_with_its_pictures(clip: Path, tmp_p
         silence_end = crop(shot, await browser.box("section.defect:nth-of-type(2) figure:last-child img"))
         assert saturation(silence_end) > 40 and float(np.asarray(silence_end).mean()) > 40
     assert all(u.startswith(("file:", "data:", "about:")) for u in browser.requests)
+
+
+def test_it_imports_nothing_of_the_stack_or_scipy_signal(clip: Path) -> None:
+    # Start-up is most of a short file's analysis: AWS clients, the router, HTTP and scipy.signal
+    # (0.7 s alone) are other commands' imports.
+    code = (
+        "import sys; from avmon.cli import main\n"
+        "try:\n    main(['analyze', sys.argv[1]])\nexcept SystemExit as exc:\n    assert exc.code == 0, exc\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True, text=True, check=True)
+    loaded = set(done.stderr.split())
+    assert "worker.detectors.loudness" in loaded  # it did analyse
+    heavy = {"scipy.signal", "boto3", "botocore", "aioboto3", "moto", "urllib.request", "router", "infra"}
+    assert loaded & heavy == set()

@@ -55,6 +55,18 @@ def test_get_returns_the_created_stream(stack: Stack) -> None:
     assert body["url"] == "https://example.com/a.m3u8" and body["lease_expires_at"] is None
 
 
+def test_a_multipart_body_is_a_415(stack: Stack) -> None:
+    # A cross-site form may post multipart without a CORS preflight (the local adapter already
+    # refuses multipart as a malformed head; a function URL passes it on).
+    event = load_event(
+        "function_url_post_streams.json", body=json.dumps({"url": "https://example.com/a.m3u8"})
+    )
+    event["headers"]["content-type"] = "multipart/form-data; boundary=b"
+    status, body = invoke(event)
+    assert status == 415 and body["error"] == "send the body as application/json"
+    assert messages(stack) == []
+
+
 def test_malformed_json_is_a_400_with_reason(stack: Stack) -> None:
     status, body = post(None, raw="{not json")
     assert status == 400 and body["error"] == "the body is not valid JSON"

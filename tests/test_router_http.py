@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import secrets
 import socket
@@ -130,8 +131,8 @@ def test_a_chunked_body_is_a_411(router: Api) -> None:
 
 def test_an_invalid_utf8_body_is_a_json_400(router: Api) -> None:
     body = b'{"url": "\xff\xfe"}'
-    request = b"POST /streams HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    status, _, answer = _raw(router, request)
+    head = b"POST /streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    status, _, answer = _raw(router, head % len(body) + b"\r\n" + body)
     assert status == 400 and "UTF-8" in str(_json_error(answer)["error"])
 
 
@@ -212,6 +213,44 @@ def test_half_sent_requests_beyond_the_connection_cap_are_refused_at_once(
             sock.close()
     status, _ = router.call("GET", "/streams")
     assert status == 200
+
+
+# ------------------------------------------------------------ cross-site bodies (CSRF)
+
+
+def _post_typed(api: Api, path: str, body: bytes, content_type: str | None) -> tuple[int, dict[str, object]]:
+    typed = b"" if content_type is None else f"Content-Type: {content_type}\r\n".encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n".encode()
+    status, _, answer = _raw(api, head + typed + b"\r\n" + body)
+    return status, _json_error(answer) if status >= 400 else json.loads(answer)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        None,
+    ],
+)
+def test_a_stream_posted_with_a_body_that_is_not_json_typed_is_refused_415(
+    router: Api, content_type: str | None
+) -> None:
+    # What a cross-site page can send without a CORS preflight: valid JSON under another type.
+    token = f"csrf-{secrets.token_hex(6)}"
+    body = json.dumps({"url": "http://93.184.215.14/a.m3u8", "client_token": token}).encode()
+    status, answer = _post_typed(router, "/streams", body, content_type)
+    assert status == 415 and answer["error"] == "send the body as application/json"
+    assert (content_type or "no Content-Type") in str(answer["detail"])
+    would_be = f"s-{hashlib.sha256(token.encode()).hexdigest()[:24]}"  # the token decides the id
+    assert router.call("GET", f"/streams/{would_be}")[0] == 404  # nothing was created
+
+
+def test_a_stream_posted_as_json_with_a_charset_is_accepted(router: Api) -> None:
+    body = json.dumps({"url": "http://93.184.215.14/a.m3u8"}).encode()
+    status, created = _post_typed(router, "/streams", body, "Application/JSON; charset=utf-8")
+    assert status == 201 and created["stream_id"].startswith("s-")
 
 
 # ------------------------------------------------------------ headers and what is shown

@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-import m3u8
-
 # A ladder is rarely over 10 renditions; a master listing more is judged on its first 16 (the
 # worker's probe reads as many, worker.media.PROBE_MAX_VARIANTS).
 MAX_RENDITIONS = 16
@@ -171,6 +169,8 @@ def parse(body: bytes | str, base_url: str) -> Parsed:
     """A playlist's text (``base_url``: where it was fetched, for relative URIs), parsed.
 
     Raises :class:`PlaylistMalformed` when ``m3u8`` cannot read it."""
+    import m3u8  # here, not at the top: the package pulls in urllib.request (`avmon analyze` starts leaner)
+
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = m3u8.parse(text, custom_tags_parser=_lenient_target)

@@ -71,9 +71,9 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import lfilter  # type: ignore[import-untyped, unused-ignore]  # scipy has no stubs
 
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
+from worker.iir import lfilter  # scipy.signal's, without importing scipy.signal (0.7 s)
 
 LOUDNESS_OFFSET = -0.691  # LUFS of a power of 1.0 (BS.1770 eq. 2: cancels the K-filter's 1 kHz gain)
 FLOOR_LUFS = -200.0  # reported for digital zero instead of -inf
@@ -441,7 +441,7 @@ class LoudnessDetector(Detector):
         if self._fill == 0:
             return []
         findings: list[Finding] = []
-        filtered, self._zi = lfilter(self._b, self._a, self._buffer[:, : self._fill], axis=-1, zi=self._zi)
+        filtered, self._zi = lfilter(self._b, self._a, self._buffer[:, : self._fill], self._zi)
         self._fill = 0
         n = filtered.shape[1]
         at = 0
