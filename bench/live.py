@@ -158,10 +158,15 @@ def _tree_cpu_s(pid: int) -> float:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """Its child processes, whichever of its threads started them (the worker starts its media
+    processes from a helper thread: they are listed under that thread, not the main one)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def _cmdline(pid: int) -> str:
@@ -485,8 +490,9 @@ def full(offered: int = 24, seconds: float = 100.0, warmup_s: float = 50.0) -> s
         "The worker takes streams by their measured cost up to 75 % of its cores "
         "(`AVMON_CPU_TARGET`), and none while one of its streams stays behind real time; what it has "
         "no room for waits, unowned, for another worker. Its streams run in one media process per "
-        "core (worker/shards.py): in one process, one GIL, a dozen stream threads wait for it more "
-        "than they work (the row above). Lag is the worker's own figure, sampled every 2 s. The in-process "
+        "core (worker/shards.py); the row on `AVMON_MEDIA_PROCESSES=1` is the same offer with every "
+        "stream in the worker's own process, one GIL. Lag is the worker's own figure, sampled every 2 s. "
+        "The in-process "
         "figure above (*Streams per worker*) runs sessions on files in one process, on the generator's "
         "lighter clip: it is not what a deployment carries.",
         "",

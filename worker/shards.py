@@ -6,7 +6,8 @@ such threads in one process each of those hand-offs becomes a wait. Measured on 
 720p25 UDP, BENCHMARKS.md "Live capacity"): 16 streams in one process fell 4.5 s behind real time
 and kept falling, with a third of a core idle and the GIL's hand-off delay at 1 ms (p50) and 7 ms
 (p90); the same 16 in two processes of 8 stayed within 0.3 s. The work is the same; only the
-queue at the lock is shorter.
+queue at the lock is shorter. Through the whole worker (`python -m bench.live`) it holds 16-18
+such streams within 0.3 s, against 13-15 within 0.6 s with every stream in its own process.
 
 So the worker's own process keeps what is one per worker (the event loop: leases, the queue, the
 defect sink, notifications, metrics) and hands each stream to one of ``processes`` media
