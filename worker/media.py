@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import av
 import cv2
@@ -206,6 +206,35 @@ class Fetched:
     url: str  # after redirects
 
 
+def proxied_connection(
+    proxy_host: str,
+    proxy_port: int | None,
+    target: SplitResult,
+    deadline: float,
+    stop: threading.Event | None,
+) -> tuple[http.client.HTTPConnection, str, list[int]]:
+    """An unopened HTTP(S) connection to ``target`` (an http or https URL with a host) through
+    the egress proxy, and the request path to send on it. Its sockets are watched from the TCP
+    connect on (the CONNECT tunnel and the TLS handshake count too) against ``deadline`` and
+    ``stop``; the watch tokens land in the list, for the caller to unwatch."""
+    remaining = max(0.05, deadline - time.monotonic())
+    assert target.hostname
+    connection: http.client.HTTPConnection
+    if target.scheme.lower() == "https":
+        tls = ssl.create_default_context()
+        connection = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=remaining, context=tls)
+        connection.set_tunnel(target.hostname, target.port or 443)  # CONNECT through the proxy
+        path = urlunsplit(("", "", target.path or "/", target.query, ""))
+    else:
+        connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=remaining)
+        path = urlunsplit((target.scheme.lower(), target.netloc, target.path or "/", target.query, ""))
+    tokens: list[int] = []
+    connection._create_connection = functools.partial(  # type: ignore[attr-defined]
+        _watched_connection, tokens, deadline, stop
+    )
+    return connection, path, tokens
+
+
 def fetch(
     url: str,
     proxy_url: str,
@@ -235,21 +264,7 @@ def fetch(
         scheme = target.scheme.lower()
         if scheme not in ("http", "https") or not target.hostname:
             return None
-        remaining = max(0.05, deadline - time.monotonic())
-        connection: http.client.HTTPConnection
-        if scheme == "https":
-            tls = ssl.create_default_context()
-            connection = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=remaining, context=tls)
-            connection.set_tunnel(target.hostname, target.port or 443)  # CONNECT through the proxy
-            path = urlunsplit(("", "", target.path or "/", target.query, ""))
-        else:
-            connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=remaining)
-            path = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
-        tokens: list[int] = []
-        # Watched from the TCP connect on: the CONNECT tunnel and the TLS handshake count too.
-        connection._create_connection = functools.partial(  # type: ignore[attr-defined]
-            _watched_connection, tokens, deadline, stop
-        )
+        connection, path, tokens = proxied_connection(proxy_host, proxy_port, target, deadline, stop)
         try:
             connection.connect()
             if scheme == "https" and connection.sock is not None:

@@ -687,7 +687,7 @@ class StreamSession:
                         key=bool(packet.is_keyframe),
                         corrupt=bool(packet.is_corrupt),
                         duration=packet.duration * tb if packet.duration and tb else None,
-                        data=packet if is_video else None,
+                        data=getattr(packet, "raw", packet) if is_video else None,  # DASH wraps it
                     )
                     for detector in packet_detectors:
                         found = detector.feed_packet(info)

@@ -8,13 +8,11 @@ socket of a fetch past its deadline or whose session stopped). A body is read up
 
 from __future__ import annotations
 
-import functools
 import http.client
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 from shared.urlpolicy import UrlRefused
 from worker import egress
@@ -24,7 +22,7 @@ from worker.media import (
     FetchCancelled,
     OriginTooSlow,
     _watchdog,
-    _watched_connection,
+    proxied_connection,
 )
 
 MAX_REDIRECTS = 5
@@ -65,20 +63,7 @@ def fetch(
         scheme = target.scheme.lower()
         if scheme not in ("http", "https") or not target.hostname:
             raise UrlRefused(f"only http(s) is fetched, not {url[:80]!r}")
-        remaining = max(0.05, deadline - time.monotonic())
-        connection: http.client.HTTPConnection
-        if scheme == "https":
-            tls = ssl.create_default_context()
-            connection = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=remaining, context=tls)
-            connection.set_tunnel(target.hostname, target.port or 443)
-            path = urlunsplit(("", "", target.path or "/", target.query, ""))
-        else:
-            connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=remaining)
-            path = urlunsplit((scheme, target.netloc, target.path or "/", target.query, ""))
-        tokens: list[int] = []
-        connection._create_connection = functools.partial(  # type: ignore[attr-defined]
-            _watched_connection, tokens, deadline, stop
-        )
+        connection, path, tokens = proxied_connection(proxy_host, proxy_port, target, deadline, stop)
         try:
             try:
                 connection.connect()

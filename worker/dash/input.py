@@ -150,6 +150,11 @@ class _Packet:
     def __bytes__(self) -> bytes:  # the packet's data (PyAV's Packet is a buffer; this is not)
         return bytes(self._packet)
 
+    @property
+    def raw(self) -> Any:
+        """The PyAV packet itself: what readers of its bytes (a buffer) are given."""
+        return self._packet
+
 
 class DashContainer:
     """What the session's decode loop needs of a container, over one PyAV container per
