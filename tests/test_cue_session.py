@@ -129,15 +129,17 @@ def api_get(path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
     return result["statusCode"], json.loads(result["body"])
 
 
-async def written(ddb: Any, stack: Stack, run: Run) -> str:
-    """A stream whose lease a writer holds, with the run's defects and events written by it."""
+async def written(ddb: Any, stack: Stack, run: Run, told: list[Event] | None = None) -> str:
+    """A stream whose lease a writer holds, with the run's defects and events written by it
+    (``told``: the events its ``on_event_written`` was called with, for the notifier)."""
     tables = store.Tables(streams=f"{stack.prefix}-streams", defects=f"{stack.prefix}-defects")
     sid = "s-cue000000001"
     await ddb.put_item(**store.put_new_stream(tables, stream_id=sid, url="udp://@:5000", name=None,
                                               realtime=False, client_token=None, now=time.time()))
     lease = await LeaseTable(ddb, tables, "w", 10).claim(sid, 1)
     assert lease is not None
-    writer = DefectWriter(ddb, tables, "w", ttl_days=1)
+    on_event = None if told is None else told.append
+    writer = DefectWriter(ddb, tables, "w", ttl_days=1, on_event_written=on_event)
     writer.fence(sid, lease.counter)
     for d in run.defects:
         writer.submit(d.model_copy(update={"stream_id": sid}))
@@ -156,6 +158,14 @@ async def test_events_are_read_through_the_api_in_media_time_order(ddb: Any, sta
     ]
     status, body = api_get(f"/streams/{sid}/events", {"type": "time_signal"})
     assert [e["segmentation_type"] for e in body["events"]] == ["provider_advertisement_start"]
+
+
+async def test_each_written_event_is_handed_on_once_for_notification(
+    ddb: Any, stack: Stack, run: Run
+) -> None:
+    told: list[Event] = []
+    await written(ddb, stack, run, told)
+    assert sorted(e.event_id for e in told) == sorted(e.event_id for e in run.events)
 
 
 async def test_events_page_and_a_defect_token_is_refused(ddb: Any, stack: Stack, run: Run) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from shared import aws
-from shared.models import Defect, DefectType, defect_id_for
+from shared.models import Defect, DefectType, Event, defect_id_for
 from worker.notify import (
     CLOSED,
     OPENED,
@@ -237,6 +237,35 @@ async def test_one_open_and_one_close_signed(receivers: Callable[..., Receiver])
     assert second.json["incident"]["state"] == "closed" and second.json["incident"]["end_s"] == 13.0
     assert [r.outcome for r in records] == [Outcome.DELIVERED, Outcome.DELIVERED]
     assert records[0].target == rcv.url and records[0].status == 204
+
+
+async def test_a_cue_is_pushed_to_the_webhook_signed_as_its_own_message(
+    receivers: Callable[..., Receiver],
+) -> None:
+    rcv = receivers()
+    records: list[DeliveryRecord] = []
+    cue = Event(
+        stream_id=STREAM, event_id="000000030.000-splice_insert-7", type="splice_insert", kind="out",
+        start_s=26.0, start_at="2026-01-01T00:00:26.000Z", splice_s=30.0, duration_s=60.0,
+        splice_event_id=7, worker_id="w1",
+    )  # fmt: skip
+    async with notifier(records) as n:
+        stopping = asyncio.Event()
+        runner = asyncio.create_task(n.run(stopping))
+        n.submit_cue(cue, Targets.from_settings(rcv.url))
+        await wait_until(lambda: len(rcv.requests) == 1)
+        stopping.set()
+        await runner
+        assert await n.drain(2.0)
+    (req,) = rcv.requests
+    h = {k.lower(): v for k, v in req.headers.items()}
+    assert h["x-avmon-event"] == "cue"
+    assert verify_signature(SECRET, h["x-avmon-timestamp"], req.body, h["x-avmon-signature"])
+    assert req.json["event"] == "cue" and req.json["stream_id"] == STREAM
+    assert {k: req.json["cue"][k] for k in ("type", "kind", "splice_s", "duration_s", "splice_event_id")} == {
+        "type": "splice_insert", "kind": "out", "splice_s": 30.0, "duration_s": 60.0, "splice_event_id": 7,
+    }  # fmt: skip
+    assert [r.outcome for r in records] == [Outcome.DELIVERED]
 
 
 async def test_retried_after_a_500(receivers: Callable[..., Receiver]) -> None:

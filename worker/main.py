@@ -136,6 +136,7 @@ class Worker:
                 self.settings.worker_id,
                 ttl_days=self.settings.defect_ttl_days,
                 on_written=self._notify,
+                on_event_written=self._notify_cue,
             )
             if self.pool is not None:
                 await asyncio.to_thread(self.pool.start)
@@ -306,13 +307,21 @@ class Worker:
 
     def _notify(self, defect: Defect) -> None:
         """A defect record is durably written: tell whoever listens (returns at once)."""
-        running = self.running.get(defect.stream_id)
-        stream_webhook = running.lease.webhook_url if running is not None else None
-        targets = Targets.from_settings(
-            self.settings.webhook_urls, stream_webhook, self.settings.defect_topic_arn
-        )
+        targets = self._targets(defect.stream_id)
         if targets.webhook_urls or targets.sns_topic_arn:
             self.notifier.submit(defect, targets)
+
+    def _notify_cue(self, event: Event) -> None:
+        """A cue event is written: pushed to the same targets as the stream's defects."""
+        targets = self._targets(event.stream_id)
+        if targets.webhook_urls or targets.sns_topic_arn:
+            self.notifier.submit_cue(event, targets)
+
+    def _targets(self, stream_id: str) -> Targets:
+        running = self.running.get(stream_id)
+        stream_webhook = running.lease.webhook_url if running is not None else None
+        s = self.settings
+        return Targets.from_settings(s.webhook_urls, stream_webhook, s.defect_topic_arn)
 
     def _shed_recently(self, stream_id: str) -> bool:
         return self._shed.get(stream_id, 0.0) > time.monotonic()

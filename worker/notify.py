@@ -65,6 +65,12 @@ Body (the same JSON for webhooks and as the SNS ``Message``)
       ]
     }
 
+Cues (``cue``, SCTE-35 events, ``GET /streams/{id}/events``) go to the same targets, one
+message each as it is written, neither grouped nor held::
+
+    {"version": 1, "event": "cue", "stream_id": "...", "created_at": "...",
+     "cue": { ...the event record: type, kind, start_s, splice_s, duration_s, ... }}
+
 Webhooks
 --------
 ``POST`` with ``Content-Type: application/json``, ``User-Agent: avmon-notify/1``, and
@@ -120,12 +126,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from shared import aws
-from shared.models import Defect, DefectType, utc_now_iso
+from shared.models import Defect, DefectType, Event, utc_now_iso
 
 log = logging.getLogger("avmon.worker.notify")
 
 OPENED = "defect.opened"
 CLOSED = "defect.closed"
+CUE = "cue"
 BODY_VERSION = 1
 USER_AGENT = "avmon-notify/1"
 SIGNATURE_TOLERANCE_S = 300.0
@@ -693,6 +700,39 @@ class Notifier:
                     incident_id=incident.incident_id,
                     title=str(snapshot["title"]),
                     defect_ids=defect_ids,
+                    body=body,
+                )
+            )
+
+    def submit_cue(self, event: Event, targets: Targets) -> None:
+        """A written cue event (SCTE-35, worker/cue_events.py): one message to every target.
+        Event-loop only, like :meth:`submit`; the sink writes each event once (its id is stable)."""
+        body = json.dumps(
+            {
+                "version": BODY_VERSION,
+                "event": CUE,
+                "stream_id": event.stream_id,
+                "created_at": utc_now_iso(),
+                "cue": event.model_dump(mode="json"),
+            },
+            separators=(",", ":"),
+        ).encode()
+        kinds = [("webhook", url) for url in targets.webhook_urls]
+        if targets.sns_topic_arn and self.sns is not None:
+            kinds.append(("sns", targets.sns_topic_arn))
+        for kind, target in kinds:
+            self._seq += 1
+            self._enqueue(
+                _Delivery(
+                    seq=self._seq,
+                    delivery_id=uuid.uuid4().hex,
+                    kind=kind,
+                    target=target,
+                    stream_id=event.stream_id,
+                    event=CUE,
+                    incident_id=event.event_id,
+                    title=f"{event.type} {event.kind or ''}".strip(),
+                    defect_ids=(),
                     body=body,
                 )
             )

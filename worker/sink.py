@@ -42,10 +42,12 @@ class DefectWriter:
         max_buffered: int = 10_000,
         on_written: Callable[[Defect], None] | None = None,
         live_interval_s: float = LIVE_INTERVAL_S,
+        on_event_written: Callable[[Event], None] | None = None,
     ) -> None:
         self.ddb, self.tables, self.worker_id = ddb, tables, worker_id
         self.ttl_days, self.max_buffered = ttl_days, max_buffered
         self.on_written = on_written
+        self.on_event_written = on_event_written
         self._pending: dict[str, dict[str, Defect]] = {}
         self._evidence: dict[tuple[str, str], dict[str, Any]] = {}  # written with its defect
         self._fences: dict[str, int] = {}
@@ -117,6 +119,8 @@ class DefectWriter:
                 return False
             for event in batch:
                 events.pop(event.event_id, None)
+                if self.on_event_written is not None:
+                    self.on_event_written(event)
             self.events_written += len(batch)
         return True
 
