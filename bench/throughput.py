@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from bench.clips import Clip, decode
 from bench.timing import Paired, paired
 from shared.models import Defect
-from worker.session import analyze
+from shared.urlpolicy import to_url
+from worker.media import Limits
+from worker.session import SessionConfig, StreamSession
 
 DECODE, VIEWS, PIPELINE = "decode only", "decode + views", "full pipeline"
 # The same work for several streams at once, one thread each, as a worker runs them: twice as
@@ -55,9 +57,13 @@ def at_once(run: Callable[[], object], streams: int) -> None:
 
 
 def run_pipeline(url: str) -> int:
-    """``analyze`` on the source; returns the number of defect records it emitted."""
+    """The full pipeline on the source, with the decoder threads decode-only uses here
+    (``Limits().decode_threads``, as bench.clips opens it), not ``avmon analyze``'s own count
+    (it gives its one stream every core): the ratio compares like with like. Returns the
+    number of defect records it emitted."""
     records: list[Defect] = []
-    analyze(url, records.append)
+    config = SessionConfig(url=to_url(url), reconnect=False, decode_threads=Limits().decode_threads)
+    StreamSession("bench", config, records.append).run()
     return len(records)
 
 
