@@ -667,24 +667,48 @@ class Notifier:
 
     def _dispatch(self, batch: _Batch) -> None:
         incident = batch.incident
-        targets = self._targets.get(incident.stream_id, Targets())
         snapshot = incident.snapshot()
-        body = json.dumps(
-            {
-                "version": BODY_VERSION,
-                "event": batch.event,
-                "stream_id": incident.stream_id,
-                "created_at": utc_now_iso(),
-                "incident": snapshot,
-                "events": batch.events,
-            },
-            separators=(",", ":"),
-        ).encode()
-        defect_ids = tuple(e["defect"]["defect_id"] for e in batch.events)
+        self._send(
+            self._targets.get(incident.stream_id, Targets()),
+            {"incident": snapshot, "events": batch.events},
+            stream_id=incident.stream_id,
+            event=batch.event,
+            incident_id=incident.incident_id,
+            title=str(snapshot["title"]),
+            defect_ids=tuple(e["defect"]["defect_id"] for e in batch.events),
+        )
+
+    def submit_cue(self, event: Event, targets: Targets) -> None:
+        """A written cue event (SCTE-35, worker/cue_events.py): one message to every target.
+        Event-loop only, like :meth:`submit`; the sink writes each event once (its id is stable)."""
+        self._send(
+            targets,
+            {"cue": event.model_dump(mode="json")},
+            stream_id=event.stream_id,
+            event=CUE,
+            incident_id=event.event_id,
+            title=f"{event.type} {event.kind or ''}".strip(),
+            defect_ids=(),
+        )
+
+    def _send(
+        self,
+        targets: Targets,
+        content: dict[str, Any],
+        *,
+        stream_id: str,
+        event: str,
+        incident_id: str,
+        title: str,
+        defect_ids: tuple[str, ...],
+    ) -> None:
+        """One message (the common head, then ``content``) queued for every target."""
+        head = {"version": BODY_VERSION, "event": event, "stream_id": stream_id, "created_at": utc_now_iso()}
+        body = json.dumps({**head, **content}, separators=(",", ":")).encode()
         kinds = [("webhook", url) for url in targets.webhook_urls]
         if targets.sns_topic_arn:
             if self.sns is None:
-                log.error("SNS topic set for %s but no SNS client given: not published", incident.stream_id)
+                log.error("SNS topic set for %s but no SNS client given: not published", stream_id)
             else:
                 kinds.append(("sns", targets.sns_topic_arn))
         for kind, target in kinds:
@@ -695,44 +719,11 @@ class Notifier:
                     delivery_id=uuid.uuid4().hex,
                     kind=kind,
                     target=target,
-                    stream_id=incident.stream_id,
-                    event=batch.event,
-                    incident_id=incident.incident_id,
-                    title=str(snapshot["title"]),
+                    stream_id=stream_id,
+                    event=event,
+                    incident_id=incident_id,
+                    title=title,
                     defect_ids=defect_ids,
-                    body=body,
-                )
-            )
-
-    def submit_cue(self, event: Event, targets: Targets) -> None:
-        """A written cue event (SCTE-35, worker/cue_events.py): one message to every target.
-        Event-loop only, like :meth:`submit`; the sink writes each event once (its id is stable)."""
-        body = json.dumps(
-            {
-                "version": BODY_VERSION,
-                "event": CUE,
-                "stream_id": event.stream_id,
-                "created_at": utc_now_iso(),
-                "cue": event.model_dump(mode="json"),
-            },
-            separators=(",", ":"),
-        ).encode()
-        kinds = [("webhook", url) for url in targets.webhook_urls]
-        if targets.sns_topic_arn and self.sns is not None:
-            kinds.append(("sns", targets.sns_topic_arn))
-        for kind, target in kinds:
-            self._seq += 1
-            self._enqueue(
-                _Delivery(
-                    seq=self._seq,
-                    delivery_id=uuid.uuid4().hex,
-                    kind=kind,
-                    target=target,
-                    stream_id=event.stream_id,
-                    event=CUE,
-                    incident_id=event.event_id,
-                    title=f"{event.type} {event.kind or ''}".strip(),
-                    defect_ids=(),
                     body=body,
                 )
             )
