@@ -262,6 +262,8 @@ def create_stream() -> Response[str]:
         realtime=spec.realtime,
         client_token=spec.client_token,
         loudness_profile=spec.loudness_profile,
+        profile=spec.profile,
+        detectors=spec.detectors,
         now=now,
         webhook_url=spec.webhook_url,
     )

@@ -110,6 +110,16 @@ def detectors_of(profile: str = DEFAULT_DETECTOR_PROFILE, detectors: list[str] |
     return sorted(detectors) if detectors else sorted(DETECTOR_PROFILES[profile])
 
 
+def chosen_detectors(
+    profile: str = DEFAULT_DETECTOR_PROFILE, detectors: list[str] | None = None
+) -> frozenset[str] | None:
+    """What the worker runs for a stream record's ``profile`` and ``detectors``: None (every
+    registered detector) for the full profile, else the names."""
+    if not detectors and profile == DEFAULT_DETECTOR_PROFILE:
+        return None
+    return frozenset(detectors_of(profile, detectors))
+
+
 def _check_detectors(names: list[str] | None) -> list[str] | None:
     if names is None:
         return None

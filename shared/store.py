@@ -27,7 +27,16 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from shared.models import Defect, Desired, Event, Stream, StreamStatus, iso_from_epoch
+from shared.models import (
+    DEFAULT_DETECTOR_PROFILE,
+    Defect,
+    Desired,
+    Event,
+    Stream,
+    StreamStatus,
+    detectors_of,
+    iso_from_epoch,
+)
 from shared.settings import DEFAULT_PREFIX, CommonSettings
 
 _SER = TypeSerializer()
@@ -121,6 +130,8 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
         realtime=bool(item.get("realtime", False)),
         webhook_url=item.get("webhook_url"),
         loudness_profile=item.get("loudness_profile", "ebu_r128"),
+        profile=item.get("profile", DEFAULT_DETECTOR_PROFILE),
+        detectors=detectors_of(item.get("profile", DEFAULT_DETECTOR_PROFILE), item.get("detectors")),
         desired=Desired(item["desired"]),
         status=StreamStatus(item.get("status", StreamStatus.PENDING)),
         generation=int(item["generation"]),
@@ -151,6 +162,8 @@ def put_new_stream(
     now: float,
     webhook_url: str | None = None,
     loudness_profile: str = "ebu_r128",
+    profile: str = DEFAULT_DETECTOR_PROFILE,
+    detectors: list[str] | None = None,
 ) -> Request:
     item = {
         "stream_id": stream_id,
@@ -159,6 +172,8 @@ def put_new_stream(
         "realtime": realtime,
         "webhook_url": webhook_url,
         "loudness_profile": loudness_profile,
+        "profile": profile,
+        "detectors": detectors,  # None: the profile's
         "desired": Desired.RUNNING.value,
         "status": StreamStatus.PENDING.value,
         "generation": 1,

@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,7 +38,7 @@ from worker.detectors import (
     StreamContext,
     VideoFrame,
     build_detectors,
-    profile_options,
+    resolve_options,
     wants,
 )
 from worker.evidence import Evidence, EvidenceRecorder
@@ -106,6 +106,8 @@ class SessionConfig:
     event_limits: EventLimits = field(default_factory=EventLimits)  # cue events' rate bound
     hls: HlsOptions = field(default_factory=HlsOptions)  # an HLS source's playlist health
     loudness_profile: str = "ebu_r128"  # the loudness and true-peak targets: ebu_r128 or atsc_a85
+    # Detector options over the profile's: {"freeze": {"d": 3}} (AVMON_DETECTOR_OPTIONS).
+    detector_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,7 +167,9 @@ class StreamSession:
         self.figures = Figures()
         self.ctx = StreamContext()
         self.detectors: list[Detector] = build_detectors(
-            self.ctx, set(config.detectors or []) or None, profile_options(config.loudness_profile)
+            self.ctx,
+            set(config.detectors or []) or None,
+            resolve_options(config.loudness_profile, config.detector_options),
         )
         self._video_detectors = [d for d in self.detectors if wants(d, "feed_video")]
         self._audio_detectors = [d for d in self.detectors if wants(d, "feed_audio")]
@@ -226,7 +230,7 @@ class StreamSession:
         defect = Defect(
             stream_id=self.stream_id,
             defect_id=defect_id_for(finding.type, finding.start_s, finding.key),
-            type=DefectType(finding.type),
+            type=finding.type,
             start_s=round(finding.start_s, 3),
             end_s=None if finding.end_s is None else round(finding.end_s, 3),
             start_at=start_at,
@@ -794,12 +798,15 @@ def analyze_session(
     stream_id: str = "local",
     on_evidence: Callable[[Defect, dict[str, Any]], None] | None = None,
     loudness_profile: str = "ebu_r128",
+    detectors: frozenset[str] | None = None,
+    detector_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StreamSession:
-    """The session ``avmon analyze`` runs on one source: the worker's full detection pipeline,
-    in process, with no AWS; a source it cannot read is an error, not a retry."""
+    """The session ``avmon analyze`` runs on one source: the worker's full detection pipeline
+    (or the ``detectors`` named), in process, with no AWS; a source it cannot read is an error,
+    not a retry."""
     config = SessionConfig(
         url=to_url(url), realtime=realtime, reconnect=False, decode_threads=analyze_decode_threads(),
-        loudness_profile=loudness_profile,
+        loudness_profile=loudness_profile, detectors=detectors, detector_options=detector_options or {},
     )  # fmt: skip
     return StreamSession(stream_id, config, emit, stop=stop, on_evidence=on_evidence)
 

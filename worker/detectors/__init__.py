@@ -46,6 +46,7 @@ __all__ = [
     "VideoFrame",
     "build_detectors",
     "check_detector",
+    "check_detector_options",
     "opt",
     "parse_options",
     "profile_options",
@@ -148,6 +149,15 @@ def profile_options(profile: str) -> dict[str, Any]:
         "loudness": LoudnessOptions.for_profile(profile),
         "clipping": ClippingOptions.for_profile(profile),
     }
+
+
+def check_detector_options(values: OptionValues) -> None:
+    """Refuse a deployment's ``AVMON_DETECTOR_OPTIONS`` (ValueError naming the setting and what
+    is wrong in it) before any stream runs with it."""
+    try:
+        parse_options(values)
+    except ValueError as exc:
+        raise ValueError(f"AVMON_DETECTOR_OPTIONS: {exc}") from None
 
 
 def resolve_options(
