@@ -52,6 +52,7 @@ import numpy.typing as npt
 from shared.models import DefectType
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
 from worker.detectors.options import DetectorOptions, opt
+from worker.detectors.runs import RunTracker
 
 ALL_CHANNELS = ""  # key of a silence of every channel
 FRONT = ("FL", "FR")  # the pair judged after ``d``; other channels after ``other_d``
@@ -171,6 +172,7 @@ class SilenceDetector(Detector):
         self._history_t = np.zeros(0, np.float64)  # start times of those hops, s
         self._next_t: float | None = None  # media time of the sample expected next, s
         self._all: _Run | None = None
+        self._all_run = RunTracker(self.options.d)  # whether the all-channel silence has opened
         self._counted = np.zeros(0, np.bool_)  # channels judged together (all but the exempt)
         self._alone: list[int] = []  # channels judged one by one
         self._front = np.zeros(0, np.bool_)  # ... after d (the others after other_d)
@@ -309,7 +311,6 @@ class SilenceDetector(Detector):
     ) -> list[Finding]:
         """Advance every run over the windows of one batch, in time order."""
         findings: list[Finding] = []
-        d = self.options.d
         alone = [c for c in self._alone if judged[c]]
         silent_t = silent.T.tolist()
         rms_t = rms.T.tolist()
@@ -324,11 +325,11 @@ class SilenceDetector(Detector):
                 loudest = counted_rms[j]
                 if run is None:
                     run = self._all = _Run(start, end, loudest)
+                    self._all_run.begin(start)
                     self.ctx.audio_silent_since = start
                 run.end = end
                 run.max_rms = max(run.max_rms, loudest)
-                if not run.open and end - run.start >= d:
-                    run.open = True
+                if self._all_run.extend(end):
                     findings.append(self._finding(run, ALL_CHANNELS, None, self._counted_names()))
             elif run is not None:
                 findings += self._end(run)
@@ -381,19 +382,17 @@ class SilenceDetector(Detector):
         return [self._loss_finding(loss, loss.end)]
 
     def _end(self, run: _Run) -> list[Finding]:
-        """Findings for an all-channel run that ended at ``run.end`` (nothing if it never became a defect)."""
-        return [self._finding(run, ALL_CHANNELS, run.end, self._counted_names())] if run.open else []
+        """Findings for an all-channel run that ended at ``run.end`` (nothing if it never became
+        a defect; both if it is long enough only now that its end is known)."""
+        names = self._counted_names()
+        return [self._finding(run, ALL_CHANNELS, end, names) for _, end in self._all_run.stop(run.end)]
 
     def _close_all(self, t_end: float) -> list[Finding]:
         """End every run at ``t_end``; runs that are long enough by then are reported whole."""
         findings: list[Finding] = []
-        d = self.options.d
         if self._all is not None:
             run = self._all
             run.end = max(t_end, run.start)
-            if not run.open and run.end - run.start >= d:
-                findings.append(self._finding(run, ALL_CHANNELS, None, self._counted_names()))
-                run.open = True
             findings += self._end(run)
         lost: list[int] = []
         for c, ch_run in enumerate(self._channels):
