@@ -382,7 +382,7 @@ def monitor(path: Path, decode_threads: int = 2) -> list[Defect]:
         detectors=frozenset({"blockiness"}),
         limits=Limits(decode_threads=decode_threads),
     )
-    StreamSession("test", config, records.append).run()
+    StreamSession("test", config, lambda d, _: records.append(d)).run()
     return records
 
 

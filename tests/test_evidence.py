@@ -357,8 +357,8 @@ def test_session_evidence_is_in_colour(colour_clips: dict[tuple[str, str], Path]
     session = StreamSession(
         "s",
         SessionConfig(url=colour_clips[("blue", "hd")].as_uri(), reconnect=False),
-        lambda d: None,
-        on_evidence=lambda d, e: evidence.append(e),
+        lambda d, e: evidence.append(e) if e is not None else None,
+        evidence=True,
     )
     assert session.run()[0] is Outcome.COMPLETED
     assert session.recorder is not None

@@ -66,12 +66,10 @@ class DefectWriter:
         """Writes for ``stream_id`` carry this lease counter from now on."""
         self._fences[stream_id] = counter
 
-    def attach_evidence(self, defect: Defect, evidence: dict[str, Any]) -> None:
-        """Evidence for the next write of ``defect`` (event-loop thread only; before submit)."""
-        self._evidence[(defect.stream_id, defect.defect_id)] = evidence
-
-    def submit(self, defect: Defect) -> None:
-        """Queue a record (event-loop thread only)."""
+    def submit(self, defect: Defect, evidence: dict[str, Any] | None = None) -> None:
+        """Queue a record and its evidence item, written with it (event-loop thread only)."""
+        if evidence is not None:
+            self._evidence[(defect.stream_id, defect.defect_id)] = evidence
         per_stream = self._pending.setdefault(defect.stream_id, {})
         per_stream[defect.defect_id] = defect
         if sum(len(v) for v in self._pending.values()) > self.max_buffered:
