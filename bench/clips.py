@@ -13,7 +13,7 @@ else here reads through that reader itself, on the session's timeline.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +153,9 @@ def decode_to_memory(url: str, seconds: float) -> Decoded:
                 past.add(kind)
                 if len(past) == 2:
                     break
-            elif kind is VideoFrame:
-                result.video.append(event)  # type: ignore[arg-type]
-            else:
-                result.audio.append(event)  # type: ignore[arg-type]
+            elif isinstance(event, VideoFrame):
+                result.video.append(event)
+            else:  # the block that crosses ``seconds`` is cut there
+                keep = min(event.samples.shape[1], round((seconds - event.t) * event.rate))
+                result.audio.append(replace(event, samples=event.samples[:, :keep]))
     return result

@@ -175,7 +175,7 @@ class MediaReader:
     """The events of one source, on one media timeline (see the module docstring).
 
     Iterate :meth:`events` from one thread; when it ends, :attr:`outcome` and :attr:`reason`
-    say why. ``figures`` is updated as it reads (status, lag, frames, CPU, media time).
+    say why; then :meth:`close` it. ``figures`` is updated as it reads (status, lag, frames, CPU, media time).
     ``on_delivery`` receives a DASH source's delivery findings (on the source's clock) from
     inside the reading.
     """
@@ -265,57 +265,59 @@ class MediaReader:
     def events(self) -> Iterator[MediaEvent]:
         """Read until the source ends (finite), is refused, or ``stop`` is set."""
         config, attempt = self.config, 0
-        try:
-            while not self.stop.is_set():
-                try:
-                    check_url(config.url, schemes=config.schemes, allow_private=config.allow_private)
-                    # While the source is lost, each attempt waits no longer than a read would, so
-                    # the loop comes round to report the loss on time.
-                    open_timeout = config.open_timeout_s
-                    if self._loss is not None:
-                        open_timeout = min(open_timeout, config.read_timeout_s)
-                    with self._open(open_timeout) as container:
-                        video, audio = select_streams(container, config.limits)
-                        yield Opened(container, video, audio)
-                        finished = yield from self._read(container, video, audio)
-                        if finished and is_finite(config.url, container):
-                            self.outcome = Outcome.COMPLETED
-                            return
-                    if self.stop.is_set():
-                        break
-                    reason = "the source ended"
-                except (UrlRefused, SourceRefused) as exc:
-                    self._refuse(str(exc))
-                    return
-                except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
-                    if self.stop.is_set():
-                        break  # DELETE or a lost lease cut the I/O short: no loss to report
-                    refused = self._unreadable_kind(exc)
-                    if refused is not None:
-                        yield from self._close_loss()
-                        self._refuse(refused)
+        while not self.stop.is_set():
+            try:
+                check_url(config.url, schemes=config.schemes, allow_private=config.allow_private)
+                # While the source is lost, each attempt waits no longer than a read would, so
+                # the loop comes round to report the loss on time.
+                open_timeout = config.open_timeout_s
+                if self._loss is not None:
+                    open_timeout = min(open_timeout, config.read_timeout_s)
+                with self._open(open_timeout) as container:
+                    video, audio = select_streams(container, config.limits)
+                    yield Opened(container, video, audio)
+                    finished = yield from self._read(container, video, audio)
+                    if finished and is_finite(config.url, container):
+                        self.outcome = Outcome.COMPLETED
                         return
-                    # IndexError: PyAV's stream list can fall out of step when a damaged
-                    # transport stream announces new streams mid-way; it is the source's fault.
-                    if not config.reconnect:
-                        if isinstance(exc, IndexError):
-                            raise UnreadableSource(f"the demuxer failed: {exc}") from exc
-                        raise
-                    reason = f"{type(exc).__name__}: {exc}"[:300]
-                if self._got_data:
-                    attempt = 0
-                yield from self._note_loss(reason)
-                attempt += 1
-                delay = min(config.reconnect_max_s, 0.5 * 2 ** min(attempt, 10))
-                if self.stop.wait(random.uniform(delay / 2, delay)):
+                if self.stop.is_set():
                     break
-                yield from self._note_loss(reason)
-            self.outcome = Outcome.STOPPED
-            yield from self._close_loss()
-        finally:
-            if self.udp is not None:
-                self.udp.close()
-                self.udp = None
+                reason = "the source ended"
+            except (UrlRefused, SourceRefused) as exc:
+                self._refuse(str(exc))
+                return
+            except (av.FFmpegError, OSError, EOFError, IndexError) as exc:
+                if self.stop.is_set():
+                    break  # DELETE or a lost lease cut the I/O short: no loss to report
+                refused = self._unreadable_kind(exc)
+                if refused is not None:
+                    yield from self._close_loss()
+                    self._refuse(refused)
+                    return
+                # IndexError: PyAV's stream list can fall out of step when a damaged
+                # transport stream announces new streams mid-way; it is the source's fault.
+                if not config.reconnect:
+                    if isinstance(exc, IndexError):
+                        raise UnreadableSource(f"the demuxer failed: {exc}") from exc
+                    raise
+                reason = f"{type(exc).__name__}: {exc}"[:300]
+            if self._got_data:
+                attempt = 0
+            yield from self._note_loss(reason)
+            attempt += 1
+            delay = min(config.reconnect_max_s, 0.5 * 2 ** min(attempt, 10))
+            if self.stop.wait(random.uniform(delay / 2, delay)):
+                break
+            yield from self._note_loss(reason)
+        self.outcome = Outcome.STOPPED
+        yield from self._close_loss()
+
+    def close(self) -> None:
+        """Let go of what is kept across connections (a UDP source's socket), once whoever
+        reads has taken the last of it (the transport analyser's findings)."""
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
 
     def _refuse(self, reason: str) -> None:
         self.outcome, self.reason = Outcome.REFUSED, reason

@@ -367,6 +367,7 @@ class StreamSession:
             if reader.outcome is Outcome.COMPLETED or self.stop.is_set():
                 self._flush()
         finally:
+            reader.close()
             if self.hls is not None:
                 self._record_hls(self.hls.close())
                 self._drain_hls_cues()
