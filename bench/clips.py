@@ -21,7 +21,8 @@ from avmon import testsrc
 from shared.urlpolicy import to_url
 from worker.detectors import AudioBlock, VideoFrame
 from worker.media import Limits, open_source
-from worker.reader import MediaReader, SessionConfig
+from worker.reader import MediaReader
+from worker.session_config import SessionConfig
 
 OUT = Path(__file__).resolve().parent / "out"
 # Defects spread over the clip (scaled to its length) so that every detector has work to do.

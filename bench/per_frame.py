@@ -33,9 +33,9 @@ from botocore.config import Config
 from bench.clips import Clip, reader
 from bench.timing import paired
 from infra import local
+from worker.decoded import ANALYSIS_RATE
 from worker.detectors import AudioBlock, StreamContext, VideoFrame, build_detectors
 from worker.dispatch import Dispatcher
-from worker.media import ANALYSIS_RATE
 
 MEMORY, HANDOFF = "in memory", "through S3"
 STATES = ("Detect", "Record")  # the state machine: one transition each per execution

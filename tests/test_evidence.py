@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect, DefectType
+from worker.decoded import luma_view
 from worker.detectors.base import AudioBlock, VideoFrame
 from worker.evidence import (
     AUDIO_RMS,
@@ -30,7 +31,6 @@ from worker.evidence import (
     thumbnail,
     to_full_range,
 )
-from worker.media import luma_view
 from worker.session import Outcome, SessionConfig, StreamSession
 
 FFMPEG = "/usr/bin/ffmpeg"

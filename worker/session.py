@@ -46,16 +46,14 @@ from worker.reader import (
     OVERLOAD_LAG_S,
     DecodeFailed,
     Demuxed,
-    Figures,
     MediaReader,
     Opened,
-    Outcome,
     Resumed,
-    SessionConfig,
     UnreadableSource,
     is_finite,
 )
 from worker.scte35 import PTS_HZ, PTS_WRAP
+from worker.session_config import Figures, Outcome, SessionConfig
 from worker.timeline import Timeline
 from worker.transport import TransportCounters
 from worker.transport.cues import Cue, SpliceAligner
