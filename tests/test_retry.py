@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
+from shared import aws, store
+from shared.models import Defect, DefectType, defect_id_for
 from shared.retry import Backoff, backoff_delay, exponential_delay
+from worker.sink import DefectWriter
 
 
 def test_the_delay_doubles_from_the_base_until_the_cap() -> None:
@@ -119,3 +123,41 @@ def test_backoff_jitters_from_its_generator_and_honours_retry_after() -> None:
     assert backoff.failed() == pytest.approx(0.6619164)
     assert backoff.failed(retry_after_s=9.0) == 9.0
     assert backoff.until == 9.0
+
+
+class _DownStore:
+    """A DynamoDB client whose transactions fail as an unreachable store's do."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def transact_write_items(self, **_: Any) -> None:
+        self.calls += 1
+        raise aws.RetryableError("store down")
+
+
+async def test_the_sink_leaves_an_unreachable_store_alone_for_its_backoff_and_keeps_the_records() -> None:
+    now = [0.0]
+    ddb = _DownStore()
+    sink = DefectWriter(ddb, store.Tables(streams="s", defects="d"), "w1", ttl_days=1)
+    sink._backoff.clock = lambda: now[0]  # the schedule's clock, faked: no sleeping
+    sink.fence("s1", 1)
+    sink.submit(
+        Defect(
+            stream_id="s1",
+            defect_id=defect_id_for("black", 1.0),
+            type=DefectType.BLACK,
+            start_s=1.0,
+            start_at="2026-01-01T00:00:01.000Z",
+            severity="critical",
+            worker_id="w1",
+        )
+    )
+    assert not await sink.flush() and ddb.calls == 1
+    now[0] = 0.39
+    assert not await sink.flush() and ddb.calls == 1  # 0.4 s after the first failure: not yet
+    now[0] = 0.4
+    assert not await sink.flush() and ddb.calls == 2
+    now[0] = 1.19
+    assert not await sink.flush() and ddb.calls == 2  # then 0.8 s
+    assert sink.buffered == 1
