@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import aiohttp
@@ -128,26 +129,11 @@ class Notifier:
 
     # -------------------------------------------------------------- counters (for metrics)
 
-    @property
-    def events(self) -> int:
-        return self.incidents.events
-
-    @property
-    def folded(self) -> int:
-        return self.incidents.folded
-
-    @property
-    def acknowledged(self) -> int:
-        """Episodes silenced by an acknowledgement."""
-        return self.incidents.acknowledged
-
-    @property
-    def delivered(self) -> int:
-        return self.deliverer.delivered
-
-    @property
-    def failed(self) -> int:
-        return self.deliverer.failed
+    events = property(attrgetter("incidents.events"))  # events derived (acknowledged ones not)
+    folded = property(attrgetter("incidents.folded"))  # re-occurrences folded into an episode
+    acknowledged = property(attrgetter("incidents.acknowledged"))  # episodes silenced by an operator
+    delivered = property(attrgetter("deliverer.delivered"))  # messages delivered to a target
+    failed = property(attrgetter("deliverer.failed"))  # messages given up after their last attempt
 
     @property
     def pending(self) -> int:
