@@ -164,7 +164,7 @@ class Deliverer:
             result = await send(delivery)
             final = result.ok or not result.retryable or attempt == self.max_attempts
             outcome = Outcome.DELIVERED if result.ok else Outcome.FAILED if final else Outcome.RETRYING
-            await self.log(delivery, attempt, outcome, result, (self.clock() - started) * 1000.0)
+            await self.report(delivery, attempt, outcome, result, (self.clock() - started) * 1000.0)
             if result.ok:
                 self.delivered += 1
                 return
@@ -225,7 +225,7 @@ class Deliverer:
         error = None if 200 <= status < 300 else f"HTTP {status}"
         return Result(status, error, retryable, retry_after if retryable else None)
 
-    async def log(
+    async def report(
         self,
         delivery: Delivery,
         attempt: int,

@@ -1,8 +1,8 @@
 """When written defects become notifications: incidents, re-notification and resolution.
 
 Pure logic on an injected clock (``clock()``: seconds, monotonic in production): defect records in,
-:class:`Batch` es of events out; no I/O, no asyncio. :class:`~worker.notify.notifier.Notifier` feeds
-it and turns each due batch into one message.
+batches of events (:class:`Batch`) out; no I/O, no asyncio. The notifier
+(``worker/notify/notifier.py``) feeds it and turns each due batch into one message.
 
 Events
 ------

@@ -239,7 +239,7 @@ class Notifier:
             message.stream_id,
             redact_target(delivery.target),
         )
-        self._spawn(self.deliverer.log(delivery, 0, Outcome.DROPPED, Result(None, why, False), None))
+        self._spawn(self.deliverer.report(delivery, 0, Outcome.DROPPED, Result(None, why, False), None))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a side job (a delivery-log write for a drop) without making the caller wait."""
