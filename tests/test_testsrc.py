@@ -437,7 +437,7 @@ def test_sync_marks_trip_no_black_freeze_silence_or_clipping_detector(tmp_path: 
         reconnect=False,
         detectors=frozenset({"black", "freeze", "silence", "clipping"}),
     )
-    StreamSession("marks", config, found.append).run()
+    StreamSession("marks", config, lambda d, _: found.append(d)).run()
     assert found == []
 
 
