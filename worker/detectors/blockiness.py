@@ -102,8 +102,8 @@ class BlockinessOptions(DetectorOptions):
     """Options of the ``blockiness`` detector."""
 
     th: float = opt(
-        1.5, "ratio", "absolute floor: the smoothed blockiness ratio must "
-        "exceed it to count as blocky", ge=1.0
+        1.5, "ratio", "absolute floor: the smoothed blockiness ratio must exceed it to count as blocky",
+        ge=1.0,
     )
     rise: float = opt(1.3, "factor", "... and exceed the stream's baseline times this", ge=1.0)
     hyst: float = opt(
@@ -112,22 +112,17 @@ class BlockinessOptions(DetectorOptions):
     )
     d: float = opt(0.5, "s", "minimum duration of a measured (not decoder-reported) episode", ge=0.0)
     gap: float = opt(
-        1.0, "s", "damage separated by less clean time than this is one "
-        "defect; the close is reported this late",
-        ge=0.0,
+        1.0, "s", "damage with less clean time between is one defect; its close comes this late", ge=0.0
     )
     baseline: float = opt(
-        60.0, "s", "window of the running median baseline; a pattern "
-        "lasting half of it becomes normal", gt=0.0
+        60.0, "s", "window of the running median baseline; a pattern lasting half of it is normal", gt=0.0
     )
     hold: float = opt(
-        2.0, "s", "decoder evidence keeps the picture damaged until the "
-        "next clean keyframe, at most this long",
-        ge=0.0,
+        2.0, "s", "decoder evidence keeps the picture damaged until the next clean keyframe, at most "
+        "this long", ge=0.0,
     )
     step: int = opt(
-        2, "pictures", "evaluate the measure on every n-th picture (decoder "
-        "evidence is read on every picture)",
+        2, "pictures", "evaluate the measure on every n-th picture (decoder evidence: every picture)",
         ge=1, le=16,
     )
     row_step: int = opt(8, "rows", "every n-th row is sampled for horizontal differences", ge=1, le=16)
