@@ -264,6 +264,7 @@ def create_stream() -> Response[str]:
         loudness_profile=spec.loudness_profile,
         profile=spec.profile,
         detectors=spec.detectors,
+        detector_options=spec.detector_options,
         now=now,
         webhook_url=spec.webhook_url,
     )

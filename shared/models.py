@@ -131,6 +131,18 @@ def _check_detectors(names: list[str] | None) -> list[str] | None:
     return sorted(set(names))
 
 
+OptionValue = Annotated[float | int | bool | list[str], Field(union_mode="smart")]
+
+
+def _check_option_detectors(values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Options name detectors by their defect type; which detectors and options the worker has
+    (it may have more than DETECTORS) and their ranges are for it to judge."""
+    unknown = [name for name in values if name not in DefectType.__members__.values()]
+    if unknown:
+        raise ValueError(f"unknown detector {unknown[0]!r}: not a defect type")
+    return values
+
+
 class Desired(StrEnum):
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"
@@ -179,6 +191,14 @@ class StreamSpec(BaseModel):
     profile: DetectorProfileName = Field(
         "full", description="A named set of detectors: full, picture, sound, transport-light."
     )
+    detector_options: Annotated[
+        dict[str, dict[str, OptionValue]], AfterValidator(_check_option_detectors)
+    ] | None = Field(
+        None,
+        max_length=len(DETECTORS),
+        description='Detector options over the deployment\'s: {"freeze": {"d": 3}}. Names and ranges are '
+        "the worker's (`python -m worker.detectors.doc`): a value it refuses makes the stream REFUSED.",
+    )
 
     @model_validator(mode="after")
     def _one_choice_of_detectors(self) -> StreamSpec:
@@ -207,6 +227,7 @@ class Stream(BaseModel):
     loudness_profile: str = "ebu_r128"
     profile: str = DEFAULT_DETECTOR_PROFILE  # the detector profile asked for
     detectors: list[str] = Field(default_factory=detectors_of)  # the detectors that run
+    detector_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # the stream's own
     desired: Desired
     status: StreamStatus
     generation: int

@@ -132,6 +132,7 @@ def stream_from_item(item: dict[str, Any], now: float) -> Stream:
         loudness_profile=item.get("loudness_profile", "ebu_r128"),
         profile=item.get("profile", DEFAULT_DETECTOR_PROFILE),
         detectors=detectors_of(item.get("profile", DEFAULT_DETECTOR_PROFILE), item.get("detectors")),
+        detector_options=item.get("detector_options") or {},
         desired=Desired(item["desired"]),
         status=StreamStatus(item.get("status", StreamStatus.PENDING)),
         generation=int(item["generation"]),
@@ -164,6 +165,7 @@ def put_new_stream(
     loudness_profile: str = "ebu_r128",
     profile: str = DEFAULT_DETECTOR_PROFILE,
     detectors: list[str] | None = None,
+    detector_options: dict[str, dict[str, Any]] | None = None,
 ) -> Request:
     item = {
         "stream_id": stream_id,
@@ -174,6 +176,7 @@ def put_new_stream(
         "loudness_profile": loudness_profile,
         "profile": profile,
         "detectors": detectors,  # None: the profile's
+        "detector_options": detector_options or None,  # the stream's own, over the deployment's
         "desired": Desired.RUNNING.value,
         "status": StreamStatus.PENDING.value,
         "generation": 1,

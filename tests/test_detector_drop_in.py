@@ -94,17 +94,21 @@ def test_a_dropped_detector_is_configured_from_settings_and_its_defects_reach_th
         AVMON_MEDIA_PROCESSES="1",
         AVMON_DETECTOR_OPTIONS=f'{{"{TYPE}": {{"d": 1.5, "level": 0}}}}',
     )
-    status, body = router.call("POST", "/streams", {"url": clip.resolve().as_uri()})
-    assert status == 201, body
-    stream_id = body["stream_id"]
+    url = clip.resolve().as_uri()
+    ids = []
+    for own in (None, {TYPE: {"d": 2.5}}):  # the deployment's options, then the stream's over them
+        status, body = router.call("POST", "/streams", {"url": url, "detector_options": own})
+        assert status == 201, body
+        ids.append(body["stream_id"])
 
     def completed() -> bool:
-        return bool(router.call("GET", f"/streams/{stream_id}")[1]["status"] == "COMPLETED")
+        return all(router.call("GET", f"/streams/{sid}")[1]["status"] == "COMPLETED" for sid in ids)
 
-    wait_for(completed, 60, what="the stream to complete")
-    status, found = router.call("GET", f"/streams/{stream_id}/defects")
-    assert status == 200, found
-    defects: list[dict[str, Any]] = [d for d in found["defects"] if d["type"] == TYPE]
-    [defect] = defects
-    assert defect["metrics"]["d"] == 1.5  # the deployment's option, not the default 10 s
-    assert defect["start_s"] < 0.2 and defect["end_s"] > 3.5
+    wait_for(completed, 60, what="the streams to complete")
+    for stream_id, d in zip(ids, (1.5, 2.5), strict=True):
+        status, found = router.call("GET", f"/streams/{stream_id}/defects")
+        assert status == 200, found
+        defects: list[dict[str, Any]] = [x for x in found["defects"] if x["type"] == TYPE]
+        [defect] = defects
+        assert defect["metrics"]["d"] == d  # not the module's default of 10 s
+        assert defect["start_s"] < 0.2 and defect["end_s"] > 3.5

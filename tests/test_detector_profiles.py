@@ -15,6 +15,7 @@ from shared.settings import WorkerSettings
 from tests.conftest import Stack
 from tests.test_router_api import get, post
 from worker.main import Worker
+from worker.session import Outcome, SessionConfig, StreamSession
 
 URL = "https://example.com/live.m3u8"
 
@@ -62,6 +63,21 @@ def test_an_unknown_detector_or_profile_is_a_422_with_the_reason(
     status, answer = post({"url": URL, **body})
     assert status == 422
     assert reason in json.dumps(answer)
+
+
+def test_a_stream_may_set_its_own_detector_options(stack: Stack) -> None:
+    _, body = post({"url": URL, "detector_options": {"freeze": {"d": 3, "row_step": 2}}})
+    assert get(f"/streams/{body['stream_id']}")[1]["detector_options"] == {"freeze": {"d": 3, "row_step": 2}}
+    status, answer = post({"url": URL, "detector_options": {"sparkle": {"d": 3}}})
+    assert status == 422 and "unknown detector 'sparkle'" in json.dumps(answer)
+
+
+def test_a_stream_whose_own_options_are_out_of_range_is_refused_with_the_reason(clip: Path) -> None:
+    own = {"freeze": {"d": -1}}
+    config = SessionConfig(url=clip.resolve().as_uri(), reconnect=False, detector_options=own)
+    outcome, reason = StreamSession("s-refused", config, lambda *_: None).run()
+    assert outcome is Outcome.REFUSED
+    assert reason == "detector_options: freeze: d must be in [0, inf) s, got -1"
 
 
 def test_the_worker_runs_all_registered_detectors_for_the_full_profile_and_the_named_ones_otherwise() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +31,7 @@ class Lease:
     acknowledged: frozenset[str] = frozenset()  # defect ids operators acknowledged (renewals say)
     loudness_profile: str = "ebu_r128"  # ebu_r128 or atsc_a85 (StreamSpec.loudness_profile)
     detectors: frozenset[str] | None = None  # the stream's profile or list; None: all registered
+    detector_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # the stream's own
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class LeaseTable:
             timeline=Timeline.from_item(item),
             loudness_profile=str(item.get("loudness_profile", "ebu_r128")),
             detectors=chosen_detectors(str(item.get("profile", "full")), item.get("detectors")),
+            detector_options=dict(item.get("detector_options") or {}),
         )
 
     async def claim(self, stream_id: str, generation: int) -> Lease | None:

@@ -29,7 +29,7 @@ from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
 from worker.capacity import Admission, StreamLoad, available_cores
-from worker.detectors import check_detector_options
+from worker.detectors import check_detector_options, layered
 from worker.hls_monitor import HlsOptions
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
@@ -345,7 +345,7 @@ class Worker:
             realtime=lease.realtime,
             loudness_profile=lease.loudness_profile,
             detectors=lease.detectors,
-            detector_options=s.detector_options,
+            detector_options=layered(s.detector_options, lease.detector_options),
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
             reconnect_max_s=s.reconnect_max_s,

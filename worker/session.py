@@ -119,11 +119,13 @@ class StreamSession:
             config, stop=self.stop, figures=self.figures, stream_id=stream_id,
             on_delivery=self._record_delivery,
         )  # fmt: skip
-        self.detectors: list[Detector] = build_detectors(
-            self.ctx,
-            set(config.detectors or []) or None,
-            resolve_options(config.loudness_profile, config.detector_options),
-        )
+        self._refused: str | None = None
+        try:
+            options = resolve_options(config.loudness_profile, config.detector_options)
+        except ValueError as exc:  # the stream's own detector options: refused, not a crash
+            self._refused, options = f"detector_options: {exc}", resolve_options(config.loudness_profile)
+        enabled = set(config.detectors or []) or None
+        self.detectors: list[Detector] = build_detectors(self.ctx, enabled, options)
         # Evidence (thumbnails and traces) only where someone stores it: the worker does.
         self.recorder = EvidenceRecorder(stream_id) if evidence else None
         consumers: list[Any] = [self.recorder] if self.recorder is not None else []
@@ -346,6 +348,10 @@ class StreamSession:
         """Monitor until the source ends (finite), is refused, or ``stop`` is set."""
         reader, dispatch = self.reader, self.dispatch
         picture, audio, demuxed = self._picture, dispatch.audio, self._demuxed
+        if self._refused is not None:
+            reader.close()
+            self.figures.reason = self._refused
+            return Outcome.REFUSED, self._refused
         try:
             for event in reader.events():
                 kind = type(event)

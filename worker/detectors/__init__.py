@@ -47,6 +47,7 @@ __all__ = [
     "build_detectors",
     "check_detector",
     "check_detector_options",
+    "layered",
     "opt",
     "parse_options",
     "profile_options",
@@ -149,6 +150,16 @@ def profile_options(profile: str) -> dict[str, Any]:
         "loudness": LoudnessOptions.for_profile(profile),
         "clipping": ClippingOptions.for_profile(profile),
     }
+
+
+def layered(*layers: OptionValues) -> dict[str, dict[str, Any]]:
+    """One mapping of option values from ``layers`` (the deployment's, a stream's), later
+    layers winning option by option."""
+    out: dict[str, dict[str, Any]] = {}
+    for values in layers:
+        for name, changes in values.items():
+            out[name] = {**out.get(name, {}), **changes}
+    return out
 
 
 def check_detector_options(values: OptionValues) -> None:

@@ -63,8 +63,9 @@ macroblocks, and changes below ``refine_n`` when it does code some) decodes as a
 that is being refined, and is reported as frozen; so is a static shot, which freezedetect
 reports too.
 
-Cross-modal judgement: a held *black* picture is the black detector's defect (blackdetect
-defaults: 98 % of pixels at most 10 % above black), not a freeze, and is not reported here.
+Cross-modal judgement: a held *black* picture is the black detector's defect, not a freeze, and
+is not reported here; what is black is what the black detector runs with, which it publishes in
+``StreamContext.black_picture`` (by default blackdetect's: 98 % of pixels at most 10 % above black).
 Severity is ``critical`` when the audio is silent too (``StreamContext.audio_silent_since``, set
 by the silence detector, at least ``audio_silent_s`` old) or when the stream has no audio:
 nothing of the programme is left. It is ``warning`` while the audio goes on (a frozen slide under
