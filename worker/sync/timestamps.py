@@ -23,7 +23,6 @@ from typing import Protocol
 
 from worker.detectors.base import PacketInfo
 
-# Timestamps.
 TS_BIN_S = 1.0  # D is reduced to one median per second of video time
 TS_FILL = 0.8  # share of the window's seconds that must be present for a fit
 TS_MAX_STEP_S = 5.0  # a timeline moving further than this at once is a jump: start afresh
