@@ -93,32 +93,23 @@ _WORKER_FAMILIES: tuple[tuple[str, str, str, Callable[[WorkerSample], float]], .
     ("avmon_worker_cpu_target", "gauge", "Share of its cores it fills with streams.", lambda w: w.cpu_target),
 )
 
-# (name, kind, help, StreamSample attribute): one sample per stream whose figure is known.
+# (name after "avmon_stream_", kind, help, StreamSample attribute): one sample per stream whose
+# figure is known.
 _STREAM_FAMILIES = (
+    ("frames_analysed_total", "counter", "Video frames decoded and analysed.", "frames_analysed"),
+    ("lag_seconds", "gauge", "Behind the live edge (or real time).", "lag_s"),
+    ("media_time_seconds", "gauge", "Media time reached.", "media_time_s"),
+    ("lease_expires_in_seconds", "gauge", "Until the lease lapses unless renewed.", "lease_expires_in_s"),
+    ("reconnecting", "gauge", "1 while the source is lost and retried.", "reconnecting"),
+    ("cpu_cores", "gauge", "CPU cores the stream costs (measured).", "cpu_cores"),
     (
-        "avmon_stream_frames_analysed_total",
-        "counter",
-        "Video frames decoded and analysed.",
-        "frames_analysed",
-    ),
-    ("avmon_stream_lag_seconds", "gauge", "Behind the live edge (or real time).", "lag_s"),
-    ("avmon_stream_media_time_seconds", "gauge", "Media time reached.", "media_time_s"),
-    (
-        "avmon_stream_lease_expires_in_seconds",
-        "gauge",
-        "Until the lease lapses unless renewed.",
-        "lease_expires_in_s",
-    ),
-    ("avmon_stream_reconnecting", "gauge", "1 while the source is lost and retried.", "reconnecting"),
-    ("avmon_stream_cpu_cores", "gauge", "CPU cores the stream costs (measured).", "cpu_cores"),
-    (
-        "avmon_stream_dropped_datagrams_total",
+        "dropped_datagrams_total",
         "counter",
         "UDP datagrams the kernel dropped before the worker read them (its own loss).",
         "dropped_datagrams",
     ),
     (
-        "avmon_stream_frames_dropped_total",
+        "frames_dropped_total",
         "counter",
         "Pictures missing from the source's own timeline (a single one is counted, not alarmed).",
         "frames_dropped",
@@ -141,8 +132,8 @@ def families(sample: WorkerSample) -> list[Metric]:
         family = _family(name, kind, help_text, ["worker_id"])
         family.add_metric([sample.worker_id], float(figure(sample)))
         out.append(family)
-    for name, kind, help_text, attr in _STREAM_FAMILIES:
-        family = _family(name, kind, help_text, ["worker_id", "stream_id"])
+    for suffix, kind, help_text, attr in _STREAM_FAMILIES:
+        family = _family("avmon_stream_" + suffix, kind, help_text, ["worker_id", "stream_id"])
         for s in sample.streams:
             value = getattr(s, attr)
             if value is not None:
