@@ -77,7 +77,7 @@ def ensure_clip(
     :data:`DEFECT_SCRIPT`."""
     script = "" if healthy else defect_script(duration_s)
     # The generator's own source is part of the key: a changed generator makes new media.
-    generator = Path(testsrc.__file__).read_bytes()
+    generator = testsrc.generator_source()
     params = f"{width}x{height}@{fps}/{duration_s}/{seed}/{script}".encode()
     key = hashlib.sha1(params + generator).hexdigest()[:10]
     path = out_dir / f"{label}-{width}x{height}-{duration_s:g}s-{key}.ts"

@@ -11,7 +11,7 @@ Its users, and how each maps onto it:
   backoff_max_s, retry_after_s=...)`` between two attempts of one message, awaited;
 * the defect writer (``worker/sink.py``): a :class:`Backoff` without jitter, ``0.4 s`` doubling
   to ``10 s``; it never waits, it skips flushes until :attr:`Backoff.waiting` turns false;
-* source reconnects (``worker/session.py``): ``backoff_delay(min(attempt, 10), 1.0,
+* source reconnects (``worker/reader.py``): ``backoff_delay(min(attempt, 10), 1.0,
   reconnect_max_s)`` is its ``uniform(d / 2, d)`` of ``d = min(reconnect_max_s, 0.5 × 2**min(attempt,
   10))``, draw for draw.
 

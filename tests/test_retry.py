@@ -77,8 +77,9 @@ def test_it_reproduces_the_notifier_formula_draw_for_draw() -> None:
 
 @pytest.mark.parametrize("cap_s", [30.0, 2000.0])
 def test_it_reproduces_the_session_reconnect_formula_draw_for_draw(cap_s: float) -> None:
-    """worker/session.py waits uniform(d/2, d), d = min(cap, 0.5·2^min(attempt, 10)): the same as
-    backoff_delay(min(attempt, 10), 1.0, cap), the mapping its switch-over uses."""
+    """Source reconnects (worker/reader.py) used to wait uniform(d/2, d), d = min(cap,
+    0.5·2^min(attempt, 10)): the same as backoff_delay(min(attempt, 10), 1.0, cap), the mapping
+    its switch-over uses."""
     old, new = random.Random(5), random.Random(5)
     for attempt in range(1, 16):
         d = min(cap_s, 0.5 * 2 ** min(attempt, 10))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 import av
 
 from shared.models import DefectType, StreamStatus
+from shared.retry import backoff_delay
 from shared.urlpolicy import UrlRefused, check_url
 from worker.dash.input import answers_mpd, is_dash_url, open_dash
 from worker.decoded import ANALYSIS_RATE, AudioBatcher, AudioConverter, luma_view
@@ -244,8 +244,7 @@ class MediaReader:
                 attempt = 0
             yield from self._note_loss(reason)
             attempt += 1
-            delay = min(config.reconnect_max_s, 0.5 * 2 ** min(attempt, 10))
-            if self.stop.wait(random.uniform(delay / 2, delay)):
+            if self.stop.wait(backoff_delay(min(attempt, 10), 1.0, config.reconnect_max_s)):
                 break
             yield from self._note_loss(reason)
         self.outcome = Outcome.STOPPED
