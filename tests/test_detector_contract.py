@@ -122,8 +122,10 @@ def test_an_option_out_of_its_declared_range_is_refused_with_its_range() -> None
         FreezeOptions(row_step=3)
     with pytest.raises(ValueError, match=r"window_s must be in \[hop_s, 10\] s \(hop_s = 0.5\), got 0.4"):
         SilenceOptions(hop_s=0.5)
-    with pytest.raises(ValueError, match="d must be a float"):
+    with pytest.raises(ValueError, match="d must be a number, got '2'"):
         BlackOptions(d="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"row_step must be a whole number, got 2\.5"):
+        BlackOptions(row_step=2.5)  # type: ignore[arg-type]
 
 
 def test_options_from_json_values_take_the_declared_types() -> None:

@@ -203,5 +203,5 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return tuple(value)
     else:
         return value
-    kind = type(default).__name__ if not isinstance(default, tuple) else "list of names"
-    raise ValueError(f"{name} must be a {kind}, got {value!r}")
+    kinds = {bool: "true or false", int: "a whole number", float: "a number", tuple: "a list of names"}
+    raise ValueError(f"{name} must be {kinds[type(default)]}, got {value!r}")
