@@ -488,17 +488,7 @@ class AvSyncDetector(Detector):
             "drifting": 1.0 if ep.drifting else 0.0,
             "pairs": float(ep.count),
         }
-        if end_s is not None:
-            metrics["duration_s"] = end_s - ep.start_s
-        return Finding(
-            type=self.name,
-            start_s=ep.start_s,
-            end_s=end_s,
-            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
-            metrics=metrics,
-            key=CONTENT_KEY,
-            labels={"method": "marks"},
-        )
+        return self._report(ep.start_s, end_s, ep.critical, metrics, CONTENT_KEY, "marks")
 
     # -- programme content -----------------------------------------------------------------------
 
@@ -596,17 +586,7 @@ class AvSyncDetector(Detector):
             "first_window_s": ep.windows[0].start_s,
             "last_window_s": ep.last_bad.end_s,
         }
-        if end_s is not None:
-            metrics["duration_s"] = end_s - ep.start_s
-        return Finding(
-            type=self.name,
-            start_s=ep.start_s,
-            end_s=end_s,
-            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
-            metrics=metrics,
-            key=PROGRAMME_KEY,
-            labels={"method": "content"},
-        )
+        return self._report(ep.start_s, end_s, ep.critical, metrics, PROGRAMME_KEY, "content")
 
     # -- timestamps ------------------------------------------------------------------------------
 
@@ -652,14 +632,26 @@ class AvSyncDetector(Detector):
             "pts_offset_ms": ep.change,
             "divergence_ms": ep.divergence,
         }
+        return self._report(ep.start_s, end_s, ep.critical, metrics, PTS_KEY, "pts")
+
+    def _report(
+        self,
+        start_s: float,
+        end_s: float | None,
+        critical: bool,
+        metrics: dict[str, float],
+        key: str,
+        method: str,
+    ) -> Finding:
+        """The finding of one measurement's defect (``duration_s`` added on the close)."""
         if end_s is not None:
-            metrics["duration_s"] = end_s - ep.start_s
+            metrics["duration_s"] = end_s - start_s
         return Finding(
             type=self.name,
-            start_s=ep.start_s,
+            start_s=start_s,
             end_s=end_s,
-            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
+            severity=Severity.CRITICAL if critical else Severity.WARNING,
             metrics=metrics,
-            key=PTS_KEY,
-            labels={"method": "pts"},
+            key=key,
+            labels={"method": method},
         )
