@@ -68,22 +68,53 @@ CLI_FORMATS: dict[str, CliFormat] = {
 
 @dataclass(frozen=True)
 class CliDefect:
-    """One defect placed in a CLI clip: ``kind`` over [start, end) s."""
+    """One defect placed in a CLI clip: ``kind`` (a key of :data:`CLI_DEFECTS`) over [start, end) s."""
 
-    kind: str  # black, freeze, freeze_overlay, silence, centre_lost, loudness, stutter, phase_inversion
+    kind: str
     start: float
     end: float
 
 
+# The defects FFmpeg's filters place, as the report names them.
+CLI_DEFECTS: dict[str, str] = {
+    "black": "black",
+    "freeze": "freeze",
+    "freeze_overlay": "freeze under a burned-in running clock",
+    "stutter": "stutter",
+    "silence": "silence",
+    "loudness": "a loudness step of +10 LU",
+    "phase_inversion": "phase inversion",
+    "centre_lost": "centre channel lost (dialogue)",
+}
+
+
 @dataclass(frozen=True)
 class CliCase:
-    what: str
     duration_s: float
     defects: tuple[CliDefect, ...] = ()
     picture: str = "testsrc2"  # a key of CLI_PICTURES
     clock: bool = False  # a burned-in running clock over the whole clip
     stereo_only: bool = False  # needs a stereo pair of its own (phase inversion)
     surround_only: bool = False  # needs 5.1 (a centre channel)
+
+    @property
+    def what(self) -> str:
+        """What the clip holds, for the report."""
+        if not self.defects:
+            return f"clean programme: {self.picture}"
+        return ", ".join(CLI_DEFECTS[d.kind] for d in self.defects)
+
+
+def _case(
+    seconds: float,
+    *spans: tuple[str, float, float],
+    clock: bool = False,
+    stereo_only: bool = False,
+    surround_only: bool = False,
+) -> CliCase:
+    """A case of ``seconds`` with a defect per (kind, start s, end s)."""
+    defects = tuple(CliDefect(kind, float(start), float(end)) for kind, start, end in spans)
+    return CliCase(seconds, defects, clock=clock, stereo_only=stereo_only, surround_only=surround_only)
 
 
 # Moving programme pictures of different kinds (lavfi sources, then filters).
@@ -101,34 +132,11 @@ CLI_PICTURES: dict[str, str] = {
 }
 
 CLI_CASES: dict[str, CliCase] = {
-    "picture": CliCase(
-        "black, freeze, stutter",
-        30.0,
-        (CliDefect("black", 4.0, 8.0), CliDefect("freeze", 12.0, 16.0), CliDefect("stutter", 22.0, 22.2)),
-    ),
-    "overlay": CliCase(
-        "freeze under a burned-in running clock, black",
-        24.0,
-        (CliDefect("freeze_overlay", 4.0, 10.0), CliDefect("black", 15.0, 19.0)),
-        clock=True,
-    ),
-    "sound": CliCase(
-        "silence, a loudness step of +10 LU",
-        40.0,
-        (CliDefect("silence", 4.0, 8.0), CliDefect("loudness", 14.0, 34.0)),
-    ),
-    "stereo": CliCase(
-        "phase inversion, silence",
-        30.0,
-        (CliDefect("phase_inversion", 4.0, 14.0), CliDefect("silence", 20.0, 24.0)),
-        stereo_only=True,
-    ),
-    "dialogue": CliCase(
-        "centre channel lost (dialogue), silence",
-        30.0,
-        (CliDefect("centre_lost", 4.0, 14.0), CliDefect("silence", 20.0, 24.0)),
-        surround_only=True,
-    ),
+    "picture": _case(30.0, ("black", 4, 8), ("freeze", 12, 16), ("stutter", 22, 22.2)),
+    "overlay": _case(24.0, ("freeze_overlay", 4, 10), ("black", 15, 19), clock=True),
+    "sound": _case(40.0, ("silence", 4, 8), ("loudness", 14, 34)),
+    "stereo": _case(30.0, ("phase_inversion", 4, 14), ("silence", 20, 24), stereo_only=True),
+    "dialogue": _case(30.0, ("centre_lost", 4, 14), ("silence", 20, 24), surround_only=True),
 }
 CLEAN_KINDS = tuple(CLI_PICTURES)
 CLEAN_CLIP_S = 60.0  # 5 formats x 6 kinds x 60 s: 30 minutes of clean content
@@ -155,7 +163,7 @@ _SURROUND = (
 def cli_case(name: str) -> CliCase:
     if name.startswith("clean-"):
         kind = name.removeprefix("clean-")
-        return CliCase(f"clean programme: {kind}", 0.0, picture=kind)
+        return CliCase(0.0, picture=kind)
     return CLI_CASES[name]
 
 
