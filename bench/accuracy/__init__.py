@@ -54,7 +54,16 @@ The report also compares our black, freeze and silence boundaries with FFmpeg's 
 a few clips (:func:`agreement_cases`: where both must agree, and where we differ on purpose).
 
 Writes ``accuracy.md`` and ``accuracy.json`` to ``--out`` (default ``bench/out``) and prints the
-markdown. Media are cached in ``<out>/accuracy/`` by their parameters and the generator's source.
+markdown. Media are cached in ``<out>/accuracy/`` by their parameters and the source of the code
+that makes them.
+
+The package, one concept a module, each importing only those above it:
+:mod:`~bench.accuracy.recipes` (hard negatives and limits, re-encoded through PyAV),
+:mod:`~bench.accuracy.encoders` (other encoders), :mod:`~bench.accuracy.ffmpeg_cli` (the ffmpeg
+CLI's formats and cases), :mod:`~bench.accuracy.corpus` (which clips), :mod:`~bench.accuracy.scoring`
+(matching and figures), :mod:`~bench.accuracy.run` (making and analysing a clip),
+:mod:`~bench.accuracy.agreement` (FFmpeg's filters), :mod:`~bench.accuracy.render` (markdown and
+JSON) and :mod:`~bench.accuracy.cli` (the arguments). Every name is re-exported here.
 """
 
 from bench.accuracy.agreement import (
