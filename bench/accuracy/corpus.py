@@ -27,9 +27,8 @@ EDGE_S = 2.0  # no defect in the first or last EDGE_S of a clip
 # ... and loudness this much more before the end: short-term loudness (3 s) must clear the
 # excursion and stay in range for gap_s (1 s), or the excursion ends with the clip.
 LOUDNESS_TAIL_S = 4.0
-
-
 SOUND_TYPES = frozenset({"silence", "clipping", "loudness"})
+# What --clean takes from a folder.
 MEDIA_SUFFIXES = frozenset({".ts", ".m2ts", ".mts", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".flv", ".mxf"})
 
 Kind = Literal["defects", "clean", "hard", "limit", "user"]

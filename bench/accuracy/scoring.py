@@ -19,7 +19,6 @@ TARGET_PRECISION = 0.98
 TARGET_START_ERROR_S = 0.2  # mean |start error| of the matches
 TARGET_OFFSET_MS = 20.0  # |found offset_ms - injected offset_ms| on sync marks
 
-
 # Defect types as the truth names them, in report order; blockiness and signal_loss have no
 # truth of their own here (blockiness may stand for decode_error) but can be false positives.
 TRUTH_TYPES = (
