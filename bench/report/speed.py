@@ -178,7 +178,8 @@ def profile_section(r: Results) -> str:
         f"pyinstrument (0.5 ms sampling) over `analyze()` on the {p.clip.label} clip: "
         f"{p.duration_s:.1f} s, {p.samples} samples. Full text: `{p.text_path.name}` in `bench/out/`. "
         "`Packet.decode` is wall time in the session's thread, including waits for the decoder's "
-        "other thread.\n\nWhere the session's loop (`StreamSession._read`) spends its time:\n\n"
+        "other thread.\n\nWhere the session's and the reader's loops (`StreamSession.run`, "
+        "`MediaReader._decode`) spend their time:\n\n"
         + table(["callee", "s", "share"], loop)
         + "\n\nMost self time:\n\n"
         + table(["function", "self s"], top)
