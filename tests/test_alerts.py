@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from avmon import testsrc
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import wait_for
 from worker.notify import verify_signature
 
 SECRET = "s3cret-for-tests"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from avmon import testsrc
 from infra import local
-from tests.conftest import Api, wait_for
+from tests.conftest import Api
+from tests.support import avmon_up, wait_for
 
 
 def test_up_runs_the_whole_system_and_stops_everything(tmp_path: Path) -> None:
@@ -18,18 +19,7 @@ def test_up_runs_the_whole_system_and_stops_everything(tmp_path: Path) -> None:
     truth = testsrc.generate(clip, duration_s=8.0, defects=testsrc.parse_script("black@2+3"), seed=3)
     port, aws_port = local.free_port(), local.free_port()
     up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "avmon",
-            "up",
-            "--workers",
-            "1",
-            "--port",
-            str(port),
-            "--aws-port",
-            str(aws_port),
-        ],
+        avmon_up(port, aws_port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AVMON_"))},

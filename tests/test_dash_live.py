@@ -19,7 +19,8 @@ import av
 import pytest
 
 from avmon import testsrc
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import wait_for
 from tests.test_live import LIVE
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")

@@ -17,7 +17,7 @@ import pytest
 from avmon import testsrc
 from shared.models import Defect
 from shared.urlpolicy import UrlRefused
-from tests.ffmpeg_media import ffmpeg
+from tests.media import ffmpeg
 from tests.test_dash_live import DashServer
 from worker.dash.fetch import fetch
 from worker.egress import EgressProxy

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from shared.models import Defect
-from tests.ffmpeg_media import ffmpeg
-from tests.media import moving_noise_ts
+from tests.media import ffmpeg, moving_noise_ts
 from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.ffmpeg_media import decode, under_overlay_ts
+from tests.media import decode, under_overlay_ts
 from worker.detectors.base import Finding, Severity, StreamContext, VideoFrame
 from worker.detectors.freeze import (
     PROBE_REST,

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.ffmpeg_media import decode, surround_5_1_ac3
+from tests.media import decode, surround_5_1_ac3
 from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
 from worker.detectors.silence import (
     BATCH_HOPS,

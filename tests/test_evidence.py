@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect, DefectType
+from tests.support import make_defect
 from worker.detectors.base import AudioBlock, VideoFrame
 from worker.evidence import (
     AUDIO_RMS,
@@ -55,17 +56,7 @@ def black(w: int = W, h: int = H, level: int = 16) -> npt.NDArray[np.uint8]:
 
 
 def defect(start: float, end: float | None, type_: DefectType = DefectType.BLACK) -> Defect:
-    return Defect(
-        stream_id="stream-1",
-        defect_id=f"{start:013.3f}-{type_.value}",
-        type=type_,
-        start_s=start,
-        end_s=end,
-        start_at="2026-01-01T00:00:00.000Z",
-        end_at=None if end is None else "2026-01-01T00:00:03.000Z",
-        severity="critical",
-        worker_id="w1",
-    )
+    return make_defect(type_, start, end)
 
 
 def feed(

@@ -21,7 +21,8 @@ import pytest
 
 from avmon import testsrc
 from infra import local
-from tests.conftest import Api, Stack, WorkerFactory, wait_for
+from tests.conftest import Api, Stack, WorkerFactory
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import av
 import pytest
 
 from avmon import testsrc
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import wait_for
 from worker.egress import EgressProxy
 from worker.media import Limits, open_options
 from worker.session import Outcome, SessionConfig, StreamSession

@@ -13,7 +13,8 @@ import pytest
 from avmon import testsrc
 from avmon.livesrc import LiveSource
 from infra import local
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import wait_for
 
 TOLERANCE_S = 0.5
 MIN_DURATION_S = {"black": 2.0, "freeze": 2.0, "silence": 2.0}

@@ -20,7 +20,8 @@ import pytest
 from avmon import testsrc
 from avmon.stack import is_local_endpoint, local_policy
 from infra import local
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import avmon_up, wait_for
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AVMON_"))}
 
@@ -46,18 +47,7 @@ def loopback_http(root: Path) -> Iterator[str]:
 def start_up(workers: int, port: int, aws_port: int) -> subprocess.Popen[bytes]:
     """`avmon up` in its own process group, as a terminal runs a foreground job."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "avmon",
-            "up",
-            "--workers",
-            str(workers),
-            "--port",
-            str(port),
-            "--aws-port",
-            str(aws_port),
-        ],
+        avmon_up(port, aws_port, workers),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

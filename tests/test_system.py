@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from avmon import testsrc
-from tests.conftest import Api, Stack, WorkerFactory, wait_for
-from tests.ffmpeg_media import ffmpeg
+from tests.conftest import Api, Stack, WorkerFactory
+from tests.media import ffmpeg
+from tests.support import wait_for
 
 TOLERANCE_S = 0.5
 SCRIPTS = {

@@ -7,7 +7,9 @@ import pytest
 
 from avmon import tsfault
 from shared.models import Defect
-from tests.transport_media import make_sources, monitor_udp, needs_ffmpeg
+from tests.media import transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import monitor_udp
 
 TRANSPORT = {
     "ts_sync_loss", "sync_byte_error", "pat_error", "continuity_count_error", "pmt_error", "pid_error",
@@ -28,7 +30,7 @@ def _monitor(data: bytes, injected: tsfault.Injected | None) -> list[Defect]:
 def test_a_transport_fault_in_a_live_udp_stream_is_reported_as_its_indicator(
     tmp_path_factory: pytest.TempPathFactory, script: str, expected: str
 ) -> None:
-    clean = make_sources(tmp_path_factory)["cbr"]
+    clean = transport_sources()["cbr"]
     injected = tsfault.inject(clean, tsfault.parse_faults(script))
     found = _monitor(injected.data, injected)
     transport = {d.type.value for d in found if d.type.value in TRANSPORT}
@@ -43,7 +45,7 @@ def test_a_transport_fault_in_a_live_udp_stream_is_reported_as_its_indicator(
 def test_a_clean_live_udp_stream_raises_no_transport_indicator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    clean = make_sources(tmp_path_factory)["cbr"]
+    clean = transport_sources()["cbr"]
     injected = tsfault.inject(clean, [])
     found = _monitor(injected.data, injected)
     assert [d.type for d in found if d.type.value in TRANSPORT] == []

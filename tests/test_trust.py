@@ -12,7 +12,8 @@ import pytest
 
 from avmon import testsrc
 from shared.models import Defect
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import wait_for
 from worker.media import Limits
 from worker.session import Outcome, SessionConfig, StreamSession, analyze
 
