@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shared.models import Defect
-from tests.media import ffmpeg, moving_noise_ts
+from tests.media import ffmpeg, moving_noise_ts, transport_packets
 from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
@@ -238,19 +238,6 @@ def test_garbled_aac_frames_are_one_audio_decode_error(clip: Path, tmp_path: Pat
     assert abs(closing.start_s - garbled[0][2]) <= 0.5
     assert closing.end_s is not None and closing.end_s - closing.start_s < 0.5
     assert closing.metrics["decode_errors"] == 4.0
-
-
-def transport_packets(data: bytes, pos: int) -> list[int]:
-    """Offsets of the 188-byte MPEG-TS packets that carry the PES starting at byte ``pos``."""
-    assert data[pos] == 0x47, "a demuxed packet's pos is the transport packet where its PES starts"
-    pid = (data[pos + 1] & 0x1F) << 8 | data[pos + 2]
-    offsets = [pos]
-    for off in range(pos + 188, len(data) - 187, 188):
-        if (data[off + 1] & 0x1F) << 8 | data[off + 2] == pid:
-            if data[off + 1] & 0x40:  # payload_unit_start_indicator: the next PES begins
-                break
-            offsets.append(off)
-    return offsets
 
 
 def test_lost_video_transport_packets_are_a_video_decode_error(clip: Path, tmp_path: Path) -> None:
