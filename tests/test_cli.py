@@ -8,15 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from avmon import testsrc
 from infra import local
 from tests.conftest import Api
+from tests.media import make_testsrc
 from tests.support import avmon_up, wait_for
 
 
 def test_up_runs_the_whole_system_and_stops_everything(tmp_path: Path) -> None:
     clip = tmp_path / "clip.ts"
-    truth = testsrc.generate(clip, duration_s=8.0, defects=testsrc.parse_script("black@2+3"), seed=3)
+    truth = make_testsrc(clip, duration_s=8.0, script="black@2+3", seed=3)
     port, aws_port = local.free_port(), local.free_port()
     up = subprocess.Popen(
         avmon_up(port, aws_port),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import subprocess
 import timeit
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect, DefectType
+from tests.media import ffmpeg
 from tests.support import make_defect
 from worker.detectors.base import AudioBlock, VideoFrame
 from worker.evidence import (
@@ -33,8 +33,6 @@ from worker.evidence import (
 )
 from worker.media import luma_view
 from worker.session import Outcome, SessionConfig, StreamSession
-
-FFMPEG = "/usr/bin/ffmpeg"
 
 FPS = 25.0
 RATE = 48_000
@@ -266,27 +264,10 @@ def colour_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, st
             ("sd", "640x360", []),
         ):
             path = root / f"{name}-{kind}.mp4"
-            subprocess.run(
-                [
-                    FFMPEG,
-                    "-loglevel",
-                    "error",
-                    "-y",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    f"color=c={name}:s={size}:r=25",
-                    "-t",
-                    "0.4",
-                    *extra,
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:v",
-                    "libx264",
-                    str(path),
-                ],
-                check=True,
-            )
+            ffmpeg(
+                "-f", "lavfi", "-i", f"color=c={name}:s={size}:r=25", "-t", "0.4", *extra,
+                "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path),
+            )  # fmt: skip
             clips[(name, kind)] = path
     return clips
 

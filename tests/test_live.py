@@ -14,6 +14,7 @@ from avmon import testsrc
 from avmon.livesrc import LiveSource
 from infra import local
 from tests.conftest import Api, WorkerFactory
+from tests.media import make_testsrc
 from tests.support import wait_for
 
 TOLERANCE_S = 0.5
@@ -126,9 +127,7 @@ def test_source_that_never_comes_back_stays_reported_and_others_carry_on(
     workers("n1", **LIVE)
     _, dead = router.call("POST", "/streams", {"url": f"udp://127.0.0.1:{local.free_port()}"})
     clip = tmp_path / "ok.ts"
-    truth = testsrc.generate(
-        clip, duration_s=6.0, width=320, height=180, defects=testsrc.parse_script("black@1+2.5")
-    )
+    truth = make_testsrc(clip, duration_s=6.0, width=320, height=180, script="black@1+2.5")
     _, ok = router.call("POST", "/streams", {"url": clip.as_uri()})
     wait_for(lambda: router.call("GET", f"/streams/{ok['stream_id']}")[1]["status"] == "COMPLETED", 60)
     found = router.call("GET", f"/streams/{ok['stream_id']}/defects")[1]["defects"]

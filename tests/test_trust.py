@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import pytest
 
-from avmon import testsrc
 from shared.models import Defect
 from tests.conftest import Api, WorkerFactory
+from tests.media import make_testsrc
 from tests.support import wait_for
 from worker.media import Limits
 from worker.session import Outcome, SessionConfig, StreamSession, analyze
@@ -21,7 +21,7 @@ from worker.session import Outcome, SessionConfig, StreamSession, analyze
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("trust") / "clip.ts"
-    testsrc.generate(path, duration_s=6.0, width=320, height=180, defects=testsrc.parse_script("black@1+2.5"))
+    make_testsrc(path, duration_s=6.0, width=320, height=180, script="black@1+2.5")
     return path
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avmon import testsrc
 from infra import local
 from tests.browser import CHROMIUM, Browser, crop, saturation
 from tests.conftest import Api
+from tests.media import make_testsrc
 from tests.support import avmon_up, wait_for_async
 
 pytestmark = pytest.mark.skipif(
@@ -69,9 +69,7 @@ async def test_the_wall_in_chromium(up: Api, tmp_path: Path) -> None:
         (("studio", ""), ("lobby", "black@7+10"), ("news", ""), ("added", ""))
     ):
         clips[name] = tmp_path / f"{name}.ts"
-        testsrc.generate(
-            clips[name], duration_s=30.0, defects=testsrc.parse_script(script), seed=n, width=320, height=180
-        )
+        make_testsrc(clips[name], duration_s=30.0, script=script, seed=n, width=320, height=180)
 
     async def answering() -> bool:
         try:

@@ -31,7 +31,7 @@ from tests.media.cli import (
     transport_ts,
     under_overlay_ts,
 )
-from tests.media.own import encode_h264, generated, moving_noise_ts, testsrc_clip
+from tests.media.own import encode_h264, generated, make_testsrc, moving_noise_ts
 from tests.media.read import decode, transport_packets
 from tests.media.signals import music
 
@@ -51,6 +51,7 @@ __all__ = [
     "ffmpeg",
     "generated",
     "h264_ts",
+    "make_testsrc",
     "moving_noise_ts",
     "mpts_source",
     "mpts_ts",
@@ -58,7 +59,6 @@ __all__ = [
     "programme_ts",
     "stereo_aac",
     "surround_5_1_ac3",
-    "testsrc_clip",
     "transport_packets",
     "transport_sources",
     "transport_ts",

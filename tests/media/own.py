@@ -19,7 +19,7 @@ FPS = 25
 RATE = 48_000
 
 
-def testsrc_clip(path: Path, *, script: str = "", **options: Any) -> testsrc.GroundTruth:
+def make_testsrc(path: Path, *, script: str = "", **options: Any) -> testsrc.GroundTruth:
     """``avmon testsrc`` to ``path`` with the defects of ``script`` (its script language, e.g.
     ``"black@2+3,silence@8+3"``) and ``options`` as :func:`avmon.testsrc.generate` takes them
     (``duration_s``, ``seed``, ``width``, ``height``, ``gop_s``...); its ground truth."""
@@ -29,9 +29,9 @@ def testsrc_clip(path: Path, *, script: str = "", **options: Any) -> testsrc.Gro
 def generated(
     filename: str = "clip.ts", /, *, script: str = "", **options: Any
 ) -> tuple[Path, testsrc.GroundTruth]:
-    """:func:`testsrc_clip` made once per session for each distinct set of arguments (a shared file:
+    """:func:`make_testsrc` made once per session for each distinct set of arguments (a shared file:
     never change it); its path and ground truth."""
-    return cached(filename, testsrc_clip, script=script, **options)
+    return cached(filename, make_testsrc, script=script, **options)
 
 
 def encode_h264(
