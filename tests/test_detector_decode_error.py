@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
 from shared.models import Defect
-from tests.media import ffmpeg, moving_noise_ts, transport_packets
+from tests.media import ffmpeg, moving_noise_ts, remux, transport_packets
 from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
@@ -271,22 +272,22 @@ def without_packet(source: Path, target: Path, pick: int) -> float:
     """Copy ``source`` to ``target`` leaving out the ``pick``-th P picture after 1.5 s (in
     decode order): a whole reference picture lost, as a segment or a file loses one. Returns
     its media time."""
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        vin = src.streams.video[0]
-        vout = dst.add_stream_from_template(vin)
-        seen, lost_at = 0, -1.0
-        for packet in src.demux(vin):
-            if packet.dts is None or packet.pts is None or packet.time_base is None:
-                continue
-            t = float(packet.pts * packet.time_base)
-            # A reference picture that is not a keyframe: a P picture, or a B used as one.
-            if lost_at < 0 and t > 1.5 and not packet.is_keyframe and _is_reference(packet):
-                seen += 1
-                if seen == pick:
-                    lost_at = t
-                    continue
-            packet.stream = vout
-            dst.mux(packet)
+    seen, lost_at = 0, -1.0
+
+    def leave_out(packet: av.Packet[Any]) -> bool:
+        nonlocal seen, lost_at
+        if packet.dts is None or packet.pts is None or packet.time_base is None:
+            return False
+        t = float(packet.pts * packet.time_base)
+        # A reference picture that is not a keyframe: a P picture, or a B used as one.
+        if lost_at < 0 and t > 1.5 and not packet.is_keyframe and _is_reference(packet):
+            seen += 1
+            if seen == pick:
+                lost_at = t
+                return False
+        return True
+
+    remux(source, target, leave_out, keep="video")
     return lost_at
 
 

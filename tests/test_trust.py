@@ -12,7 +12,7 @@ import pytest
 
 from shared.models import Defect
 from tests.conftest import Api, WorkerFactory
-from tests.media import make_testsrc
+from tests.media import make_testsrc, remux
 from tests.support import wait_for
 from worker.media import Limits
 from worker.session import Outcome, SessionConfig, StreamSession, analyze
@@ -26,14 +26,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _remux(src: Path, dst: Path, keep: str) -> Path:
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream = inp.streams.video[0] if keep == "video" else inp.streams.audio[0]
-        target = out.add_stream_from_template(stream)
-        for packet in inp.demux(stream):
-            if packet.dts is None:
-                continue
-            packet.stream = target
-            out.mux(packet)
+    remux(src, dst, keep=keep)
     return dst
 
 

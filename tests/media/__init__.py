@@ -32,7 +32,7 @@ from tests.media.cli import (
     under_overlay_ts,
 )
 from tests.media.own import encode_h264, generated, make_testsrc, moving_noise_ts
-from tests.media.read import decode, transport_packets
+from tests.media.read import decode, remux, transport_packets
 from tests.media.signals import music
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "mpts_ts",
     "music",
     "programme_ts",
+    "remux",
     "stereo_aac",
     "surround_5_1_ac3",
     "transport_packets",

@@ -3,7 +3,9 @@ for tests that damage a clip's transport."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -76,3 +78,26 @@ def transport_packets(data: bytes, pos: int) -> list[int]:
                 break
             offsets.append(off)
     return offsets
+
+
+def remux(
+    source: Path,
+    target: Path,
+    edit: Callable[[av.Packet[Any]], bool] | None = None,
+    *,
+    keep: str = "all",
+    format: str | None = None,
+) -> None:
+    """Copy the packets of ``source`` (``keep``: "all", "video" or "audio" streams) to ``target``
+    (``format``: None, from its suffix) without decoding: a transport-level change to a clip.
+    ``edit`` sees each packet first and may change it, or return False to leave it out; the
+    demuxer's flush packets (no decode time) are left out."""
+    with av.open(str(source)) as inp, av.open(str(target), "w", format=format) as out:
+        by_kind = {"all": list(inp.streams), "video": inp.streams.video[:1], "audio": inp.streams.audio[:1]}
+        selected = by_kind[keep]
+        streams = {s.index: out.add_stream_from_template(s) for s in selected}
+        for packet in inp.demux(*selected):
+            if packet.dts is None or (edit is not None and not edit(packet)):
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
