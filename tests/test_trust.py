@@ -12,17 +12,15 @@ import pytest
 
 from shared.models import Defect
 from tests.conftest import Api, WorkerFactory
-from tests.media import make_testsrc, remux
+from tests.media import generated, remux
 from tests.support import wait_for
 from worker.media import Limits
 from worker.session import Outcome, SessionConfig, StreamSession, analyze
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trust") / "clip.ts"
-    make_testsrc(path, duration_s=6.0, width=320, height=180, script="black@1+2.5")
-    return path
+def clip() -> Path:
+    return generated("ok.ts", duration_s=6.0, width=320, height=180, script="black@1+2.5")[0]
 
 
 def _remux(src: Path, dst: Path, keep: str) -> Path:
