@@ -355,11 +355,8 @@ class Worker:
             hls=HlsOptions.from_settings(s),
         )
 
-        def emit(defect: Defect) -> None:
-            loop.call_soon_threadsafe(self.sink.submit, defect)
-
-        def evidence(defect: Defect, item: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(self.sink.attach_evidence, defect, item)  # queued before emit's
+        def emit(defect: Defect, evidence: dict[str, Any] | None) -> None:
+            loop.call_soon_threadsafe(self.sink.submit, defect, evidence)
 
         def emit_event(event: Event) -> None:
             loop.call_soon_threadsafe(self.sink.submit_event, event)
@@ -368,14 +365,14 @@ class Worker:
         if self.pool is not None:
             try:
                 session = self.pool.session(
-                    lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence,
+                    lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop,
                     emit_event=emit_event,
                 )  # fmt: skip
             except RuntimeError as exc:  # then in this process, as with one media process
                 log.error("stream %s runs in the worker's own process: %s", lease.stream_id, exc)
         if session is None:
             session = StreamSession(
-                lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence,
+                lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, evidence=True,
                 emit_event=emit_event,
             )  # fmt: skip
         if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink

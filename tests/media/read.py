@@ -9,8 +9,8 @@ from typing import Any
 
 import av
 
+from worker.decoded import ANALYSIS_RATE, AudioBatcher, AudioConverter, luma_view
 from worker.detectors.base import AudioBlock, Detector, Finding, VideoFrame
-from worker.media import ANALYSIS_RATE, AudioBatcher, AudioConverter, luma_view
 
 
 def decode(path: Path, *detectors: Detector) -> list[Finding]:
