@@ -67,12 +67,7 @@ def test_a_dash_manifest_this_ffmpeg_cannot_read_is_refused_with_the_reason(
 ) -> None:
     # PyAV's FFmpeg writes DASH but cannot read it (no libxml2): a retry would never help.
     manifest = tmp_path / "manifest.mpd"
-    with av.open(str(clip)) as inp, av.open(str(manifest), "w", format="dash") as out:
-        targets = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = targets[packet.stream.index]
-                out.mux(packet)
+    remux(clip, manifest, format="dash")
     records: list[Defect] = []
     config = SessionConfig(url=manifest.as_uri(), open_timeout_s=2.0)
     outcome, reason = StreamSession("s-dash", config, lambda d, _: records.append(d)).run()
@@ -103,12 +98,7 @@ def _not_media(kind: str, clip: Path, tmp_path: Path) -> Path:
         path.write_text("this is a note, not a stream\n" * 50)
     else:  # the first 2 KB of a real MP4: its header promises what never comes
         mp4 = tmp_path / "whole.mp4"
-        with av.open(str(clip)) as inp, av.open(str(mp4), "w") as out:
-            target = out.add_stream_from_template(inp.streams.video[0])
-            for packet in inp.demux(inp.streams.video[0]):
-                if packet.dts is not None:
-                    packet.stream = target
-                    out.mux(packet)
+        remux(clip, mp4, keep="video")
         path.write_bytes(mp4.read_bytes()[:2000])
     return path
 
