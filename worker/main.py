@@ -29,6 +29,7 @@ from shared.urlpolicy import check_url
 from worker import metrics
 from worker.assignments import AssignmentQueue
 from worker.capacity import Admission, StreamLoad, available_cores
+from worker.detectors import check_detector_options, layered
 from worker.hls_monitor import HlsOptions
 from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
 from worker.notify import DeliveryRecord, Notifier, Targets
@@ -59,6 +60,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings | None = None, *, burst: bool = False) -> None:
         """``burst``: return once every taken stream has finished and the queue is empty (tests)."""
         self.settings = settings or WorkerSettings()
+        check_detector_options(self.settings.detector_options)  # refuse to start on a typo
         self.burst = burst
         self.tables = store.Tables.from_settings(self.settings)
         self.running: dict[str, Running] = {}
@@ -342,6 +344,8 @@ class Worker:
             url=lease.url,
             realtime=lease.realtime,
             loudness_profile=lease.loudness_profile,
+            detectors=lease.detectors,
+            detector_options=layered(s.detector_options, lease.detector_options),
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
             reconnect_max_s=s.reconnect_max_s,
