@@ -39,27 +39,27 @@ beep, as ``avmon.testsrc`` makes them: flashes (:mod:`worker.sync.flash`) and be
   whether marks are being followed.
 
 **Timestamps (key ``"pts"``).** The steady trend of the demuxed timelines' difference
-(:mod:`worker.sync.timestamps`), with a slope of at least ``ts_max_drift_ms_per_s`` and a change
-of at least ``ts_min_change_ms`` over ``ts_window_s``, held for ``ts_d``: the defect starts at
-the window's first second and ends when the slope falls below half the limit (or turns);
-timestamp jumps and reconnects end it. Metrics: ``drift_ms_per_s`` (positive: the audio
-timestamps run ahead), ``pts_offset_ms`` (the change over the window) and ``divergence_ms``
-(critical past the acceptability limits). With the defaults 2 ms/s is reported after about
-105 s. In a file the muxer interleaves by timestamp, which hides a divergence: it then reports
-nothing (it never guesses).
+(:mod:`worker.sync.timestamps`, judged by :mod:`worker.sync.pts_judge`), with a slope of at
+least ``ts_max_drift_ms_per_s`` and a change of at least ``ts_min_change_ms`` over
+``ts_window_s``, held for ``ts_d``: the defect starts at the window's first second and ends when
+the slope falls below half the limit (or turns); timestamp jumps and reconnects end it. Metrics:
+``drift_ms_per_s`` (positive: the audio timestamps run ahead), ``pts_offset_ms`` (the change
+over the window) and ``divergence_ms`` (critical past the acceptability limits). With the
+defaults 2 ms/s is reported after about 105 s. In a file the muxer interleaves by timestamp,
+which hides a divergence: it then reports nothing (it never guesses).
 
-**Programme content (no marks, key ``"content"``).** Windows of :mod:`worker.sync.content`,
-each an offset with a ``confidence`` and a ``prominence``, or *unknown* (neither in sync nor a
-defect: it moves nothing). A defect opens after ``content_windows`` consecutive confident
-windows outside the window, each within ``content_agree_ms`` of the one before (with the
-defaults, 30 s in for an offset present from the start); ``start_s`` is halfway between the
-centres of the last window inside and the first outside. It closes after
-``content_close_windows`` confident windows inside, after ``content_timeout_s`` without a
-confident window (at the end of the last bad one), or at the end of the media. Metrics:
-``offset_ms``, ``offset_min_ms``, ``offset_max_ms``, ``drift_ms_per_s``, ``confidence`` and
-``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s``, ``last_window_s``,
-``duration_s`` on the close. Marks have priority: while they are present no content window is
-evaluated and a content defect ends.
+**Programme content (no marks, key ``"content"``).** Windows of :mod:`worker.sync.content`
+(judged by :mod:`worker.sync.content_judge`), each an offset with a ``confidence`` and a
+``prominence``, or *unknown* (neither in sync nor a defect: it moves nothing). A defect opens
+after ``content_windows`` consecutive confident windows outside the window, each within
+``content_agree_ms`` of the one before (with the defaults, 30 s in for an offset present from
+the start); ``start_s`` is halfway between the centres of the last window inside and the first
+outside. It closes after ``content_close_windows`` confident windows inside, after
+``content_timeout_s`` without a confident window (at the end of the last bad one), or at the end
+of the media. Metrics: ``offset_ms``, ``offset_min_ms``, ``offset_max_ms``, ``drift_ms_per_s``,
+``confidence`` and ``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s``,
+``last_window_s``, ``duration_s`` on the close. Marks have priority: while they are present no
+content window is evaluated and a content defect ends.
 
 The latest confident offset, from marks or content, is published for the stream's API view as
 ``ctx.extra["av_sync"] = {"offset_ms", "confidence", "method", "t"}`` (``confidence`` 1.0 for
@@ -78,14 +78,7 @@ from typing import ClassVar
 import numpy as np
 
 from shared.models import DefectType
-from worker.detectors.base import (
-    AudioBlock,
-    Detector,
-    Finding,
-    PacketInfo,
-    StreamContext,
-    VideoFrame,
-)
+from worker.detectors.base import AudioBlock, Detector, Finding, PacketInfo, StreamContext, VideoFrame
 from worker.detectors.options import DetectorOptions, opt
 from worker.sync.beep import BeepFinder
 from worker.sync.content import ContentSync
@@ -95,10 +88,11 @@ from worker.sync.episodes import SEQUENCE
 from worker.sync.episodes import DriftRun as _DriftRun
 from worker.sync.episodes import Episode as _Episode
 from worker.sync.episodes import Pair as _Pair
-from worker.sync.findings import CONTENT_KEY, PROGRAMME_KEY, PTS_KEY, sync_finding
+from worker.sync.findings import CONTENT_KEY, PROGRAMME_KEY, PTS_KEY, marks_finding
 from worker.sync.fit import hinge_fit, line_fit
 from worker.sync.flash import FlashFinder
 from worker.sync.marks import MARK_RHYTHM_S, MarkPairer
+from worker.sync.presence import look_like_marks
 from worker.sync.pts_judge import PtsJudge
 
 __all__ = [
@@ -307,7 +301,8 @@ class AvSyncDetector(Detector):
         self._seq.append(pair)
         if not self._present:
             recent = list(self._seq)[-opts.min_pairs :]
-            if len(recent) < opts.min_pairs or not self._look_like_marks(recent):
+            enough = len(recent) >= opts.min_pairs
+            if not (enough and look_like_marks(recent, opts.presence_s, opts.consistency_ms)):
                 return findings
             self._present = self.marks_present = True
             # Marks take priority over the content measurement from here on.
@@ -331,22 +326,6 @@ class AvSyncDetector(Detector):
             window = [p.offset for p in seq[lo : lo + 3]]
             findings += self._step(seq[i], statistics.median(window), seq[i - 1] if i else self._before)
         return findings
-
-    def _look_like_marks(self, pairs: list[_Pair]) -> bool:
-        """Whether consecutive ``pairs`` are sync marks: within ``presence_s``, regular (their
-        intervals within MARK_RHYTHM_S of the median interval), and with offsets within
-        ``consistency_ms`` of a straight line (a steady offset, or one that drifts). Flashes and
-        tones that programme pairs up by chance do neither: offsets spread over ±max_pair_ms."""
-        opts = self.options
-        t = np.array([p.t for p in pairs])
-        o = np.array([p.offset for p in pairs])
-        intervals = np.diff(t)
-        slope, intercept = line_fit(t, o)
-        return (
-            float(t[-1] - t[0]) <= opts.presence_s
-            and float(np.abs(intervals - np.median(intervals)).max()) <= MARK_RHYTHM_S
-            and float(np.abs(o - (intercept + slope * t)).max()) <= opts.consistency_ms
-        )
 
     def _update_drift(self, pair: _Pair) -> None:
         """Extend the running drift with ``pair``, or end it; else look for a new one that ends
@@ -439,7 +418,7 @@ class AvSyncDetector(Detector):
         ep.critical = ep.critical or level < -opts.critical_early_ms or level > opts.critical_late_ms
         if not ep.opened and pair.t - ep.start_s >= opts.d - _EPS:
             ep.opened = True
-            findings.append(self._finding(ep, None))
+            findings.append(marks_finding(ep, None))
         return findings
 
     def _close_episode(self, end: float) -> list[Finding]:
@@ -451,22 +430,11 @@ class AvSyncDetector(Detector):
         self._last_end = end
         findings: list[Finding] = []
         if not ep.opened and end - ep.start_s >= self.options.d - _EPS:
-            findings.append(self._finding(ep, None))  # long enough only with its end
+            findings.append(marks_finding(ep, None))  # long enough only with its end
             ep.opened = True
         if ep.opened:
-            findings.append(self._finding(ep, end))
+            findings.append(marks_finding(ep, end))
         return findings
-
-    def _finding(self, ep: _Episode, end_s: float | None) -> Finding:
-        metrics = {
-            "offset_ms": statistics.median(ep.recent) if ep.recent else 0.0,
-            "offset_min_ms": ep.low if ep.count else 0.0,
-            "offset_max_ms": ep.high if ep.count else 0.0,
-            "drift_ms_per_s": ep.slope(),
-            "drifting": 1.0 if ep.drifting else 0.0,
-            "pairs": float(ep.count),
-        }
-        return sync_finding(ep.start_s, end_s, ep.critical, metrics, CONTENT_KEY, "marks")
 
     def _publish(self, offset_ms: float, confidence: float, method: str, t: float) -> None:
         """The stream's latest confident offset, for its API view (``ctx.extra["av_sync"]``)."""

@@ -8,5 +8,8 @@ options and its defects are :mod:`worker.detectors.av_sync`):
   windows) over :mod:`~worker.sync.audio_onsets`, :mod:`~worker.sync.video_onsets` and
   :mod:`~worker.sync.correlation`;
 * :mod:`~worker.sync.fit` (line and hinge fits) and :mod:`~worker.sync.episodes` (the runs the
-  detector builds into defects).
+  detector builds into defects);
+* when the content and timestamp measurements are a defect: :mod:`~worker.sync.content_judge`
+  and :mod:`~worker.sync.pts_judge`, with :mod:`~worker.sync.findings` (the findings' keys and
+  their construction, shared with the marks).
 """
