@@ -2,7 +2,8 @@
 options and its defects are :mod:`worker.detectors.av_sync`):
 
 * sync marks: :mod:`~worker.sync.flash` (the white picture), :mod:`~worker.sync.beep` (the
-  tone) and :mod:`~worker.sync.marks` (pairing them);
+  tone), :mod:`~worker.sync.marks` (pairing them) and :mod:`~worker.sync.presence` (whether
+  pairs are marks);
 * :mod:`~worker.sync.timestamps`: the divergence of the demuxed audio and video timelines;
 * programme content without marks: :mod:`~worker.sync.content` (the method and its streaming
   windows) over :mod:`~worker.sync.audio_onsets`, :mod:`~worker.sync.video_onsets` and
