@@ -3,13 +3,15 @@ and the request reading every route shares (body limits, validation details, pag
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
+import pydantic
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
 from pydantic import ValidationError
@@ -150,6 +152,28 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
         {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
+
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def _parsed_body(model: type[Model], invalid: str, *, strict: bool | None = None) -> Model:
+    """The JSON body as a ``model``: a 400 if it is not JSON, a 422 (``invalid``) if it is not one."""
+    try:
+        return model.model_validate_json(_json_body() or "null", strict=strict)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ApiError(400, "the body is not valid JSON") from None
+        raise ApiError(422, invalid, _validation_detail(exc)) from None
+
+
+def _jpeg(b64: str, cache_control: str) -> Response[bytes]:
+    return Response(
+        status_code=200,
+        content_type="image/jpeg",
+        body=base64.b64decode(b64),
+        headers={"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def _page_args(

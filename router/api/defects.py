@@ -3,29 +3,18 @@ acknowledgements (JSON: POST .../acknowledge {"by": "..."})."""
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import pydantic
 from aws_lambda_powertools.event_handler import Response
-from pydantic import ValidationError
 
-from router.api.core import (
-    DEFECT_ID,
-    ApiError,
-    Deps,
-    _json,
-    _json_body,
-    _page_args,
-    _validation_detail,
-    app,
-    call,
-    deps,
-)
+from router.api.core import DEFECT_ID, ApiError, Deps, _jpeg, _json, _page_args, _parsed_body, app, call, deps
 from router.api.streams import _stream_item
 from shared import store
 from shared.models import DefectType, is_stream_id, iso_from_epoch
@@ -65,6 +54,42 @@ def _defect_record(stream_id: str, raw: store.Item) -> dict[str, Any]:
     return item
 
 
+def _full_page(
+    d: Deps,
+    stream_id: str,
+    query: Callable[..., store.Request],
+    record: Callable[[store.Item], dict[str, Any] | None],
+    *,
+    limit: int,
+    start: store.Item | None,
+    **filters: str | None,
+) -> tuple[list[dict[str, Any]], store.Item | None]:
+    """Up to ``limit`` records (``record`` of each item read; None skips it) of a listing Query
+    (``query``: ``store.query_defects`` or ``store.query_events``, with ``filters`` and the
+    request's ``since``), and the key to go on from. A filtered Query may return short pages:
+    keep reading until the page is full or done."""
+    since_s, since_at = _since()
+    records: list[dict[str, Any]] = []
+    while True:
+        request = query(
+            d.tables, stream_id, now=time.time(), limit=limit - len(records), start_key=start,
+            since_s=since_s, since_at=since_at, **filters,
+        )
+        page = call(d.ddb.query, **request)
+        records.extend(r for r in map(record, page["Items"]) if r is not None)
+        start = page.get("LastEvaluatedKey")
+        if not start or len(records) >= limit:
+            return records, start
+
+
+def _listed_defect(stream_id: str, raw: store.Item) -> dict[str, Any] | None:
+    return None if store.is_live_item(raw) else _defect_record(stream_id, raw)
+
+
+def _listed_event(raw: store.Item) -> dict[str, Any]:
+    return store.event_from_item(store.unmarshal(raw))
+
+
 @app.get("/streams/<stream_id>/defects")
 def list_defects(stream_id: str) -> Response[str]:
     d = deps()
@@ -73,25 +98,10 @@ def list_defects(stream_id: str) -> Response[str]:
     defect_type = (app.current_event.query_string_parameters or {}).get("type")
     if defect_type is not None and defect_type not in set(DefectType):
         raise ApiError(400, f"unknown defect type {defect_type!r}", sorted(DefectType))
-    since_s, since_at = _since()
-    defects: list[dict[str, Any]] = []
-    # A filtered Query may return short pages: keep reading until the page is full or done.
-    while True:
-        request = store.query_defects(
-            d.tables,
-            stream_id,
-            now=time.time(),
-            limit=limit - len(defects),
-            start_key=start,
-            defect_type=defect_type,
-            since_s=since_s,
-            since_at=since_at,
-        )
-        page = call(d.ddb.query, **request)
-        defects.extend(_defect_record(stream_id, raw) for raw in page["Items"] if not store.is_live_item(raw))
-        start = page.get("LastEvaluatedKey")
-        if not start or len(defects) >= limit:
-            break
+    shown = partial(_listed_defect, stream_id)
+    defects, start = _full_page(
+        d, stream_id, store.query_defects, shown, limit=limit, start=start, defect_type=defect_type
+    )
     for record in defects:
         if record["defect_id"] in acks:  # POST .../acknowledge: who took it on, and when
             record["acknowledged"] = acks[record["defect_id"]]
@@ -108,23 +118,15 @@ def list_events(stream_id: str) -> Response[str]:
     (``since``, ``type``) as defects are."""
     d = deps()
     _stream_item(d, stream_id)
-    limit, start = _page_args(d.settings.max_page_size, keys=("stream_id", "defect_id"), stream_id=stream_id,
-                              sort_key=EVENT_KEY)
+    limit, start = _page_args(
+        d.settings.max_page_size, keys=("stream_id", "defect_id"), stream_id=stream_id, sort_key=EVENT_KEY
+    )
     event_type = (app.current_event.query_string_parameters or {}).get("type")
     if event_type is not None and not EVENT_TYPE.match(event_type):
         raise ApiError(400, "type must be an event type such as splice_insert or time_signal")
-    since_s, since_at = _since()
-    events: list[dict[str, Any]] = []
-    while True:  # a filtered Query may return short pages
-        request = store.query_events(
-            d.tables, stream_id, now=time.time(), limit=limit - len(events), start_key=start,
-            event_type=event_type, since_s=since_s, since_at=since_at,
-        )
-        page = call(d.ddb.query, **request)
-        events.extend(store.event_from_item(store.unmarshal(raw)) for raw in page["Items"])
-        start = page.get("LastEvaluatedKey")
-        if not start or len(events) >= limit:
-            break
+    events, start = _full_page(
+        d, stream_id, store.query_events, _listed_event, limit=limit, start=start, event_type=event_type
+    )
     return _json(200, {"events": events, "next_token": store.encode_page_token(start)})
 
 
@@ -157,14 +159,9 @@ def get_thumbnail(stream_id: str, defect_id: str) -> Response[bytes]:
     start = next((th for th in evidence.get("thumbnails", []) if th.get("role") == "start"), None)
     if start is None:
         raise ApiError(404, "no thumbnail for this defect", defect_id)
-    return Response(
-        status_code=200,
-        content_type="image/jpeg",
-        body=base64.b64decode(start["jpeg_b64"]),
-        # Rewritten at most once (when the defect closes): a page refreshing every few seconds
-        # need not fetch it again each time.
-        headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
-    )
+    # Rewritten at most once (when the defect closes): a page refreshing every few seconds need
+    # not fetch it again each time.
+    return _jpeg(start["jpeg_b64"], "private, max-age=300")
 
 
 @app.get("/streams/<stream_id>/notifications")
@@ -221,11 +218,6 @@ def _acknowledge(d: Deps, stream_id: str, defect_id: str, by: str) -> dict[str, 
 @app.post("/streams/<stream_id>/defects/<defect_id>/acknowledge")
 def acknowledge_defect(stream_id: str, defect_id: str) -> Response[str]:
     """Record who acknowledged a defect and when (the first acknowledgement stands)."""
-    try:
-        ack = _Ack.model_validate_json(_json_body() or "null")
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise ApiError(400, "the body is not valid JSON") from None
-        raise ApiError(422, "invalid acknowledgement", _validation_detail(exc)) from None
+    ack = _parsed_body(_Ack, "invalid acknowledgement")
     return _json(200, _acknowledge(deps(), stream_id, defect_id, ack.by))
 

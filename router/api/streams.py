@@ -8,20 +8,8 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import ValidationError
 
-from router.api.core import (
-    ApiError,
-    Deps,
-    _json,
-    _json_body,
-    _page_args,
-    _validation_detail,
-    app,
-    call,
-    deps,
-    send_assignment,
-)
+from router.api.core import ApiError, Deps, _json, _page_args, _parsed_body, app, call, deps, send_assignment
 from shared import aws, store
 from shared.models import StreamSpec, is_stream_id
 from shared.targets import url_origin
@@ -50,33 +38,24 @@ def _stream_item(d: Deps, stream_id: str) -> dict[str, Any]:
     return store.unmarshal(got)
 
 
+def _check_url(d: Deps, url: str, schemes: frozenset[str], refused: str) -> None:
+    """A 422 (``refused``) for a URL the deployment does not accept (``shared/urlpolicy.py``)."""
+    try:
+        check_url(url, schemes=schemes, allow_private=d.settings.allow_private_hosts)
+    except UrlRefused as exc:
+        raise ApiError(422, refused, str(exc)) from None
+    except HostUnresolvable:
+        pass  # not resolvable now; the worker checks again when it opens the source
+
+
 @app.post("/streams")
 def create_stream() -> Response[str]:
     d = deps()
-    try:
-        # Strict: "realtime": "yes" (or 1) is a 422, not true.
-        spec = StreamSpec.model_validate_json(_json_body() or "null", strict=True)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise ApiError(400, "the body is not valid JSON") from None
-        raise ApiError(422, "invalid stream", _validation_detail(exc)) from None
-    try:
-        check_url(spec.url, schemes=d.settings.schemes, allow_private=d.settings.allow_private_hosts)
-    except UrlRefused as exc:
-        raise ApiError(422, "url refused", str(exc)) from None
-    except HostUnresolvable:
-        pass  # not resolvable now; the worker checks again when it opens the source
+    # Strict: "realtime": "yes" (or 1) is a 422, not true.
+    spec = _parsed_body(StreamSpec, "invalid stream", strict=True)
+    _check_url(d, spec.url, d.settings.schemes, "url refused")
     if spec.webhook_url is not None:
-        try:
-            check_url(
-                spec.webhook_url,
-                schemes=frozenset({"http", "https"}),
-                allow_private=d.settings.allow_private_hosts,
-            )
-        except UrlRefused as exc:
-            raise ApiError(422, "webhook_url refused", str(exc)) from None
-        except HostUnresolvable:
-            pass
+        _check_url(d, spec.webhook_url, frozenset({"http", "https"}), "webhook_url refused")
     if spec.client_token:
         # The token decides the id, so a retried POST hits the same item's condition.
         digest = hashlib.sha256(spec.client_token.encode()).hexdigest()[:24]

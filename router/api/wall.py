@@ -3,7 +3,6 @@ defects, the live pictures (and ``live.jpg``), the style sheets."""
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from functools import cache
@@ -12,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 
 from router import web
-from router.api.core import ApiError, Deps, _html, _page_args, app, call, deps
+from router.api.core import ApiError, Deps, _html, _jpeg, _page_args, app, call, deps
 from router.api.defects import _defect_record
 from shared import store
 from shared.models import is_stream_id, iso_from_epoch
@@ -78,12 +77,7 @@ def get_live_picture(stream_id: str) -> Response[bytes]:
     live = item.get("live")
     if not isinstance(live, dict) or float(item.get("expires_at", 0)) <= time.time():
         raise ApiError(404, "no live picture for this stream", stream_id)
-    return Response(
-        status_code=200,
-        content_type="image/jpeg",
-        body=base64.b64decode(live["jpeg_b64"]),
-        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
-    )
+    return _jpeg(live["jpeg_b64"], "no-store")
 
 
 @app.get("/static/<name>")
