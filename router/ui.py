@@ -4,7 +4,7 @@ Each action runs the JSON API's own route on the form's values (the same validat
 answer), after :func:`_same_origin`: the form's token must match the page's ``SameSite=Strict``
 cookie, and the browser's ``Origin`` and ``Sec-Fetch-Site`` must name this site when sent. No
 route here changes anything on a GET. Rendering is ``router/web.py``'s; the wall (``/``) and the
-acknowledge route are in ``router/api.py``.
+acknowledge route are in ``router/api/``.
 """
 
 from __future__ import annotations
@@ -20,21 +20,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
 from router import web
-from router.api import (
-    ApiError,
-    _body,
-    _evidence,
-    _html,
-    _live_pictures,
-    _recent_defects,
-    _stream_item,
-    acknowledge_defect,
-    app,
-    call,
-    create_stream,
-    delete_stream,
-    deps,
-)
+from router.api.core import ApiError, _body, _html, app, call, deps
+from router.api.defects import _evidence, acknowledge_defect
+from router.api.streams import _stream_item, create_stream, delete_stream
+from router.api.wall import _live_pictures, _recent_defects
 from shared import aws, store
 
 

@@ -1,5 +1,5 @@
 """The operator's pages: a live wall of the streams at ``/``, a page per stream, and a form to add
-one. Pure rendering: the routes in ``router/api.py`` read the tables and hand the records here.
+one. Pure rendering: the routes in ``router/api/`` read the tables and hand the records here.
 
 * The wall: one tile per stream with its live picture (a colour JPEG the worker refreshes every
   few seconds, inlined as a ``data:`` image: the whole wall is one BatchGetItem of pictures), its

@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.models import Defect
 from shared.store.codec import Item, Request, _values, marshal
-from shared.store.events import NOT_DEFECTS
+from shared.store.events import NOT_DEFECTS, listing_filters
 from shared.store.leases import _held
 from shared.store.tables import Tables
 
@@ -82,17 +82,14 @@ def query_defects(
     counts the items read, before that filter: a page may hold fewer."""
     # Listing leaves the evidence out (it has its own route); both names are reserved words.
     names: dict[str, str] = {"#type": "type", "#metrics": "metrics"}
-    filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
-    values: dict[str, Any] = {"sid": stream_id, "now_epoch": int(now)}
-    if defect_type:
-        filters.append("#type = :type")
-        values["type"] = defect_type
-    if since_s is not None:
-        filters.append("start_s >= :since_s")
-        values["since_s"] = since_s
-    if since_at is not None:
-        filters.append("(start_at >= :since_at OR end_at >= :since_at OR attribute_not_exists(end_at))")
-        values["since_at"] = since_at
+    filters, values = listing_filters(
+        now=now,
+        kind=defect_type,
+        since_s=since_s,
+        since_at=since_at,
+        since_at_filter="(start_at >= :since_at OR end_at >= :since_at OR attribute_not_exists(end_at))",
+    )
+    values["sid"] = stream_id
     values["not_defects"] = NOT_DEFECTS  # events and the live picture share the partition
     req: Request = {
         "TableName": t.defects,

@@ -31,6 +31,26 @@ def event_from_item(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def listing_filters(
+    *, now: float, kind: str | None, since_s: float | None, since_at: str | None, since_at_filter: str
+) -> tuple[list[str], dict[str, Any]]:
+    """The FilterExpression terms (and their values) of a listing of the defects table: expired
+    items hidden (DynamoDB's TTL deletes lazily), of one ``#type`` (``kind``), starting at or
+    after ``since_s`` (media seconds) or, as ``since_at_filter`` says, ``since_at`` (ISO 8601)."""
+    filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
+    values: dict[str, Any] = {"now_epoch": int(now)}
+    if kind:
+        filters.append("#type = :type")
+        values["type"] = kind
+    if since_s is not None:
+        filters.append("start_s >= :since_s")
+        values["since_s"] = since_s
+    if since_at is not None:
+        filters.append(since_at_filter)
+        values["since_at"] = since_at
+    return filters, values
+
+
 def query_events(
     t: Tables,
     stream_id: str,
@@ -45,19 +65,11 @@ def query_events(
     """Events of a stream in media-time order, optionally of one type, starting at or after
     ``since_s`` (media seconds) or ``since_at`` (ISO 8601), expired ones hidden (``limit``
     counts the items read, before that filter: a page may hold fewer)."""
-    filters = ["(attribute_not_exists(expires_at) OR expires_at > :now_epoch)"]
-    values: dict[str, Any] = {"sid": stream_id, "prefix": EVENT_PREFIX, "now_epoch": int(now)}
-    names: dict[str, str] = {}
-    if event_type:
-        filters.append("#type = :type")
-        values["type"] = event_type
-        names["#type"] = "type"
-    if since_s is not None:
-        filters.append("start_s >= :since_s")
-        values["since_s"] = since_s
-    if since_at is not None:
-        filters.append("start_at >= :since_at")
-        values["since_at"] = since_at
+    filters, values = listing_filters(
+        now=now, kind=event_type, since_s=since_s, since_at=since_at, since_at_filter="start_at >= :since_at"
+    )
+    values.update(sid=stream_id, prefix=EVENT_PREFIX)
+    names = {"#type": "type"} if event_type else {}
     req: Request = {
         "TableName": t.defects,
         "KeyConditionExpression": "stream_id = :sid AND begins_with(defect_id, :prefix)",

@@ -91,25 +91,10 @@ def renew_lease(
     Fails its condition if the lease was taken (the counter moved): the caller must stop at once.
     ``ReturnValues`` carries ``desired`` back, so a ``DELETE`` is seen within a renewal period.
     """
-    cond, held = _held(worker_id, counter)
-    sets = ["lease_expires_at = :exp", "updated_at = :now", "#st = :status"]
-    values: dict[str, Any] = {"exp": now + period_s, "now": now, "status": status.value, **held}
-    for name, value in figures.items():
-        if value is not None:
-            sets.append(f"{name} = :{name}")
-            values[name] = value
-    if reason is not None:
-        sets.append("reason = :reason")
-        values["reason"] = reason[:500]
-    return {
-        "TableName": t.streams,
-        "Key": marshal({"stream_id": stream_id}),
-        "UpdateExpression": "SET " + ", ".join(sets),
-        "ConditionExpression": cond,
-        "ExpressionAttributeNames": {"#owner": "owner", "#st": "status"},
-        "ExpressionAttributeValues": _values(**values),
-        "ReturnValues": "ALL_NEW",
-    }
+    fields = {"lease_expires_at": now + period_s, **figures, "reason": _reason(reason)}
+    request = _held_update(t, stream_id, (worker_id, counter), now=now, status=status, fields=fields)
+    request["ReturnValues"] = "ALL_NEW"
+    return request
 
 
 def release_lease(
@@ -127,23 +112,40 @@ def release_lease(
     """Let go of a held lease, publishing the session's last figures. ``finished`` also sets
     ``desired=STOPPED`` (a file read to its end, or a source refused by policy), so nobody takes
     the stream again."""
-    cond, held = _held(worker_id, counter)
-    sets = ["lease_expires_at = :zero", "updated_at = :now", "#st = :status"]
-    values: dict[str, Any] = {"zero": 0, "now": now, "status": status.value, **held}
-    for name, value in (figures or {}).items():
+    stopped = Desired.STOPPED.value if finished else None
+    fields = {"lease_expires_at": 0, **(figures or {}), "desired": stopped, "reason": _reason(reason)}
+    holder = (worker_id, counter)
+    return _held_update(t, stream_id, holder, now=now, status=status, fields=fields, remove=True)
+
+
+def _reason(reason: str | None) -> str | None:
+    return None if reason is None else reason[:500]
+
+
+def _held_update(
+    t: Tables,
+    stream_id: str,
+    holder: tuple[str, int],
+    *,
+    now: float,
+    status: StreamStatus,
+    fields: dict[str, Any],
+    remove: bool = False,
+) -> Request:
+    """An update of a stream whose lease the ``holder`` (worker id, lease counter) still holds
+    (else it fails its condition): ``status``, ``updated_at`` and each of ``fields`` that is not
+    None; ``remove``: and no owner any more."""
+    cond, held = _held(*holder)
+    sets = ["updated_at = :now", "#st = :status"]
+    values: dict[str, Any] = {"now": now, "status": status.value, **held}
+    for name, value in fields.items():
         if value is not None:
             sets.append(f"{name} = :{name}")
             values[name] = value
-    if finished:
-        sets.append("desired = :stopped")
-        values["stopped"] = Desired.STOPPED.value
-    if reason is not None:
-        sets.append("reason = :reason")
-        values["reason"] = reason[:500]
     return {
         "TableName": t.streams,
         "Key": marshal({"stream_id": stream_id}),
-        "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE #owner",
+        "UpdateExpression": "SET " + ", ".join(sets) + (" REMOVE #owner" if remove else ""),
         "ConditionExpression": cond,
         "ExpressionAttributeNames": {"#owner": "owner", "#st": "status"},
         "ExpressionAttributeValues": _values(**values),

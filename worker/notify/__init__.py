@@ -18,7 +18,8 @@ One concept a module, dependencies one way (top to bottom):
 * :mod:`~worker.notify.notifier`: :class:`Notifier`, which composes them, and :class:`Targets`.
 """
 
-from worker.notify.delivery import DeliveryRecord, Outcome, RecordCallback, redact_target
+from shared.targets import redact_target
+from worker.notify.delivery import DeliveryRecord, Outcome, RecordCallback
 from worker.notify.incidents import CLOSED, OPENED, incident_title
 from worker.notify.messages import BODY_VERSION, CUE
 from worker.notify.notifier import Notifier, Targets

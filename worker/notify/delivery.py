@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from shared.models import utc_now_iso
 from shared.retry import backoff_delay
+from shared.targets import redact_target
 from worker.notify.messages import Message
 from worker.notify.signing import USER_AGENT, webhook_headers
 
@@ -81,21 +81,6 @@ class DeliveryRecord:
 
 
 RecordCallback = Callable[[DeliveryRecord], Awaitable[None]]
-
-
-def redact_target(url: str) -> str:
-    """``scheme://host[:port]/path``: no user info (credentials), query (tokens) or fragment."""
-    if url.startswith("arn:"):
-        return url
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<invalid url>"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(eq=False)

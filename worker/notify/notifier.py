@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 
 from shared.models import Defect, Event
-from worker.notify.delivery import Deliverer, Delivery, Outcome, RecordCallback, Result, redact_target
+from shared.targets import redact_target
+from worker.notify.delivery import Deliverer, Delivery, Outcome, RecordCallback, Result
 from worker.notify.incidents import IncidentTracker
 from worker.notify.lanes import Lanes
 from worker.notify.messages import Message, cue_message, incident_message
