@@ -1,4 +1,5 @@
-"""The project's modules import one way: no circle among them (issue 19).
+"""The house rules of the tree (issue 19): modules import one way, with no circle among them,
+and none grows past ~600 lines.
 
 Read from the source with ``ast``: the imports at a module's top level (an import inside a
 function is a deliberate lazy one, e.g. the CLI's, and ``if TYPE_CHECKING:`` blocks are for the
@@ -102,3 +103,12 @@ def test_no_module_of_the_project_imports_itself_through_others() -> None:
 
 def test_the_circle_finder_sees_a_circle() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+MAX_LINES = 600
+
+
+def test_no_module_is_over_600_lines() -> None:
+    """A module that grows past this holds more than one concept: split it by concept."""
+    lines = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    assert {name: n for name, n in lines.items() if n > MAX_LINES} == {}
