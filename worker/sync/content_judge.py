@@ -18,11 +18,11 @@ import numpy as np
 from worker.detectors.base import Finding
 from worker.sync.correlation import WindowEstimate
 from worker.sync.episodes import MEDIAN_PAIRS, ContentEpisode, centre
-from worker.sync.findings import PROGRAMME_KEY, sync_finding
+from worker.sync.findings import PROGRAMME_KEY, CriticalOptions, sync_finding
 from worker.sync.fit import line_fit
 
 
-class ContentOptions(Protocol):
+class ContentOptions(CriticalOptions, Protocol):
     """What the judgement reads of the detector's options."""
 
     @property
@@ -30,12 +30,6 @@ class ContentOptions(Protocol):
 
     @property
     def max_late_ms(self) -> float: ...
-
-    @property
-    def critical_early_ms(self) -> float: ...
-
-    @property
-    def critical_late_ms(self) -> float: ...
 
     @property
     def content_window_s(self) -> float: ...

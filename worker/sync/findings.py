@@ -4,10 +4,21 @@
 from __future__ import annotations
 
 import statistics
+from typing import Protocol
 
 from shared.models import DefectType
 from worker.detectors.base import Finding, Severity
 from worker.sync.episodes import Episode
+
+
+class CriticalOptions(Protocol):
+    """The offsets beyond which a sync defect is critical (the detector's options)."""
+
+    @property
+    def critical_early_ms(self) -> float: ...
+
+    @property
+    def critical_late_ms(self) -> float: ...
 
 CONTENT_KEY = ""  # key of the sync-mark measurement (marks are content too: the first path)
 PTS_KEY = "pts"  # key of the timestamp drift

@@ -14,13 +14,13 @@ import math
 from typing import Protocol
 
 from worker.detectors.base import Finding, PacketInfo
-from worker.sync.findings import PTS_KEY, sync_finding
+from worker.sync.findings import PTS_KEY, CriticalOptions, sync_finding
 from worker.sync.timestamps import PtsDrift, PtsEpisode, PtsOptions
 
 _EPS = 1e-9
 
 
-class PtsJudgeOptions(PtsOptions, Protocol):
+class PtsJudgeOptions(PtsOptions, CriticalOptions, Protocol):
     """What the judgement reads of the detector's options (and the measurement's)."""
 
     @property
@@ -31,12 +31,6 @@ class PtsJudgeOptions(PtsOptions, Protocol):
 
     @property
     def ts_d(self) -> float: ...
-
-    @property
-    def critical_early_ms(self) -> float: ...
-
-    @property
-    def critical_late_ms(self) -> float: ...
 
 
 class PtsJudge:
