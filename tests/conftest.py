@@ -219,3 +219,12 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")
         time.sleep(interval_s)
+
+
+@pytest.fixture
+async def worker_clients(stack: Stack) -> Any:
+    """The worker's aioboto3 clients (``worker.clients.Clients``) on the test's stack."""
+    from worker.clients import aws_clients
+
+    async with aws_clients() as clients:
+        yield clients
