@@ -16,28 +16,26 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from shared import aws, store
 from shared.models import Defect, Event, StreamStatus
 from shared.settings import WorkerSettings
-from shared.urlpolicy import check_url
 from worker import metrics
 from worker.admission import LOAD_SAMPLE_S, Load
+from worker.alerts import Alerts
 from worker.assignments import AssignmentQueue
+from worker.balance import balance_round
 from worker.capacity import StreamLoad, available_cores
 from worker.clients import Clients, aws_clients, queue_url
 from worker.hls_monitor import HlsOptions
-from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
-from worker.notify import DeliveryRecord, Notifier, Targets
+from worker.leases import Lease, LeaseTable, Renewal
 from worker.running import Running, Session, SessionFactory
 from worker.session import Outcome, SessionConfig, StreamSession
 from worker.shards import MediaPool
 from worker.sink import DefectWriter
-from worker.transport import TransportCounters, TransportOptions
+from worker.transport import TransportOptions
 
 log = logging.getLogger("avmon.worker")
 
@@ -90,14 +88,15 @@ class Worker:
         self.clients = clients
         self.queue = AssignmentQueue(clients.sqs, queue_url)
         self.leases = LeaseTable(clients.ddb, self.tables, s.worker_id, s.lease_period_s)
-        self.notifier = self._notifier(clients.ddb, clients.sns)
+        self.alerts = Alerts(s, self.tables, clients.ddb, clients.sns, self._webhook_of)
+        self.notifier = self.alerts.notifier
         self.sink = DefectWriter(
             clients.ddb,
             self.tables,
             s.worker_id,
             ttl_days=s.defect_ttl_days,
-            on_written=self._notify,
-            on_event_written=self._notify_cue,
+            on_written=self.alerts.defect_written,
+            on_event_written=self.alerts.cue_written,
         )
 
     def _cpu_s(self) -> float:
@@ -248,80 +247,26 @@ class Worker:
         return True
 
     async def _balance_loop(self) -> None:
-        """With room to spare: adopt streams whose owner stopped renewing (failover), then take
-        one lease from a worker above its fair share (scale-out). A full worker never scans."""
+        """With room to spare, a balance round (worker/balance.py: failover, then scale-out) every
+        ``takeover_scan_s``. A full worker never scans."""
         while not self.stopping.is_set():
             await self._sleep(self.settings.takeover_scan_s)
             if self.free <= 0 or self.stopping.is_set():
                 continue
             try:
-                views = await self.leases.survey()
-                me = self.settings.worker_id
-                live = await self.leases.live_workers() if needs_registry(views, me) else set()
-                taken: set[str] = set()
-                limit = adoption_limit(views, self.settings.worker_id, live)
-                for view in views:
-                    if self.free <= 0 or len(taken) >= limit:
-                        break
-                    free = view.owner is None and view.stream_id not in self.running
-                    if (
-                        free
-                        and not self.load.shed_recently(view.stream_id)
-                        and await self._take(view.stream_id, view.generation)
-                    ):
-                        log.info("took over %s", view.stream_id)
-                        taken.add(view.stream_id)
-                views = [replace(v, owner=me) if v.stream_id in taken else v for v in views]
-                target = plan_rebalance(views, self.settings.worker_id, live) if self.free > 0 else None
-                if target is not None and target.owner is not None:
-                    lease = await self.leases.steal(
-                        target.stream_id, target.generation, target.owner, target.counter
-                    )
-                    if lease is not None:
-                        log.info("rebalanced %s from %s", target.stream_id, target.owner)
-                        self._start(lease)
+                await balance_round(
+                    self.leases, room=lambda: self.free, skip=self._leave, take=self._take, start=self._start
+                )
             except aws.AvmonError as exc:
                 log.warning("balance scan failed: %s", exc)
 
-    def _notifier(self, ddb: Any, sns: Any) -> Notifier:
-        s = self.settings
+    def _leave(self, stream_id: str) -> bool:
+        """Not to adopt: held here already, or handed back lately (for a worker that keeps up)."""
+        return stream_id in self.running or self.load.shed_recently(stream_id)
 
-        async def record(delivery: DeliveryRecord) -> None:
-            request = store.put_delivery(
-                self.tables, delivery.to_item(), ttl_days=s.defect_ttl_days, now=time.time()
-            )
-            try:
-                await call(ddb.put_item, **request)
-            except aws.AvmonError as exc:
-                log.warning("delivery log write failed: %s", exc)
-
-        return Notifier(
-            secret=s.webhook_secret,
-            sns=sns if s.defect_topic_arn else None,
-            record=record,
-            url_check=partial(
-                check_url, schemes=frozenset({"http", "https"}), allow_private=s.allow_private_hosts
-            ),
-            min_gap_s=s.notify_min_gap_s,
-        )
-
-    def _notify(self, defect: Defect) -> None:
-        """A defect record is durably written: tell whoever listens (returns at once)."""
-        targets = self._targets(defect.stream_id)
-        if targets.webhook_urls or targets.sns_topic_arn:
-            self.notifier.submit(defect, targets)
-
-    def _notify_cue(self, event: Event) -> None:
-        """A cue event is written: pushed to the same targets as the stream's defects."""
-        targets = self._targets(event.stream_id)
-        if targets.webhook_urls or targets.sns_topic_arn:
-            self.notifier.submit_cue(event, targets)
-
-    def _targets(self, stream_id: str) -> Targets:
+    def _webhook_of(self, stream_id: str) -> str | None:
         running = self.running.get(stream_id)
-        stream_webhook = running.lease.webhook_url if running is not None else None
-        s = self.settings
-        return Targets.from_settings(s.webhook_urls, stream_webhook, s.defect_topic_arn)
+        return running.lease.webhook_url if running is not None else None
 
     # ------------------------------------------------------------ one stream
 
@@ -421,7 +366,7 @@ class Worker:
                 await self._sleep(0.2)
         self.notifier.end_stream(stream_id)  # its records are written: send held closes now
         lease = running.lease
-        figures = self._figures(running)
+        figures = running.figures()
         try:
             if running.handed_back:
                 released = await self.leases.release(
@@ -452,35 +397,10 @@ class Worker:
                 *(self._renew(sid, r) for sid, r in list(self.running.items()) if not r.stop.is_set())
             )
 
-    @staticmethod
-    def _figures(running: Running) -> dict[str, float | int | str | None]:
-        """The live figures published with each renewal (and the release)."""
-        f = running.session.figures
-        media_time = None if f.media_time_s is None else round(f.media_time_s, 3)
-        figures: dict[str, float | int | str | None] = {
-            "frames_analysed": f.frames_analysed,
-            "lag_s": f.lag_s,
-            "media_time_s": media_time,
-        }
-        if f.dropped_datagrams:
-            figures["dropped_datagrams"] = f.dropped_datagrams
-        if f.captions is not None:
-            figures["captions"] = f.captions
-        sync = running.session.ctx.extra.get("av_sync")
-        if isinstance(sync, dict) and sync.get("offset_ms") is not None:
-            figures["av_sync_offset_ms"] = round(float(sync["offset_ms"]), 1)
-            figures["av_sync_confidence"] = round(float(sync.get("confidence") or 0.0), 3)
-        timeline = running.session.timeline()
-        if timeline is not None:
-            figures.update(timeline.figures())  # a worker that takes it over continues it
-        return figures
-
     async def _renew(self, stream_id: str, running: Running) -> None:
         figures = running.session.figures
         try:
-            result = await self.leases.renew(
-                running.lease, figures.status, self._figures(running), figures.reason
-            )
+            result = await self.leases.renew(running.lease, figures.status, running.figures(), figures.reason)
         except aws.AvmonError as exc:
             # Keep monitoring: if the store is away for everyone, nobody can take the lease; if
             # only for us, the fencing token keeps our writes out once someone does.
@@ -519,24 +439,11 @@ class Worker:
         return metrics.WorkerSample(
             worker_id=self.settings.worker_id,
             capacity=self.capacity,
-            streams=[
-                metrics.StreamSample(
-                    stream_id=sid,
-                    frames_analysed=r.session.figures.frames_analysed,
-                    lag_s=r.session.figures.lag_s,
-                    media_time_s=r.session.figures.media_time_s,
-                    lease_expires_in_s=round(r.lease.expires_at - now, 3),
-                    reconnecting=r.session.figures.status is StreamStatus.RECONNECTING,
-                    cpu_cores=r.load.measured(self.admission.warmup_s),
-                    dropped_datagrams=r.session.figures.dropped_datagrams,
-                    frames_dropped=int(r.session.ctx.extra.get("frames_dropped", 0)),
-                )
-                for sid, r in list(self.running.items())
-            ],
+            streams=[r.sample(sid, now, self.admission.warmup_s) for sid, r in list(self.running.items())],
             cores=self.admission.cores,
             committed_cores=self.load.committed(self.running),
             cpu_target=self.admission.target,
-            transport={sid: c for sid, r in list(self.running.items()) if (c := _transport(r.session))},
+            transport={sid: c for sid, r in list(self.running.items()) if (c := r.transport())},
             defects_written=self.sink.written,
             defects_dropped=self.sink.dropped,
             defects_buffered=self.sink.buffered,
@@ -558,15 +465,6 @@ class Worker:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.write_text, beat)
             await self._sleep(5.0)
-
-
-def _transport(session: Session) -> TransportCounters | None:
-    """A UDP session's transport counters, read from the event loop while its thread counts on:
-    a scrape that meets a resize is skipped, not an error."""
-    try:
-        return session.transport_counters()
-    except RuntimeError:
-        return None
 
 
 def healthy(settings: WorkerSettings | None = None) -> bool:
