@@ -23,6 +23,7 @@ from shared import store
 from shared.models import Desired, StreamStatus
 from shared.settings import WorkerSettings
 from tests.conftest import Stack
+from tests.test_leases import new_stream
 from worker.admission import LOAD_SAMPLE_S
 from worker.assignments import AssignmentQueue
 from worker.clients import Clients
@@ -170,16 +171,7 @@ class World:
 
     async def submit(self, stream_id: str, *, deliveries: int = 1) -> None:
         """A stream to run (as ``POST /streams`` writes it) and its assignment message."""
-        request = store.put_new_stream(
-            self.tables,
-            stream_id=stream_id,
-            url="file:///nothing.ts",
-            name=None,
-            realtime=False,
-            client_token=None,
-            now=time.time(),
-        )
-        await self.clients.ddb.put_item(**request)
+        await new_stream(self.clients.ddb, self.tables, stream_id)
         for _ in range(deliveries):
             await self.queue.send(stream_id, 1)
 
