@@ -46,7 +46,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     lock = threading.Lock()  # the progress line and the defect lines share the terminal
 
-    def emit(defect: Defect) -> None:
+    def emit(defect: Defect, item: dict[str, Any] | None) -> None:
+        if item is not None:
+            evidence[defect.defect_id] = item
         record = defect.model_dump(mode="json")
         final[defect.defect_id] = record
         with lock:
@@ -59,13 +61,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 state = "ended  " if defect.end_s is not None else "started"
                 print(f"{state} {_describe(record)}", flush=True)
 
-    def keep_evidence(defect: Defect, item: dict[str, Any]) -> None:
-        evidence[defect.defect_id] = item
-
     # Evidence (pictures and traces) only when a report will show it.
-    on_evidence = keep_evidence if args.report else None
     session = analyze_session(
-        args.source, emit, realtime=args.realtime, stop=stop, on_evidence=on_evidence,
+        args.source, emit, realtime=args.realtime, stop=stop, evidence=bool(args.report),
         loudness_profile=args.loudness_profile,
     )  # fmt: skip
     started = time.monotonic()

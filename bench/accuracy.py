@@ -778,7 +778,7 @@ def transcode(src: Path, dst: Path, encoder: Encoder) -> None:
 
 def _source_key() -> bytes:
     """What the media depend on besides their plan: the generator's and this module's code."""
-    return Path(testsrc.__file__).read_bytes() + Path(__file__).read_bytes()
+    return testsrc.generator_source() + Path(__file__).read_bytes()
 
 
 def make_clip(plan: ClipPlan, out_dir: Path) -> tuple[Path, testsrc.GroundTruth]:

@@ -184,7 +184,7 @@ def analyse(path: Path) -> tuple[AvSyncDetector, list[Defect]]:
     """The real session on ``path``, ``av_sync`` only: the detector and its records."""
     records: list[Defect] = []
     config = SessionConfig(url=to_url(str(path)), reconnect=False, detectors=frozenset({"av_sync"}))
-    session = StreamSession("bench", config, records.append)
+    session = StreamSession("bench", config, lambda defect, _: records.append(defect))
     session.run()
     [detector] = [d for d in session.detectors if isinstance(d, AvSyncDetector)]
     return detector, [r for r in records if r.type.value == "av_sync"]

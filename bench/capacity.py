@@ -114,12 +114,12 @@ def child(url: str, streams: int, seconds: float) -> Run:
     from worker.session import SessionConfig, StreamSession
 
     # Imports and detector discovery first (a worker has done them before its first stream).
-    StreamSession("warm-up", SessionConfig(url=url), lambda _: None)
+    StreamSession("warm-up", SessionConfig(url=url), lambda *_: None)
     baseline = rss_mb()
     stop = threading.Event()
     sessions = [
         StreamSession(
-            f"s{i}", SessionConfig(url=url, realtime=True, reconnect=False), lambda _: None, stop=stop
+            f"s{i}", SessionConfig(url=url, realtime=True, reconnect=False), lambda *_: None, stop=stop
         )
         for i in range(streams)
     ]

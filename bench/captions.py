@@ -74,7 +74,7 @@ class MarksCost:
 
 def _session() -> StreamSession:
     config = SessionConfig(url="file:///dev/null", detectors=frozenset())
-    session = StreamSession("bench", config, lambda d: None)
+    session = StreamSession("bench", config, lambda *_: None)
     # A cue whose splice point lies beyond the clip: the aligner checks every picture against it.
     session._aligner.cue(Cue(0.0, 500, "splice_insert", "out", 1, 1e4, 5.0, 5.0, 30.0))
     return session

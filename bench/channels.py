@@ -63,8 +63,8 @@ def one_round(clip: str) -> dict[str, float]:
     """CPU seconds of decoding ``clip`` and of each detector on its audio (best of three)."""
     import av
 
+    from worker.decoded import ANALYSIS_RATE, AudioBatcher, AudioConverter
     from worker.detectors import StreamContext, registry
-    from worker.media import ANALYSIS_RATE, AudioBatcher, AudioConverter
 
     def cpu_of_decode() -> float:
         start = time.process_time()

@@ -4,21 +4,25 @@ Clips are made by :func:`avmon.testsrc.generate` (real H.264 High + AAC-LC in MP
 textured pictures and a tone, with scripted defects so that the detectors do real work) and
 cached under ``bench/out/`` by their parameters.
 
-The decode loops open, demux and decode exactly as ``worker.session.StreamSession._read`` does:
-``worker.media.open_source`` with the deployment's limits, both streams demuxed together, the
-video decoder on ``thread_type="AUTO"`` with ``Limits().decode_threads`` threads.
+Decoding alone opens, demuxes and decodes as the session's reader (``worker.reader.MediaReader``)
+does: ``worker.media.open_source`` with the deployment's limits, both streams demuxed together,
+the video decoder on ``thread_type="AUTO"`` with ``Limits().decode_threads`` threads. Everything
+else here reads through that reader itself, on the session's timeline.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from avmon import testsrc
+from shared.urlpolicy import to_url
 from worker.detectors import AudioBlock, VideoFrame
-from worker.media import ANALYSIS_RATE, AudioBatcher, AudioConverter, Limits, luma_view, open_source
+from worker.media import Limits, open_source
+from worker.reader import MediaReader
+from worker.session_config import SessionConfig
 
 OUT = Path(__file__).resolve().parent / "out"
 # Defects spread over the clip (scaled to its length) so that every detector has work to do.
@@ -73,7 +77,7 @@ def ensure_clip(
     :data:`DEFECT_SCRIPT`."""
     script = "" if healthy else defect_script(duration_s)
     # The generator's own source is part of the key: a changed generator makes new media.
-    generator = Path(testsrc.__file__).read_bytes()
+    generator = testsrc.generator_source()
     params = f"{width}x{height}@{fps}/{duration_s}/{seed}/{script}".encode()
     key = hashlib.sha1(params + generator).hexdigest()[:10]
     path = out_dir / f"{label}-{width}x{height}-{duration_s:g}s-{key}.ts"
@@ -103,22 +107,25 @@ def open_media(url: str) -> Any:
     return container
 
 
+def reader(url: str) -> MediaReader:
+    """The session's own reader of the source (worker/reader.py), as the pipeline reads it, on
+    the decoder threads decode-only uses here."""
+    config = SessionConfig(url=to_url(url), reconnect=False, decode_threads=Limits().decode_threads)
+    return MediaReader(config)
+
+
 def decode(url: str, *, views: bool) -> int:
-    """Decode the whole source as the session does; ``views``: also take the luma view of every
-    picture and resample the audio to the analysis format. Returns the pictures decoded."""
+    """Decode the whole source; ``views``: as the session reads it (its MediaReader: luma views,
+    audio resampled and batched, the timeline), else the decoding alone. Returns the pictures."""
+    if views:
+        return sum(1 for event in reader(url).events() if type(event) is VideoFrame)
     pictures = 0
     with open_media(url) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
-        converter = AudioConverter(min(audio.codec_context.channels or 2, 16))
         for packet in container.demux(video, audio):
-            for frame in packet.decode():
+            for _frame in packet.decode():
                 if packet.stream is video:
                     pictures += 1
-                    if views:
-                        luma_view(frame)
-                elif views:
-                    for _ in converter.convert(frame):
-                        pass
     return pictures
 
 
@@ -128,7 +135,6 @@ class Decoded:
 
     video: list[VideoFrame]
     audio: list[AudioBlock]
-    keep: list[Any]  # the decoder's frames, alive as long as their luma views are
 
     @property
     def audio_s(self) -> float:
@@ -136,43 +142,21 @@ class Decoded:
 
 
 def decode_to_memory(url: str, seconds: float) -> Decoded:
-    """The first ``seconds`` of the source as detector inputs: luma views of the decoder's own
-    buffers (strided, as in the session) and resampled audio in the session's 400 ms blocks,
-    times from the origin."""
-    result = Decoded([], [], [])
-    batcher = AudioBatcher()
-    with open_media(url) as container:
-        video, audio = container.streams.video[0], container.streams.audio[0]
-        converter = AudioConverter(min(audio.codec_context.channels or 2, 16))
-        origin: float | None = None
-        past: set[str] = set()  # the kinds whose frames have reached ``seconds``
-        for packet in container.demux(video, audio):
-            for frame in packet.decode():
-                if frame.pts is None or frame.time_base is None:
-                    continue
-                t = float(frame.pts * frame.time_base)
-                origin = t if origin is None else origin
-                t -= origin
-                if t >= seconds:
-                    past.add(packet.stream.type)
-                    if len(past) == 2:
-                        return _with_pending(result, batcher)
-                    continue
-                if packet.stream is video:
-                    luma, full_range = luma_view(frame)
-                    result.keep.append(frame)
-                    result.video.append(
-                        VideoFrame(t=t, luma=luma, full_range=full_range, key_frame=bool(frame.key_frame))
-                    )
-                else:
-                    for samples in converter.convert(frame):
-                        result.audio += batcher.add(t, samples)
-                        t += samples.shape[1] / ANALYSIS_RATE
-    return _with_pending(result, batcher)
-
-
-def _with_pending(result: Decoded, batcher: AudioBatcher) -> Decoded:
-    pending = batcher.drain()
-    if pending is not None:
-        result.audio.append(pending)
+    """The first ``seconds`` of the source as the session's reader yields it to the detectors:
+    luma views of the decoder's own buffers, audio in the session's blocks, on its timeline."""
+    result = Decoded([], [])
+    past: set[type] = set()  # the kinds that have reached ``seconds``
+    for event in reader(url).events():
+        kind = type(event)
+        if kind is VideoFrame or kind is AudioBlock:
+            assert isinstance(event, VideoFrame | AudioBlock)
+            if event.t >= seconds:
+                past.add(kind)
+                if len(past) == 2:
+                    break
+            elif isinstance(event, VideoFrame):
+                result.video.append(event)
+            else:  # the block that crosses ``seconds`` is cut there
+                keep = min(event.samples.shape[1], round((seconds - event.t) * event.rate))
+                result.audio.append(replace(event, samples=event.samples[:, :keep]))
     return result

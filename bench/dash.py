@@ -104,7 +104,7 @@ def one_round(root: Path, vod: bytes) -> float:
     stop = threading.Event()
     reported: list[tuple[float, Defect]] = []
 
-    def emit(defect: Defect) -> None:
+    def emit(defect: Defect, _evidence: object) -> None:
         if defect.type == "manifest_stale" and not reported:
             reported.append((time.time(), defect))
             stop.set()

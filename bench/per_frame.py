@@ -30,11 +30,12 @@ import numpy as np
 import numpy.typing as npt
 from botocore.config import Config
 
-from bench.clips import Clip, open_media
+from bench.clips import Clip, reader
 from bench.timing import paired
 from infra import local
-from worker.detectors import AudioBlock, Detector, StreamContext, VideoFrame, build_detectors
-from worker.media import ANALYSIS_RATE, AudioConverter, luma_view
+from worker.decoded import ANALYSIS_RATE
+from worker.detectors import AudioBlock, StreamContext, VideoFrame, build_detectors
+from worker.dispatch import Dispatcher
 
 MEMORY, HANDOFF = "in memory", "through S3"
 STATES = ("Detect", "Record")  # the state machine: one transition each per execution
@@ -141,46 +142,31 @@ def _unpack(data: bytes, audio_t: float) -> tuple[VideoFrame, AudioBlock | None]
     return VideoFrame(t=t, luma=luma, full_range=bool(full_range)), block
 
 
-def _feed(detectors: list[Detector], frame: VideoFrame, blocks: list[AudioBlock]) -> None:
-    for block in blocks:
-        for detector in detectors:
-            detector.feed_audio(block)
-    for detector in detectors:
-        detector.feed_video(frame)
-
-
 def run_frames(url: str, frames: int, handoff: Handoff | None) -> int:
-    """Decode ``frames`` pictures and run every detector on them, in memory or through ``handoff``."""
-    detectors = build_detectors(StreamContext())
+    """Read ``frames`` pictures as the session does (its MediaReader) and feed every detector
+    (as the session's dispatcher does) in memory or through ``handoff``."""
+    dispatch = Dispatcher(build_detectors(StreamContext()), lambda found: None)
     done = 0
-    audio_t = 0.0
-    with open_media(url) as container:
-        video, audio = container.streams.video[0], container.streams.audio[0]
-        converter = AudioConverter(min(audio.codec_context.channels or 2, 16))
-        pending: list[npt.NDArray[np.float32]] = []
-        origin: float | None = None
-        for packet in container.demux(video, audio):
-            for decoded in packet.decode():
-                if decoded.pts is None or decoded.time_base is None:
-                    continue
-                t = float(decoded.pts * decoded.time_base)
-                origin = t if origin is None else origin
-                if packet.stream is not video:
-                    pending.extend(converter.convert(decoded))
-                    continue
-                luma, full_range = luma_view(decoded)
-                frame = VideoFrame(t=t - origin, luma=luma, full_range=full_range)
-                if handoff is None:
-                    blocks = [AudioBlock(t=audio_t, samples=s, rate=ANALYSIS_RATE) for s in pending]
-                else:
-                    frame, block = _unpack(handoff.send(done, _pack(frame, pending)), audio_t)
-                    blocks = [] if block is None else [block]
-                audio_t += sum(s.shape[1] for s in pending) / ANALYSIS_RATE
-                pending = []
-                _feed(detectors, frame, blocks)
-                done += 1
-                if done >= frames:
-                    return done
+    pending: list[AudioBlock] = []  # the audio read since the last picture
+    for event in reader(url).events():
+        if type(event) is AudioBlock:
+            pending.append(event)
+            continue
+        if type(event) is not VideoFrame:
+            continue
+        frame: VideoFrame = event
+        blocks = pending
+        if handoff is not None:
+            audio_t = pending[0].t if pending else 0.0
+            frame, block = _unpack(handoff.send(done, _pack(frame, [b.samples for b in pending])), audio_t)
+            blocks = [] if block is None else [block]
+        pending = []
+        for block in blocks:
+            dispatch.audio(block)
+        dispatch.video(frame)
+        done += 1
+        if done >= frames:
+            break
     return done
 
 

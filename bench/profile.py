@@ -2,7 +2,8 @@
 
 ``analyze`` runs on the 720p clip under pyinstrument, after a warm-up run (imports, codec setup).
 Two views of the samples: where the session's loop spends its time (inclusive, by direct callee
-of ``StreamSession._read``: decoding, each detector, the views, the session's own Python), and
+of ``StreamSession.run`` and ``MediaReader._decode``: decoding, each detector, the views, the
+loops' own Python), and
 the functions with the most self time anywhere. The full text profile is saved next to the
 clips (``bench/out/profile-720p.txt``).
 
@@ -30,7 +31,7 @@ class ProfileResult:
     clip: Clip
     duration_s: float  # profiled wall time
     samples: int
-    loop: list[tuple[str, float]]  # (callee of StreamSession._read, seconds), largest first
+    loop: list[tuple[str, float]]  # (callee of the session's or the reader's loop, seconds), largest first
     top_self: list[tuple[str, float]]  # (function, self seconds), largest first
     text_path: Path
 
@@ -67,7 +68,8 @@ def _self_times(root: Frame) -> dict[str, float]:
 
 def _label(frame: Frame) -> str:
     if frame.is_synthetic:
-        return "session loop (own Python)"
+        owner = frame.parent.function if frame.parent is not None else ""
+        return "reader loop (own Python)" if owner == "_decode" else "session loop (own Python)"
     if Path(frame.file_path or "").name in FRACTION_FILES:
         return "Fraction arithmetic (pts × time_base)"
     return _name(frame)
@@ -76,9 +78,14 @@ def _label(frame: Frame) -> str:
 def _loop_breakdown(root: Frame) -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
     for node in _walk(root):
-        if node.function == "_read" and node.class_name == "StreamSession":
+        # The session's loop dispatches what the reader yields: its own callees, and the
+        # reader's (decoding, the views) under MediaReader._decode.
+        session_loop = node.function == "run" and node.class_name == "StreamSession"
+        reader_loop = node.function == "_decode" and node.class_name == "MediaReader"
+        if session_loop or reader_loop:
             for child in node.children:
-                totals[_label(child)] += child.time
+                if child.function != "events":  # the reader, counted by its own loop's parts
+                    totals[_label(child)] += child.time
     return totals
 
 

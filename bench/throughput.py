@@ -63,7 +63,7 @@ def run_pipeline(url: str) -> int:
     number of defect records it emitted."""
     records: list[Defect] = []
     config = SessionConfig(url=to_url(url), reconnect=False, decode_threads=Limits().decode_threads)
-    StreamSession("bench", config, records.append).run()
+    StreamSession("bench", config, lambda defect, _: records.append(defect)).run()
     return len(records)
 
 

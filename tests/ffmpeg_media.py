@@ -15,8 +15,8 @@ from pathlib import Path
 
 import av
 
+from worker.decoded import ANALYSIS_RATE, AudioBatcher, AudioConverter, luma_view
 from worker.detectors.base import AudioBlock, Detector, Finding, VideoFrame
-from worker.media import ANALYSIS_RATE, AudioBatcher, AudioConverter, luma_view
 
 FFMPEG = shutil.which("ffmpeg")
 

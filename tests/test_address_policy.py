@@ -141,7 +141,7 @@ def test_the_router_refuses_a_webhook_at_any_metadata_form(router: Api) -> None:
 
 def _worker_outcome(url: str, allow_private: bool) -> tuple[Outcome, str | None]:
     config = SessionConfig(url=url, allow_private=allow_private, open_timeout_s=2.0, read_timeout_s=2.0)
-    return StreamSession("s-policy", config, lambda defect: None).run()
+    return StreamSession("s-policy", config, lambda *_: None).run()
 
 
 @pytest.mark.parametrize("url", METADATA_FORMS)

@@ -122,7 +122,7 @@ def test_lost_time_outside_its_range_is_refused() -> None:
 def _session_run(path: Path, lost_s: float = 2.0) -> tuple[StreamSession, list[Defect]]:
     found: list[Defect] = []
     config = SessionConfig(url=path.as_uri(), reconnect=False, captions_lost_s=lost_s, detectors=frozenset())
-    session = StreamSession("cc", config, found.append)
+    session = StreamSession("cc", config, lambda d, _: found.append(d))
     outcome, _ = session.run()
     assert outcome is Outcome.COMPLETED
     return session, found

@@ -9,8 +9,8 @@ import numpy as np
 
 from shared.models import Defect
 from tests.ffmpeg_media import surround_5_1_ac3
+from worker.decoded import AudioBatcher, AudioConverter
 from worker.detectors.base import AudioBlock, channel_names
-from worker.media import AudioBatcher, AudioConverter
 from worker.session import analyze
 
 

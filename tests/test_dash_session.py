@@ -53,7 +53,7 @@ def served(vod: tuple[Path, testsrc.GroundTruth]) -> Iterator[DashServer]:
 
 def _run(url: str) -> tuple[Outcome, list[Defect]]:
     records: list[Defect] = []
-    outcome, _ = StreamSession("s-dash", SessionConfig(url=url), records.append).run()
+    outcome, _ = StreamSession("s-dash", SessionConfig(url=url), lambda d, _: records.append(d)).run()
     return outcome, records
 
 
@@ -111,7 +111,7 @@ def test_a_live_mpd_that_stops_advancing_is_manifest_stale(
     stop = threading.Event()
     records: list[Defect] = []
 
-    def emit(defect: Defect) -> None:
+    def emit(defect: Defect, _evidence: object) -> None:
         records.append(defect)
         if defect.type == "manifest_stale":
             stop.set()
@@ -139,7 +139,7 @@ def test_an_mpd_that_does_not_parse_is_a_lost_signal_retried_not_a_crash(
     stop = threading.Event()
     records: list[Defect] = []
 
-    def emit(defect: Defect) -> None:
+    def emit(defect: Defect, _evidence: object) -> None:
         records.append(defect)
         stop.set()
 
@@ -165,7 +165,8 @@ def test_a_segment_base_representation_muxing_audio_with_video_is_read_whole(
         "</AdaptationSet></Period></MPD>"
     )
     records: list[Defect] = []
-    session = StreamSession("s-muxed", SessionConfig(url=f"{served.base}/muxed.mpd"), records.append)
+    config = SessionConfig(url=f"{served.base}/muxed.mpd")
+    session = StreamSession("s-muxed", config, lambda d, _: records.append(d))
     outcome, _ = session.run()
     assert outcome is Outcome.COMPLETED
     assert session.ctx.has_video and session.ctx.has_audio
@@ -206,7 +207,7 @@ def test_a_live_mpd_breaking_a_timing_rule_opens_a_manifest_error_naming_it(
     stop = threading.Event()
     records: list[Defect] = []
 
-    def emit(defect: Defect) -> None:
+    def emit(defect: Defect, _evidence: object) -> None:
         records.append(defect)
         if defect.type == "manifest_error":
             stop.set()
@@ -233,7 +234,7 @@ def test_a_webm_presentation_is_read_by_its_mime_type(tmp_path: Path) -> None:
     )  # fmt: skip
     server = DashServer(tmp_path, set())
     try:
-        session = StreamSession("s-webm", SessionConfig(url=f"{server.base}/webm.mpd"), lambda _: None)
+        session = StreamSession("s-webm", SessionConfig(url=f"{server.base}/webm.mpd"), lambda *_: None)
         outcome, _ = session.run()
     finally:
         server.close()

@@ -347,7 +347,7 @@ def analyse(path: Path, everything: bool = False) -> tuple[AvSyncDetector, list[
     records: list[Defect] = []
     detectors = None if everything else frozenset({"av_sync"})
     config = SessionConfig(url=to_url(str(path)), reconnect=False, detectors=detectors)
-    session = StreamSession("test", config, records.append)
+    session = StreamSession("test", config, lambda d, _: records.append(d))
     session.run()
     [detector] = [d for d in session.detectors if isinstance(d, AvSyncDetector)]
     return detector, [r for r in records if r.type.value == "av_sync"]

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect
+from worker.decoded import luma_view
 from worker.detectors.base import Finding, Severity, VideoFrame
 from worker.detectors.blockiness import (
     BlockinessDetector,
@@ -24,7 +25,7 @@ from worker.detectors.blockiness import (
     grid_line_ratio,
     profile_of,
 )
-from worker.media import Limits, luma_view
+from worker.media import Limits
 from worker.session import SessionConfig, StreamSession
 
 FPS = 25
@@ -382,7 +383,7 @@ def monitor(path: Path, decode_threads: int = 2) -> list[Defect]:
         detectors=frozenset({"blockiness"}),
         limits=Limits(decode_threads=decode_threads),
     )
-    StreamSession("test", config, records.append).run()
+    StreamSession("test", config, lambda d, _: records.append(d)).run()
     return records
 
 

@@ -10,20 +10,9 @@ import numpy.typing as npt
 import pytest
 from scipy import signal as sps
 
+from worker.bs1770 import HISTORY, LOOKAHEAD, TRUE_PEAK_FIR, oversample_4x, true_peak_windows
 from worker.detectors.base import AudioBlock, Finding, Severity
-from worker.detectors.clipping import (
-    BATCH_S,
-    FLOOR_DB,
-    HISTORY,
-    LOOKAHEAD,
-    TRUE_PEAK_FIR,
-    ClippingDetector,
-    ClippingOptions,
-    db,
-    oversample_4x,
-    true_peak_windows,
-    window_levels,
-)
+from worker.detectors.clipping import BATCH_S, FLOOR_DB, ClippingDetector, ClippingOptions, db, window_levels
 
 RATE = 48_000
 BLOCK = 1024  # samples per block, as AAC frames

@@ -208,7 +208,7 @@ def monitor(path: Path) -> list[Defect]:
     config = SessionConfig(
         url=path.resolve().as_uri(), reconnect=False, detectors=frozenset({"decode_error"})
     )
-    StreamSession("test", config, records.append).run()
+    StreamSession("test", config, lambda d, _: records.append(d)).run()
     return records
 
 

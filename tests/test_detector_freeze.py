@@ -13,10 +13,8 @@ import pytest
 
 from tests.ffmpeg_media import decode, under_overlay_ts
 from worker.detectors.base import Finding, Severity, StreamContext, VideoFrame
-from worker.detectors.freeze import (
-    PROBE_REST,
-    FreezeDetector,
-    FreezeOptions,
+from worker.detectors.freeze import PROBE_REST, FreezeDetector, FreezeOptions
+from worker.picture_diff import (
     RegionGrid,
     block_means,
     db_to_ratio,

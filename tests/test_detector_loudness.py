@@ -12,21 +12,19 @@ import pytest
 from scipy.signal import lfilter
 
 from worker import iir
-from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
-from worker.detectors.clipping import ClippingOptions
-from worker.detectors.loudness import (
+from worker.bs1770 import (
     FLOOR_LUFS,
-    LoudnessDetector,
     LoudnessHistogram,
-    LoudnessOptions,
     channel_weights,
     integrated_loudness,
     k_weighting,
     k_weighting_filter,
     sliding_loudness,
-    step_onset,
     weighted_power,
 )
+from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
+from worker.detectors.clipping import ClippingOptions
+from worker.detectors.loudness import LoudnessDetector, LoudnessOptions, step_onset
 from worker.detectors.silence import SilenceDetector
 
 RATE = 48_000

@@ -199,7 +199,7 @@ def monitor(path: Path) -> list[Defect]:
     config = SessionConfig(
         url=path.resolve().as_uri(), reconnect=False, detectors=frozenset({"timestamp_jump"})
     )
-    StreamSession("test", config, records.append).run()
+    StreamSession("test", config, lambda d, _: records.append(d)).run()
     return records
 
 

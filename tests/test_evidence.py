@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect, DefectType
+from worker.decoded import luma_view
 from worker.detectors.base import AudioBlock, VideoFrame
 from worker.evidence import (
     AUDIO_RMS,
@@ -30,7 +31,6 @@ from worker.evidence import (
     thumbnail,
     to_full_range,
 )
-from worker.media import luma_view
 from worker.session import Outcome, SessionConfig, StreamSession
 
 FFMPEG = "/usr/bin/ffmpeg"
@@ -357,8 +357,8 @@ def test_session_evidence_is_in_colour(colour_clips: dict[tuple[str, str], Path]
     session = StreamSession(
         "s",
         SessionConfig(url=colour_clips[("blue", "hd")].as_uri(), reconnect=False),
-        lambda d: None,
-        on_evidence=lambda d, e: evidence.append(e),
+        lambda d, e: evidence.append(e) if e is not None else None,
+        evidence=True,
     )
     assert session.run()[0] is Outcome.COMPLETED
     assert session.recorder is not None

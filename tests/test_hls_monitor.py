@@ -178,7 +178,7 @@ class Recorder:
         self.records: list[Defect] = []
         self._lock = threading.Lock()
 
-    def __call__(self, defect: Defect) -> None:
+    def __call__(self, defect: Defect, _evidence: object = None) -> None:
         with self._lock:
             self.records.append(defect)
 

@@ -80,7 +80,7 @@ def monitor(site: Site, limits: Limits | None = None) -> tuple[Outcome, list[Def
     site.requests.clear()
     records: list[Defect] = []
     config = SessionConfig(url=f"{site.url}/master.m3u8", reconnect=False, limits=limits or Limits())
-    outcome, _ = StreamSession("hls", config, records.append).run()
+    outcome, _ = StreamSession("hls", config, lambda d, _: records.append(d)).run()
     return outcome, records
 
 

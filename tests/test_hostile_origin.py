@@ -193,7 +193,7 @@ def test_a_segment_or_key_of_another_protocol_is_refused_by_the_worker(
         b"#EXT-X-ENDLIST\n" % (target, target)
     )
     config = SessionConfig(url=f"{origin.base}/media.m3u8", open_timeout_s=3.0, read_timeout_s=3.0)
-    outcome, reason = StreamSession("s-nested", config, lambda defect: None).run()
+    outcome, reason = StreamSession("s-nested", config, lambda *_: None).run()
     assert outcome is Outcome.REFUSED and reason is not None and "only http(s)" in reason
     assert accepted == []
 
@@ -207,7 +207,7 @@ def test_a_master_playlist_loop_is_refused_before_it_amplifies(origin: Origin) -
     origin.pages["/a.m3u8"] = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nb.m3u8\n"
     origin.pages["/b.m3u8"] = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\na.m3u8\n"
     config = SessionConfig(url=f"{origin.base}/a.m3u8", open_timeout_s=3.0, read_timeout_s=3.0)
-    outcome, reason = StreamSession("s-loop", config, lambda defect: None).run()
+    outcome, reason = StreamSession("s-loop", config, lambda *_: None).run()
     assert outcome is Outcome.REFUSED and reason is not None and "master playlist" in reason
     assert origin.requests == {"/a.m3u8": 1, "/b.m3u8": 1}  # the probe's reads; FFmpeg's none
 
@@ -215,7 +215,7 @@ def test_a_master_playlist_loop_is_refused_before_it_amplifies(origin: Origin) -
 def test_a_master_playlist_listing_itself_is_refused(origin: Origin) -> None:
     origin.pages["/self.m3u8"] = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nself.m3u8\n"
     config = SessionConfig(url=f"{origin.base}/self.m3u8", open_timeout_s=3.0, read_timeout_s=3.0)
-    outcome, reason = StreamSession("s-self", config, lambda defect: None).run()
+    outcome, reason = StreamSession("s-self", config, lambda *_: None).run()
     assert outcome is Outcome.REFUSED and reason is not None and "itself" in reason
     assert origin.requests == {"/self.m3u8": 1}
 

@@ -74,7 +74,7 @@ def test_a_session_given_the_published_timeline_continues_it() -> None:
     def session(resume: Timeline | None) -> tuple[StreamSession, threading.Event, threading.Thread]:
         stop = threading.Event()
         config = SessionConfig(url=f"udp://@:{port}", read_timeout_s=2.0, decode_threads=1, resume=resume)
-        s = StreamSession("s", config, found.append, stop=stop)
+        s = StreamSession("s", config, lambda d, _: found.append(d), stop=stop)
         thread = threading.Thread(target=s.run)
         thread.start()
         return s, stop, thread

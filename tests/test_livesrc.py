@@ -20,8 +20,7 @@ from typing import Any
 import av
 import pytest
 
-from avmon.livesrc import LiveSource
-from avmon.testsrc import GroundTruth, parse_script
+from avmon.testsrc import GroundTruth, LiveSource, parse_script
 
 W, H = 160, 96
 MEDIA: dict[str, Any] = {"width": W, "height": H, "seed": 2}

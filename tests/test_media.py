@@ -11,7 +11,7 @@ import pytest
 
 from avmon import testsrc
 from shared.models import Defect
-from worker.media import ANALYSIS_RATE, AudioConverter
+from worker.decoded import ANALYSIS_RATE, AudioConverter
 from worker.session import Outcome, analyze
 
 

@@ -40,11 +40,8 @@ class Recorded:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def emit(self, defect: Defect) -> None:
-        self.calls.append(("emit", defect))
-
-    def evidence(self, defect: Defect, item: dict[str, Any]) -> None:
-        self.calls.append(("evidence", defect))
+    def emit(self, defect: Defect, evidence: dict[str, Any] | None) -> None:
+        self.calls.append(("emit", defect, evidence))
 
 
 def start(pool: MediaPool, url: str, rec: Recorded, **config: Any) -> tuple[RemoteSession, threading.Event]:
@@ -55,21 +52,20 @@ def start(pool: MediaPool, url: str, rec: Recorded, **config: Any) -> tuple[Remo
         rec.emit,
         worker_id="w",
         stop=stop,
-        on_evidence=rec.evidence,
     )
     return session, stop
 
 
-def test_a_file_in_a_media_process_reports_its_defect_with_evidence_first(
+def test_a_file_in_a_media_process_reports_each_defect_with_its_evidence(
     pool: MediaPool, clip: Path
 ) -> None:
     rec = Recorded()
     session, _ = start(pool, clip.as_uri(), rec)
     outcome, _reason = session.run()
     assert outcome is Outcome.COMPLETED
-    blacks = [(kind, d) for kind, d in rec.calls if d.type is DefectType.BLACK]
-    assert [kind for kind, _ in blacks][:2] == ["evidence", "emit"]  # the sink attaches it first
-    final = blacks[-1][1]
+    blacks = [(d, evidence) for _, d, evidence in rec.calls if d.type is DefectType.BLACK]
+    assert all(evidence is not None for _, evidence in blacks)  # each record comes with its evidence
+    final = blacks[-1][0]
     assert final.start_s == pytest.approx(1.0, abs=0.1) and final.end_s == pytest.approx(3.5, abs=0.1)
     assert session.figures.frames_analysed == 125  # the last state, sent before "done"
     assert session.ctx.has_video and session.timeline() is not None

@@ -21,7 +21,7 @@ def test_hls_segments_longer_than_the_read_timeout_are_not_a_signal_loss() -> No
         "hls", duration_s=SECONDS, speed=2, gop_s=4.0, window=3, width=160, height=90, seed=4
     ) as source:
         config = SessionConfig(url=source.url, read_timeout_s=1.0, signal_loss_after_s=0.5)
-        session = StreamSession("hls", config, records.append)
+        session = StreamSession("hls", config, lambda d, _: records.append(d))
         runner = threading.Thread(target=session.run)
         runner.start()
         assert source.wait(60)

@@ -42,7 +42,7 @@ class ServiceSession:
     def __init__(self, url: str) -> None:
         self.found: list[Defect] = []
         config = SessionConfig(url=url, reconnect_max_s=0.5, signal_loss_after_s=0.2)
-        self.session = StreamSession("s-trust", config, self.found.append)
+        self.session = StreamSession("s-trust", config, lambda d, _: self.found.append(d))
         self.thread = threading.Thread(target=self.session.run)
         self.thread.start()
 
@@ -53,9 +53,8 @@ class ServiceSession:
 
 
 def test_oversized_resolution_is_refused_with_the_reason(clip: Path) -> None:
-    session = StreamSession(
-        "s-big", SessionConfig(url=clip.as_uri(), limits=Limits(max_width=160, max_height=90)), print
-    )
+    config = SessionConfig(url=clip.as_uri(), limits=Limits(max_width=160, max_height=90))
+    session = StreamSession("s-big", config, lambda *_: None)
     outcome, reason = session.run()
     assert outcome is Outcome.REFUSED
     assert reason is not None and "320x180" in reason and "160x90" in reason
@@ -65,7 +64,7 @@ def test_a_scheme_this_ffmpeg_lacks_is_refused_with_the_reason_not_retried() -> 
     # PyAV's bundled FFmpeg has no SRT: a deployment limit, not a lost signal.
     records: list[Defect] = []
     config = SessionConfig(url="srt://127.0.0.1:9", open_timeout_s=2.0)
-    session = StreamSession("s-srt", config, records.append)
+    session = StreamSession("s-srt", config, lambda d, _: records.append(d))
     outcome, reason = session.run()
     assert outcome is Outcome.REFUSED and reason is not None and "srt://" in reason
     assert records == []
@@ -84,7 +83,7 @@ def test_a_dash_manifest_this_ffmpeg_cannot_read_is_refused_with_the_reason(
                 out.mux(packet)
     records: list[Defect] = []
     config = SessionConfig(url=manifest.as_uri(), open_timeout_s=2.0)
-    outcome, reason = StreamSession("s-dash", config, records.append).run()
+    outcome, reason = StreamSession("s-dash", config, lambda d, _: records.append(d)).run()
     assert outcome is Outcome.REFUSED and reason is not None and "DASH" in reason
     assert records == []
 
@@ -130,7 +129,7 @@ def test_not_media_is_refused_with_the_reason_after_a_few_tries(
     config = SessionConfig(
         url=_not_media(kind, clip, tmp_path).as_uri(), reconnect_max_s=0.5, signal_loss_after_s=0.2
     )
-    session = StreamSession("s-junk", config, found.append)
+    session = StreamSession("s-junk", config, lambda d, _: found.append(d))
     outcome, reason = session.run()  # returns: no retrying for ever as RECONNECTING
     assert outcome is Outcome.REFUSED
     assert reason is not None and "not media" in reason and "Invalid data" in reason

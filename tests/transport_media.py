@@ -107,7 +107,7 @@ def monitor_udp(
     events: list[Event] = []
     stop = threading.Event()
     cfg = SessionConfig(url=f"udp://@:{port}", read_timeout_s=2.0, decode_threads=1, **config)
-    session = StreamSession("ts", cfg, found.append, stop=stop, emit_event=events.append)
+    session = StreamSession("ts", cfg, lambda d, _: found.append(d), stop=stop, emit_event=events.append)
     thread = threading.Thread(target=session.run)
     thread.start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:

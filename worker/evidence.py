@@ -351,6 +351,8 @@ class EvidenceRecorder:
             shown = thumb.picture()
             live.offer(t, shown, encode_jpeg(shown))
 
+    feed_video = observe_video  # as a consumer of the stream's media (worker/dispatch.py)
+
     def observe_audio(self, block: AudioBlock) -> None:
         """Accumulate mean-square power into 100 ms windows aligned on media time (~5 µs a block)."""
         samples = block.samples
@@ -383,6 +385,8 @@ class EvidenceRecorder:
             with self._lock:
                 self._audio.add(self._aw_index / 10.0, level)
         self._aw_index, self._aw_sum, self._aw_n = None, 0.0, 0
+
+    feed_audio = observe_audio
 
     def observe_value(self, name: str, t: float, value: float) -> None:
         """Keep another measurement (e.g. ``lufs_m`` each 100 ms, ``offset_ms`` per estimate).

@@ -278,7 +278,7 @@ class Worker:
                 return self.pool.session(stream_id, config, **wiring)
             except RuntimeError as exc:  # then in this process, as with one media process
                 log.error("stream %s runs in the worker's own process: %s", stream_id, exc)
-        return StreamSession(stream_id, config, **wiring)
+        return StreamSession(stream_id, config, evidence=True, **wiring)
 
     def _start(self, lease: Lease) -> None:
         assert self._loop is not None
@@ -307,18 +307,14 @@ class Worker:
             hls=HlsOptions.from_settings(s),
         )
 
-        def emit(defect: Defect) -> None:
-            loop.call_soon_threadsafe(self.sink.submit, defect)
-
-        def evidence(defect: Defect, item: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(self.sink.attach_evidence, defect, item)  # queued before emit's
+        def emit(defect: Defect, evidence: dict[str, Any] | None) -> None:
+            loop.call_soon_threadsafe(self.sink.submit, defect, evidence)
 
         def emit_event(event: Event) -> None:
             loop.call_soon_threadsafe(self.sink.submit_event, event)
 
         session = self.sessions(
-            lease.stream_id, config, emit=emit, worker_id=s.worker_id, stop=stop, on_evidence=evidence,
-            emit_event=emit_event,
+            lease.stream_id, config, emit=emit, worker_id=s.worker_id, stop=stop, emit_event=emit_event,
         )  # fmt: skip
         if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink
             offer, sid = self.sink.offer_live, lease.stream_id

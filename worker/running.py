@@ -54,8 +54,8 @@ class Session(Protocol):
 
 class SessionFactory(Protocol):
     """Makes the session of a taken stream. Called with StreamSession's keyword arguments
-    (``emit``, ``worker_id``, ``stop``, ``on_evidence``, ``emit_event``), which a test's factory
-    may ignore but ``stop``: once it is set, ``run`` must return."""
+    (``emit``, ``worker_id``, ``stop``, ``emit_event``), which a test's factory may ignore but
+    ``stop``: once it is set, ``run`` must return."""
 
     def __call__(self, stream_id: str, config: SessionConfig, **wiring: Any) -> Session: ...
 

@@ -50,7 +50,7 @@ from typing import Any
 
 from shared.models import Defect, Event
 from worker.detectors.base import StreamContext
-from worker.session import Figures, Outcome, SessionConfig, StreamSession
+from worker.session import Emit, Figures, Outcome, SessionConfig, StreamSession
 from worker.timeline import Timeline
 from worker.transport import TransportCounters
 
@@ -110,11 +110,8 @@ class _Forward:
     send: Callable[[tuple[Any, ...]], None]
     stream_id: str
 
-    def emit(self, defect: Defect) -> None:
-        self.send(("emit", self.stream_id, defect))
-
-    def evidence(self, defect: Defect, item: dict[str, Any]) -> None:
-        self.send(("evidence", self.stream_id, defect, item))
+    def emit(self, defect: Defect, evidence: dict[str, Any] | None) -> None:
+        self.send(("emit", self.stream_id, defect, evidence))
 
     def live(self, item: dict[str, Any]) -> None:
         self.send(("live", self.stream_id, item))
@@ -166,8 +163,7 @@ def media_main(conn: Connection, switch_interval_s: float, log_level: int) -> No
                 continue
             forward = _Forward(send, sid)
             session = StreamSession(
-                sid, config, forward.emit, worker_id=worker_id, on_evidence=forward.evidence,
-                emit_event=forward.event,
+                sid, config, forward.emit, worker_id=worker_id, evidence=True, emit_event=forward.event,
             )  # fmt: skip
             if session.recorder is not None:
                 session.recorder.publish_live(forward.live)
@@ -210,17 +206,15 @@ class RemoteSession:
         stream_id: str,
         shard: _Shard,
         config: SessionConfig,
-        emit: Callable[[Defect], None],
+        emit: Emit,
         *,
         worker_id: str,
         stop: threading.Event,
-        on_evidence: Callable[[Defect, dict[str, Any]], None] | None,
         emit_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.config = config
         self.emit = emit
-        self.on_evidence = on_evidence
         self.emit_event = emit_event
         self.stop = stop
         self.worker_id = worker_id
@@ -335,11 +329,10 @@ class MediaPool:
         self,
         stream_id: str,
         config: SessionConfig,
-        emit: Callable[[Defect], None],
+        emit: Emit,
         *,
         worker_id: str,
         stop: threading.Event,
-        on_evidence: Callable[[Defect, dict[str, Any]], None] | None = None,
         emit_event: Callable[[Event], None] | None = None,
     ) -> RemoteSession:
         """The stream started in the media process with the fewest streams. Returns once that
@@ -347,8 +340,7 @@ class MediaPool:
         stream is taken loses nothing), or after START_WAIT_S."""
         shard = self._pick()
         remote = RemoteSession(
-            stream_id, shard, config, emit, worker_id=worker_id, stop=stop, on_evidence=on_evidence,
-            emit_event=emit_event,
+            stream_id, shard, config, emit, worker_id=worker_id, stop=stop, emit_event=emit_event,
         )  # fmt: skip
         shard.sessions[stream_id] = remote
         started = shard.started[stream_id] = threading.Event()
@@ -377,9 +369,7 @@ class MediaPool:
             if remote is None:
                 continue
             if kind == "emit":
-                remote.emit(message[2])
-            elif kind == "evidence" and remote.on_evidence is not None:
-                remote.on_evidence(message[2], message[3])
+                remote.emit(message[2], message[3])
             elif kind == "live" and remote.recorder.live is not None:
                 remote.recorder.live(message[2])
             elif kind == "event" and remote.emit_event is not None:

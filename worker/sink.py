@@ -24,6 +24,7 @@ from typing import Any
 
 from shared import aws, store
 from shared.models import Defect, Event
+from shared.retry import Backoff
 from worker.leases import call
 from worker.picture import LIVE_INTERVAL_S  # the bound on live-picture writes, per stream
 
@@ -53,8 +54,9 @@ class DefectWriter:
         self._fences: dict[str, int] = {}
         self.written = 0
         self.dropped = 0
-        self._backoff_until = 0.0
-        self._failures = 0
+        # A store that does not answer is left alone for 0.4 s, doubling to 10 s (no jitter: one
+        # writer per worker); flushes meanwhile return at once and the records stay buffered.
+        self._backoff = Backoff(base_s=0.4, cap_s=10.0, jitter=False)
         self.live_interval_s = live_interval_s
         self._live: dict[str, dict[str, Any]] = {}  # the newest picture offered, per stream
         self._live_at: dict[str, float] = {}  # monotonic time of each stream's last live write
@@ -66,12 +68,10 @@ class DefectWriter:
         """Writes for ``stream_id`` carry this lease counter from now on."""
         self._fences[stream_id] = counter
 
-    def attach_evidence(self, defect: Defect, evidence: dict[str, Any]) -> None:
-        """Evidence for the next write of ``defect`` (event-loop thread only; before submit)."""
-        self._evidence[(defect.stream_id, defect.defect_id)] = evidence
-
-    def submit(self, defect: Defect) -> None:
-        """Queue a record (event-loop thread only)."""
+    def submit(self, defect: Defect, evidence: dict[str, Any] | None = None) -> None:
+        """Queue a record and its evidence item, written with it (event-loop thread only)."""
+        if evidence is not None:
+            self._evidence[(defect.stream_id, defect.defect_id)] = evidence
         per_stream = self._pending.setdefault(defect.stream_id, {})
         per_stream[defect.defect_id] = defect
         if sum(len(v) for v in self._pending.values()) > self.max_buffered:
@@ -130,7 +130,7 @@ class DefectWriter:
 
     async def write_live(self) -> int:
         """Write the live pictures that are due; how many were written."""
-        if time.monotonic() < self._backoff_until:
+        if self._backoff.waiting:
             return 0
         written = 0
         for stream_id, picture in list(self._live.items()):
@@ -163,7 +163,7 @@ class DefectWriter:
 
     async def flush(self, only: str | None = None) -> bool:
         """Write what is buffered (or only one stream's). True when nothing is left to write."""
-        if time.monotonic() < self._backoff_until and only is None:
+        if self._backoff.waiting and only is None:
             return False
         for stream_id in [only] if only is not None else list(self._pending):
             records = self._pending.get(stream_id)
@@ -203,14 +203,12 @@ class DefectWriter:
             self._evidence = {k: v for k, v in self._evidence.items() if k[0] != stream_id}
             return True
         except aws.AvmonError as exc:
-            self._failures += 1
-            delay = min(10.0, 0.2 * 2**self._failures)
-            self._backoff_until = time.monotonic() + delay
+            delay = self._backoff.failed()
             log.warning(
                 "defect store unavailable (%s): %d buffered, retry in %.1f s", exc, self.buffered, delay
             )
             return False
-        self._failures = 0
+        self._backoff.succeeded()
         for defect in batch:
             if records.get(defect.defect_id) is defect:  # not superseded meanwhile
                 del records[defect.defect_id]

@@ -4,143 +4,78 @@ Sign convention (DESIGN.md §4): ``offset_ms`` = audio time − video time of th
 milliseconds; positive means the sound is late, negative that it is early. By default a defect
 is an offset outside ITU-R BT.1359's *detectability* window, sound more than ``max_early_ms``
 (45 ms) early or more than ``max_late_ms`` (125 ms) late, or an offset that keeps changing (a
-drift). Three measurements feed it; ``offset_ms`` keeps BT.1359's limits in our sign (BT.1359
-itself counts sound *before* picture as positive: its +45 / −125 ms are our −45 / +125).
+drift). BT.1359 itself counts sound *before* picture as positive: its +45 / −125 ms are our
+−45 / +125. Severity is ``critical`` once the offset passes BT.1359's *acceptability* limits,
+``critical_early_ms`` (90 ms early) or ``critical_late_ms`` (185 ms late), ``warning`` below.
+Three measurements feed it, each its own finding key (and ``labels["method"]``):
 
-**Sync marks (key ``""``).** Test signals carry marks: a white picture and, at the
-same instant, a short 1 kHz beep (``avmon.testsrc``: once a second, one white frame and a 40 ms
--12 dBFS beep whose envelope crosses half amplitude at the frame's time).
+**Sync marks (key ``""``, method ``marks``).** A white picture and, at the same instant, a short
+beep, as ``avmon.testsrc`` makes them: flashes (:mod:`worker.sync.flash`) and beeps
+(:mod:`worker.sync.beep`) are paired (:mod:`worker.sync.marks`), offset = beep − flash.
 
-* A *flash* is a white picture: its mean luma (on every 16th row) is at least
-  ``FLASH_LEVEL`` of the way from black to white, ``FLASH_COVER`` of the sampled pixels are at
-  least ``FLASH_PIXEL`` of the way (a camera flash that lights a scene is not white), and it is
-  ``FLASH_JUMP`` above the median of the preceding pictures; the bright run must end within
-  ``FLASH_MAX_S`` (a white card or a fade to white is no flash). Marks that flash only part of
-  the picture (a white box) are not recognised. Its time is the time of its first picture, so
-  it is quantised to the frame grid: where a stream's beeps are not frame-aligned, the offset
-  carries up to one frame of error (±half a frame around its mean; the generator puts its beeps
-  on the flash frame's time, so it measures 0).
-* A *beep* is found on 10 ms Hann frames every 5 ms: the amplitude of the ``beep_hz`` component
-  must be above ``BEEP_MIN_DBFS``, hold ``BEEP_TONAL`` of the frame's power, rise
-  ``BEEP_SNR_DB`` above the median of the preceding 0.5 s, and fall back within ``BEEP_MAX_S``
-  (a line-up tone is no beep). Its onset is where the per-sample envelope (demodulated at
-  ``beep_hz``, smoothed by a symmetric 2 ms triangle, so without delay) first crosses half of the
-  beep's amplitude, interpolated between samples: within 0.5 ms under a loud bed, 0.2 ms through
-  AAC on the generator's clips (measured).
-* Flashes and beeps are paired one to one, as mutual nearest neighbours no further apart than
-  ``max_pair_ms``, once both timelines are 2 ``max_pair_ms`` past the flash (nothing can compete
-  for it any more); ``offset_ms`` = beep time − flash time. Marks once a second are ambiguous
-  beyond ±500 ms: a mark then pairs with its neighbour's flash.
 * Marks are *present* after ``min_pairs`` consecutive pairs within ``presence_s`` that are
   regular (intervals within MARK_RHYTHM_S of their median) and whose offsets lie within
-  ``consistency_ms`` of a straight line (steady, or drifting); until then nothing is reported.
-  Flashes and tones that programme pairs up by chance have offsets spread over ±``max_pair_ms``
-  and no rhythm (adversarial programme, a white picture and a 1 kHz pip every 1.2 s on average,
-  unrelated: in 30 runs of two minutes, about 75 chance pairs each, never taken for marks).
-  Marks are lost after ``marks_timeout_s`` without a pair (what was running ends half a mark
-  spacing after the last one), and must then be found again.
-* Each pair is classified with the median of its own offset and its two neighbours' (one stray
-  pair neither opens nor closes a defect); the last pair of the media, which has no successor,
-  on its own. A defect is a run of pairs outside the window, or of pairs in a drift: ``start_s``
-  is halfway between the last good pair's flash and the first bad one's (the change happened
-  somewhere between two marks: at most half the mark spacing off, a quarter on average for a
-  change at a random time, which no estimate from the marks alone can beat; bad from the first
-  mark on, half a spacing before it), ``end_s`` halfway between the last bad pair and the first good
-  one, or the end of the media. It is reported once it has lasted ``d``. A pair is decided
-  2 ``max_pair_ms`` after its flash and classified with the next one, so with marks once a
-  second the open finding comes 3-4 s after ``start_s + d`` (later while marks are still being
-  found: that takes ``min_pairs`` marks).
+  ``consistency_ms`` of a straight line; until then nothing is reported. Programme flashes and
+  tones that pair up by chance spread over ±``max_pair_ms`` with no rhythm (30 adversarial runs
+  of two minutes, about 75 chance pairs each: never taken for marks). Marks are lost after
+  ``marks_timeout_s`` without a pair (what was running ends half a mark spacing after the last).
+* Each pair is classified with the median of its offset and its two neighbours' (one stray pair
+  neither opens nor closes a defect); the last pair of the media on its own. A defect is a run of
+  pairs outside the window, or in a drift: ``start_s`` is halfway between the last good pair and
+  the first bad one (at most half the mark spacing off, which no estimate from the marks alone can
+  beat; bad from the first mark on: half a spacing before it), ``end_s`` halfway between the last
+  bad pair and the first good one, or the end of the media. It is reported once it has lasted
+  ``d``: with marks once a second, 3-4 s after ``start_s + d``.
 * A *drift* is at least ``drift_pairs`` pairs on a line with a slope of at least
-  ``max_drift_ms_per_s`` and a change of at least ``drift_min_ms`` along it, every pair within
-  ``drift_tolerance_ms`` of a hinge fit (a steady offset, then the line; :func:`hinge_fit`) over
-  up to twice as many pairs: the hinge is where the drift began, so a drift from 0 ms is dated
-  where it started, before it left the window. Later pairs join while they stay within
-  ``drift_tolerance_ms`` of the line (refitted on the latest pairs: it may bend); the first that
-  does not ends it. A drift is a defect even inside the window (a clock mismatch only gets
-  worse); ``drifting`` = 1 says so. The tolerance is meant for frame-aligned marks; marks with
-  a frame of jitter still report offsets outside the window, but rarely count as a drift.
-* Severity: ``critical`` once the offset (median-filtered; as measured on a drift's line) passes
-  BT.1359's *acceptability* limits, ``critical_early_ms`` (90 ms early) or ``critical_late_ms``
-  (185 ms late); ``warning`` below them (a constant offset between the two windows, or a drift
-  still inside them): a drift's open finding is usually a warning and its close critical.
-* Metrics: ``offset_ms`` (median of the defect's pairs, the last MEDIAN_PAIRS), ``offset_min_ms``,
-  ``offset_max_ms``, ``drift_ms_per_s`` (least-squares slope of offset against time over the
-  defect), ``drifting`` (1 or 0), ``pairs``, and ``duration_s`` on the close.
-* ``AvSyncDetector.measurements`` holds the latest pairs (flash time s, offset ms),
-  ``last_offset_ms`` the latest offset and ``marks_present`` whether marks are being followed.
+  ``max_drift_ms_per_s`` and a change of at least ``drift_min_ms``, every pair within
+  ``drift_tolerance_ms`` of a hinge fit over up to twice as many pairs
+  (:func:`worker.sync.fit.hinge_fit`: the hinge dates where the drift began, before it left the
+  window). Later pairs join while within ``drift_tolerance_ms`` of the refitted line. A drift is
+  a defect even inside the window (a clock mismatch only gets worse); ``drifting`` = 1 says so.
+* Metrics: ``offset_ms`` (median of the defect's last MEDIAN_PAIRS pairs), ``offset_min_ms``,
+  ``offset_max_ms``, ``drift_ms_per_s`` (least-squares slope over the defect), ``drifting``,
+  ``pairs``, and ``duration_s`` on the close. ``AvSyncDetector.measurements`` holds the latest
+  pairs (flash time s, offset ms), ``last_offset_ms`` the latest offset and ``marks_present``
+  whether marks are being followed.
 
-**Timestamps (key ``"pts"``).** From demuxed packets: the time each timeline has reached (the
-largest ``t + duration`` of its packets) and their difference D = audio reached − video reached,
-sampled in packet order and reduced to its median per second of video time. Interleaving and
-muxer buffering make D wander by hundreds of milliseconds, so only a persistent, steady trend
-counts: over the last ``ts_window_s`` (at least TS_FILL of it present), the medians of D's
-first, middle and last thirds must each move the same way, each half by at least
-``ts_linearity`` of the whole, for a slope (first to last third) of at least
-``ts_max_drift_ms_per_s`` and a change of at least ``ts_min_change_ms``; and this must hold for
-``ts_d``. Medians ignore bursts; a one-off step (a buffer that filled) moves one third's median
-only, and a bounded wander has no steady direction. The defect starts at the window's first
-second (the trend was visible since at least then) and ends when the slope falls below half the
-limit (or turns). Metrics: ``drift_ms_per_s`` (positive: the audio timestamps run ahead, so a
-player that follows them plays the sound increasingly late), ``pts_offset_ms`` (D's change over
-the window) and ``divergence_ms`` (since the first third of the window in which it was found);
-warning, critical once the divergence passes the acceptability limits. With the defaults a
-drift of 2 ms/s is reported after about 105 s. Packet order follows production time only on
-live sources; in a file the muxer interleaves by timestamp, which hides a divergence, so this
-mode then reports nothing (it never guesses). Timestamp jumps (``timestamp_jump``'s defect) and
-reconnects end a running defect and restart the measurement.
+**Timestamps (key ``"pts"``).** The steady trend of the demuxed timelines' difference
+(:mod:`worker.sync.timestamps`), with a slope of at least ``ts_max_drift_ms_per_s`` and a change
+of at least ``ts_min_change_ms`` over ``ts_window_s``, held for ``ts_d``: the defect starts at
+the window's first second and ends when the slope falls below half the limit (or turns);
+timestamp jumps and reconnects end it. Metrics: ``drift_ms_per_s`` (positive: the audio
+timestamps run ahead), ``pts_offset_ms`` (the change over the window) and ``divergence_ms``
+(critical past the acceptability limits). With the defaults 2 ms/s is reported after about
+105 s. In a file the muxer interleaves by timestamp, which hides a divergence: it then reports
+nothing (it never guesses).
 
-**Programme content (no marks, key ``"content"``).** :mod:`worker.sync_content` correlates
-audio onsets (rises of band energies) with visual onsets (rises of motion energy in the cells of
-a coarse grid) over ±``content_max_lag_s`` in windows of ``content_window_s``, one ending every
-``content_hop_s`` of video time (see that module for the method, what SyncNet, Synchformer,
-audio-offset-finder and broadcast monitors do, and how we differ). Each window gives an offset
-with a ``confidence`` (1 − second-best peak / peak) and a ``prominence`` (the peak's robust
-standard score), or is *unknown* (too few events, a weak, flat or ambiguous correlation:
-silence, a static picture, sound unrelated to the picture). Unknown is neither in sync nor a
-defect: it does not move a defect either way.
+**Programme content (no marks, key ``"content"``).** Windows of :mod:`worker.sync.content`,
+each an offset with a ``confidence`` and a ``prominence``, or *unknown* (neither in sync nor a
+defect: it moves nothing). A defect opens after ``content_windows`` consecutive confident
+windows outside the window, each within ``content_agree_ms`` of the one before (with the
+defaults, 30 s in for an offset present from the start); ``start_s`` is halfway between the
+centres of the last window inside and the first outside. It closes after
+``content_close_windows`` confident windows inside, after ``content_timeout_s`` without a
+confident window (at the end of the last bad one), or at the end of the media. Metrics:
+``offset_ms``, ``offset_min_ms``, ``offset_max_ms``, ``drift_ms_per_s``, ``confidence`` and
+``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s``, ``last_window_s``,
+``duration_s`` on the close. Marks have priority: while they are present no content window is
+evaluated and a content defect ends.
 
-* A defect opens after ``content_windows`` consecutive confident windows outside BT.1359's
-  detectability window (the same ``max_early_ms`` / ``max_late_ms``), each within
-  ``content_agree_ms`` of the one before; ``start_s`` is halfway between the centres of the
-  last confident window inside and the first outside, or the first window's start. With the
-  defaults an offset present from the start is reported 30 s in (three windows: 20, 25, 30 s).
-* It closes after ``content_close_windows`` consecutive confident windows inside, halfway
-  between the last bad window's centre and the first good one's; or after
-  ``content_timeout_s`` without a confident window, at the end of the last bad one; or at the
-  end of the media.
-* Severity as for marks (the median offset against the acceptability limits). Metrics:
-  ``offset_ms`` (median of its windows), ``offset_min_ms``, ``offset_max_ms``,
-  ``drift_ms_per_s`` (slope of the windows' offsets against their centres), ``confidence`` and
-  ``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s`` and
-  ``last_window_s`` (the span of the windows used), ``duration_s`` on the close. The method is
-  the key (``content``; marks ``""``, timestamps ``pts``): metrics are numbers.
-* Marks have priority: once marks are present, no content window is evaluated and a content
-  defect ends; content resumes when the marks are lost.
-* The latest confident offset, from marks or content, is published for the stream's API view
-  as ``ctx.extra["av_sync"] = {"offset_ms", "confidence", "method", "t"}`` (``confidence``
-  1.0 for marks; ``t`` the media time of the mark or the window's end).
-
-Cost (measured, one core): a flash test is one mean over 1/64 of the luma (plus a count when the
-picture is bright), 6 µs per 640x360 picture and 20 µs per 1920x1080 one; the beep search is
-two small matrix products per audio block, with a Python loop only over the 5 ms frames of
-blocks that hold a loud 1 kHz component: about 1.1 ms per second of 48 kHz stereo audio (1.7
-ms with a beep every second). Packets cost a few dictionary updates each. The content
-measurement's cost is measured in ``bench.accuracy_sync`` as a share of 720p decoding.
+The latest confident offset, from marks or content, is published for the stream's API view as
+``ctx.extra["av_sync"] = {"offset_ms", "confidence", "method", "t"}`` (``confidence`` 1.0 for
+marks; ``t`` the media time of the mark or the window's end). Costs are in each module.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
-import cv2
 import numpy as np
-import numpy.typing as npt
 
 from worker.detectors.base import (
     AudioBlock,
@@ -151,46 +86,39 @@ from worker.detectors.base import (
     StreamContext,
     VideoFrame,
 )
-from worker.sync_content import ContentSync, WindowEstimate
+from worker.sync.beep import BeepFinder
+from worker.sync.content import ContentSync
+from worker.sync.correlation import WindowEstimate
+from worker.sync.episodes import MEDIAN_PAIRS, SEQUENCE
+from worker.sync.episodes import ContentEpisode as _ContentEpisode
+from worker.sync.episodes import DriftRun as _DriftRun
+from worker.sync.episodes import Episode as _Episode
+from worker.sync.episodes import Pair as _Pair
+from worker.sync.episodes import centre as _centre
+from worker.sync.fit import hinge_fit, line_fit
+from worker.sync.flash import FlashFinder
+from worker.sync.marks import MARK_RHYTHM_S, MarkPairer
+from worker.sync.timestamps import PtsDrift as _PtsDrift
+from worker.sync.timestamps import PtsEpisode as _PtsEpisode
 
-F64 = npt.NDArray[np.float64]
+__all__ = [
+    "CONTENT_KEY",
+    "EXTRA_KEY",
+    "PROGRAMME_KEY",
+    "PTS_KEY",
+    "AvSyncDetector",
+    "AvSyncOptions",
+    "BeepFinder",
+    "FlashFinder",
+    "MarkPairer",
+    "hinge_fit",
+    "line_fit",
+]
 
 CONTENT_KEY = ""  # key of the sync-mark measurement (marks are content too: the first path)
 PTS_KEY = "pts"  # key of the timestamp drift
 PROGRAMME_KEY = "content"  # key of the measurement on programme content, without marks
 EXTRA_KEY = "av_sync"  # StreamContext.extra entry: the latest confident offset (see the docstring)
-
-# Flashes. Levels are fractions of the luma range from black (0) to white (1).
-FLASH_STEP = 16  # analyse every 16th row, whole (the rows black rejects on: read once), no copy
-FLASH_LEVEL = 0.85  # mean level of a flash (the generator's is 1.0, an encoded one about 0.99)
-FLASH_PIXEL = 0.9  # level of a white sampled pixel
-# Share of white sampled pixels: the whole picture is white, not lit. A camera flash that pushes
-# the picture 80 % of the way to white leaves half of it below FLASH_PIXEL.
-FLASH_COVER = 0.9
-FLASH_JUMP = 0.3  # rise over the median of the preceding pictures: a flash, not a bright scene
-FLASH_MAX_S = 0.25  # a bright run longer than this is a white card or a fade, not a flash
-FLASH_HISTORY = 12  # pictures in the median that a flash must rise above
-
-# Beeps.
-BEEP_HOP_S = 0.005  # analysis step; frames are two steps (10 ms) long, Hann-windowed
-BEEP_MIN_DBFS = -36.0  # amplitude of the tone component (a -12 dBFS beep is far above)
-BEEP_TONAL = 0.5  # share of the frame's power in the beep's frequency bin
-BEEP_SNR_DB = 15.0  # rise over the median tone amplitude of the preceding BEEP_FLOOR_S
-BEEP_FLOOR_S = 0.5
-BEEP_MIN_S = 0.01  # shortest and longest run of beep frames (a 40 ms beep spans about 45 ms)
-BEEP_MAX_S = 0.25
-BEEP_REANCHOR_S = 0.002  # a block this far from the expected time starts a new timeline
-BEEP_BATCH_S = 0.1  # audio gathered before it is analysed (numpy's per-call cost on small blocks)
-
-MARK_RHYTHM_S = 0.07  # marks are regular: intervals within this of their median (a 15 fps frame)
-PAIR_QUEUE = 64  # flashes waiting for a partner, at most (a stream without usable audio)
-SEQUENCE = 64  # pairs kept for classification and drift search
-MEDIAN_PAIRS = 600  # pairs of a defect in its offset median (10 min of marks once a second)
-
-# Timestamps.
-TS_BIN_S = 1.0  # D is reduced to one median per second of video time
-TS_FILL = 0.8  # share of the window's seconds that must be present for a fit
-TS_MAX_STEP_S = 5.0  # a timeline moving further than this at once is a jump: start afresh
 
 _EPS = 1e-9
 
@@ -305,517 +233,6 @@ class AvSyncOptions:
             raise ValueError("content_windows and content_close_windows must be in [1, 20]")
         if not (self.content_agree_ms > 0.0 and self.content_timeout_s > 0.0):
             raise ValueError("content_agree_ms and content_timeout_s must be > 0")
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def line_fit(x: F64, y: F64) -> tuple[float, float]:
-    """Least-squares line through (x, y): (slope, intercept) in y units per x unit and y units;
-    slope 0 when x has fewer than two distinct values."""
-    ym = float(y.mean()) if y.size else 0.0
-    if x.size < 2:
-        return 0.0, ym
-    xm = float(x.mean())
-    dx = x - xm
-    sxx = float(dx @ dx)
-    if sxx <= 0.0:
-        return 0.0, ym
-    slope = float(dx @ (y - ym)) / sxx
-    return slope, ym - slope * xm
-
-
-def hinge_fit(t: F64, y: F64, step: float = 0.01) -> tuple[float, float, float]:
-    """Fit y = level for t < t0, level + slope (t − t0) after (a steady offset that starts to
-    drift at t0) by least squares, t0 searched on a ``step`` grid from t[0] to t[-1] (times in
-    s, sorted). Returns (t0 s, slope in y units per s, largest absolute residual in y units)."""
-    grid = np.arange(float(t[0]), float(t[-1]), step)
-    if grid.size == 0:
-        grid = t[:1].astype(np.float64)
-    hinge = np.maximum(0.0, t[None, :] - grid[:, None])  # (candidates, points)
-    dh = hinge - hinge.mean(axis=1, keepdims=True)
-    dy = y - y.mean()
-    var = np.einsum("ij,ij->i", dh, dh)
-    slope = np.where(var > 0.0, (dh @ dy) / np.maximum(var, 1e-300), 0.0)
-    residual = dy[None, :] - slope[:, None] * dh
-    best = int(np.argmin(np.einsum("ij,ij->i", residual, residual)))
-    return float(grid[best]), float(slope[best]), float(np.abs(residual[best]).max())
-
-
-def flash_level(luma: npt.NDArray[np.uint8], full_range: bool) -> tuple[float, npt.NDArray[np.uint8]]:
-    """Mean level of ``luma`` (h, w uint8 codes) on every FLASH_STEP-th row, as a fraction of
-    the range from black (0) to white (1), and the sample it was measured on."""
-    sample = luma[::FLASH_STEP]
-    if sample.strides[-1] != 1:
-        sample = np.ascontiguousarray(sample)
-    black, white = (0.0, 255.0) if full_range else (16.0, 235.0)
-    # OpenCV's mean of a row-strided view: 7 us at 720p, where numpy's of a 2-d strided one is 25.
-    mean = float(cv2.mean(sample)[0]) if sample.size else black
-    return (mean - black) / (white - black), sample
-
-
-def bright_share(sample: npt.NDArray[np.uint8], full_range: bool) -> float:
-    """Fraction (0..1) of ``sample``'s pixels at least FLASH_PIXEL of the way to white."""
-    black, white = (0.0, 255.0) if full_range else (16.0, 235.0)
-    code = black + FLASH_PIXEL * (white - black)
-    return float(np.count_nonzero(sample >= code)) / max(sample.size, 1)
-
-
-class FlashFinder:
-    """Finds flashes (see the module docstring) in pictures fed in presentation order."""
-
-    def __init__(self) -> None:
-        self._levels: deque[float] = deque(maxlen=FLASH_HISTORY)  # levels of recent non-flash pictures
-        self._run_start: float | None = None  # time of the first picture of a bright run, s
-        self._run_valid = False  # the run began as a flash (a jump from a darker picture)
-        self._last_t: float | None = None
-        self.progress = -math.inf  # no flash before this media time (s) is still undecided
-
-    def reset(self) -> None:
-        self._levels.clear()
-        self._run_start = None
-        self._last_t = None
-
-    def finish(self) -> float | None:
-        """The end of the pictures: the time (s) of a flash still running, if any."""
-        found = self._run_start if self._run_start is not None and self._run_valid else None
-        self.reset()
-        return found
-
-    def feed(self, frame: VideoFrame) -> float | None:
-        """The time (s) of a flash that ends with this picture, if one does."""
-        if self._last_t is not None and frame.t < self._last_t:
-            self.reset()  # time went back: what came before says nothing about what follows
-        self._last_t = frame.t
-        level, sample = flash_level(frame.luma, frame.full_range)
-        found: float | None = None
-        if level >= FLASH_LEVEL:
-            if self._run_start is None:
-                rise = level - statistics.median(self._levels) if len(self._levels) >= 3 else 0.0
-                self._run_valid = rise >= FLASH_JUMP and bright_share(sample, frame.full_range) >= FLASH_COVER
-                self._run_start = frame.t
-            elif frame.t - self._run_start > FLASH_MAX_S:
-                self._run_valid = False  # too long for a flash: a white card, a fade
-            if not self._run_valid:
-                self._levels.append(level)  # a bright scene is the baseline of the next flash
-        else:
-            if self._run_start is not None and self._run_valid:
-                found = self._run_start
-            self._run_start = None
-            self._levels.append(level)
-        self.progress = self._run_start - _EPS if self._run_start is not None else frame.t
-        return found
-
-
-class BeepFinder:
-    """Finds beep onsets (see the module docstring) in audio blocks fed in order."""
-
-    def __init__(self, hz: float) -> None:
-        self.hz = hz
-        self._rate = 0
-        self._hop = 0  # samples per analysis step
-        self._frame = 0  # samples per analysis frame (two steps)
-        self._kernel = np.ones(1)  # the envelope smoother: a triangle of two tone periods
-        self._ref = np.zeros(0, np.complex128)  # Hann window times the conjugate tone
-        self._norm = 1.0  # sum of the window: amplitude = 2 |X| / norm
-        self._power = np.zeros(0)  # squared window, normalised to sum 1
-        self._buf = np.zeros(0)  # mono samples since _t0
-        self._t0 = 0.0  # media time of _buf[0], s
-        self._next = 0  # index in _buf of the next frame to analyse
-        self._expected: float | None = None  # media time of the next block, s
-        self._pending: list[npt.NDArray[np.float32]] = []  # blocks fed, not yet analysed
-        self._pending_n = 0  # samples in _pending
-        self._floor: deque[float] = deque()  # tone amplitudes of the last BEEP_FLOOR_S
-        self._run: list[int] = []  # [index in _buf of its first frame, frames] of a beep, or []
-        self._run_peak = 0.0
-        self._min_amp = 10.0 ** (BEEP_MIN_DBFS / 20.0)
-        self._snr = 10.0 ** (BEEP_SNR_DB / 20.0)
-        self.progress = -math.inf  # no beep onset before this media time (s) is still undecided
-
-    def _setup(self, rate: int) -> None:
-        self._rate = rate
-        self._hop = max(1, round(BEEP_HOP_S * rate))
-        self._frame = 2 * self._hop
-        n = np.arange(self._frame)
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / self._frame)  # periodic Hann
-        self._ref = window * np.exp(-2j * np.pi * self.hz * n / rate)
-        self._norm = float(window.sum())
-        self._power = window**2 / float((window**2).sum())
-        period = max(1, round(rate / self.hz))
-        # Two boxcars of one tone period: zeros at every multiple of the tone frequency, so the
-        # demodulated image at twice the frequency vanishes; odd length, centred: no delay.
-        self._kernel = np.convolve(np.ones(period), np.ones(period)) / float(period * period)
-        self._floor = deque(maxlen=max(1, round(BEEP_FLOOR_S / BEEP_HOP_S)))
-        self._restart(0.0)
-
-    def _restart(self, t: float) -> None:
-        self._buf = np.zeros(0)
-        self._t0 = t
-        self._next = 0
-        self._floor.clear()
-        self._run = []
-        self._run_peak = 0.0
-
-    def feed(self, block: AudioBlock) -> list[float]:
-        """Onset times (s) of the beeps that ended in this block."""
-        samples = block.samples
-        if samples.ndim != 2 or samples.shape[1] == 0 or block.rate <= 0:
-            return []
-        onsets: list[float] = []
-        if block.rate != self._rate:
-            onsets += self._drain()
-            self._setup(block.rate)
-            self._restart(block.t)
-        elif self._expected is None or abs(block.t - self._expected) > BEEP_REANCHOR_S:
-            onsets += self._drain()
-            self._restart(block.t)  # a gap or overlap: the sample count no longer tells the time
-        self._expected = block.t + samples.shape[1] / block.rate
-        self._pending.append(samples)
-        self._pending_n += samples.shape[1]
-        if self._pending_n >= BEEP_BATCH_S * self._rate:
-            onsets += self._drain()
-        return onsets
-
-    def _drain(self) -> list[float]:
-        """Analyse the blocks gathered so far."""
-        if not self._pending:
-            return []
-        samples = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
-        self._pending = []
-        self._pending_n = 0
-        mono = samples.mean(axis=0, dtype=np.float64)
-        self._buf = np.concatenate((self._buf, mono))
-        onsets = self._analyse()
-        self._trim()
-        first = self._run[0] if self._run else self._next
-        # A beep not yet found starts after the earliest frame that may still hold its onset.
-        self.progress = self._t0 + (first - self._frame) / self._rate
-        return onsets
-
-    def _analyse(self) -> list[float]:
-        count = (self._buf.size - self._next - self._frame) // self._hop + 1
-        if count <= 0:
-            return []
-        span = self._buf[self._next : self._next + (count - 1) * self._hop + self._frame]
-        frames = np.lib.stride_tricks.sliding_window_view(span, self._frame)[:: self._hop]
-        amplitude = 2.0 * np.abs(frames @ self._ref) / self._norm
-        power = (frames * frames) @ self._power  # mean square under the window
-        tonal = 0.5 * amplitude * amplitude >= BEEP_TONAL * np.maximum(power, 1e-20)
-        candidate = tonal & (amplitude >= self._min_amp)
-        start = self._next
-        self._next += count * self._hop
-        if not self._run and not candidate.any():
-            self._floor.extend(amplitude.tolist())  # the common case: no tone at all
-            return []
-        onsets: list[float] = []
-        for k in range(count):
-            a = float(amplitude[k])
-            floor = float(np.median(np.fromiter(self._floor, float))) if self._floor else 0.0
-            above = bool(candidate[k]) and a >= floor * self._snr
-            if self._run:
-                if above:
-                    self._run[1] += 1
-                    self._run_peak = max(self._run_peak, a)
-                    continue
-                onset = self._finish_run()
-                if onset is not None:
-                    onsets.append(onset)
-            if above:
-                self._run = [start + k * self._hop, 1]
-                self._run_peak = a
-            else:
-                self._floor.append(a)
-        return onsets
-
-    def finish(self) -> list[float]:
-        """The end of the audio: the onsets (s) of the beeps not yet reported, if any."""
-        onsets = self._drain()
-        onset = self._finish_run() if self._run else None
-        self._expected = None
-        return onsets if onset is None else [*onsets, onset]
-
-    def _finish_run(self) -> float | None:
-        """End the current run of beep frames: the onset time (s) if it was a beep."""
-        first, frames = self._run
-        self._run = []
-        duration = frames * self._hop / self._rate
-        if not BEEP_MIN_S <= duration <= BEEP_MAX_S:
-            return None
-        return self._onset(first, self._run_peak)
-
-    def _onset(self, first: int, peak: float) -> float | None:
-        """Time (s) where the envelope first reaches half of ``peak`` around the run that starts
-        with the frame at ``first`` (index in _buf)."""
-        margin = self._kernel.size
-        lo = max(0, first - self._frame - margin)
-        hi = min(self._buf.size, first + 3 * self._frame + margin)
-        x = self._buf[lo:hi]
-        phase = np.exp(-2j * np.pi * self.hz * np.arange(lo, hi) / self._rate)
-        envelope = 2.0 * np.abs(np.convolve(x * phase, self._kernel, mode="same"))
-        half = 0.5 * peak
-        # Upward crossings of half the peak, away from the ends (where the smoothing lacks data).
-        above = envelope >= half
-        crossings = np.flatnonzero(above[margin:-margin] & ~above[margin - 1 : -margin - 1]) + margin
-        if crossings.size == 0:
-            return None
-        i = int(crossings[0])
-        before, after = float(envelope[i - 1]), float(envelope[i])
-        fraction = (half - before) / (after - before) if after > before else 1.0
-        return self._t0 + (lo + i - 1 + fraction) / self._rate
-
-    def _trim(self) -> None:
-        """Drop samples no analysis needs any more (keep a frame and a kernel for refinement)."""
-        keep_from = (self._run[0] if self._run else self._next) - self._frame - 2 * self._kernel.size
-        if keep_from > 4 * self._frame:  # trim in chunks, not every block
-            self._buf = self._buf[keep_from:]
-            self._t0 += keep_from / self._rate
-            self._next -= keep_from
-            if self._run:
-                self._run[0] -= keep_from
-
-
-class MarkPairer:
-    """Pairs flashes and beeps as mutual nearest neighbours within ``window`` seconds."""
-
-    def __init__(self, window: float) -> None:
-        self.window = window
-        self._pending: list[float] = []  # flashes not yet decided, in time order
-        self._flashes: list[float] = []  # recent flashes, decided or not, in time order
-        self._beeps: list[float] = []  # recent unpaired beeps, in time order
-
-    def add_flash(self, t: float) -> None:
-        bisect.insort(self._pending, t)
-        bisect.insort(self._flashes, t)
-        if len(self._pending) > PAIR_QUEUE:
-            del self._pending[0]  # no sound to pair them with (a picture-only stretch)
-        if len(self._flashes) > 2 * PAIR_QUEUE:
-            del self._flashes[0]
-
-    def add_beep(self, t: float) -> None:
-        bisect.insort(self._beeps, t)
-        if len(self._beeps) > PAIR_QUEUE:
-            del self._beeps[0]  # no pictures to pair them with (an audio-only stretch)
-
-    def resolve(self, progress: float) -> list[tuple[float, float]]:
-        """Pairs (flash time, beep time − flash time), s, for the flashes that can be decided:
-        every beep and flash that could compete for them is known once both timelines have
-        reached ``progress`` ≥ flash + 2 ``window``."""
-        w = self.window
-        pairs: list[tuple[float, float]] = []
-        while self._pending and self._pending[0] + 2.0 * w <= progress:
-            f = self._pending.pop(0)
-            near = [b for b in self._beeps if abs(b - f) <= w]
-            if not near:
-                continue
-            b = min(near, key=lambda x: abs(x - f))
-            rival = min(self._flashes, key=lambda x: abs(x - b))
-            if rival == f:
-                pairs.append((f, b - f))
-                self._beeps.remove(b)
-        horizon = progress - 4.0 * w
-        self._beeps = [b for b in self._beeps if b >= horizon]
-        self._flashes = [x for x in self._flashes if x >= horizon or x in self._pending]
-        return pairs
-
-
-# ----------------------------------------------------------------------------- sync-mark state
-
-
-@dataclass(slots=True, eq=False)  # compared by identity
-class _Pair:
-    t: float  # flash time, s
-    offset: float  # beep − flash, ms
-    drift: bool = False  # part of a drift run
-    classified: bool = False
-
-
-@dataclass(slots=True)
-class _DriftRun:
-    pairs: list[_Pair]
-    start_s: float  # where the drift began (extrapolated), s
-    slope: float = 0.0  # ms/s
-    intercept: float = 0.0  # ms at t = 0
-
-    def refit(self, last: int) -> None:
-        """Fit the line to the ``last`` latest pairs (a drift may bend slowly)."""
-        t = np.array([p.t for p in self.pairs[-last:]])
-        o = np.array([p.offset for p in self.pairs[-last:]])
-        self.slope, self.intercept = line_fit(t, o)
-
-    def predict(self, t: float) -> float:
-        return self.intercept + self.slope * t
-
-
-@dataclass(slots=True)
-class _Episode:
-    """A defect in the making: a run of bad pairs."""
-
-    start_s: float
-    last_bad_t: float = 0.0
-    opened: bool = False
-    drifting: bool = False
-    critical: bool = False
-    count: int = 0
-    low: float = math.inf  # ms
-    high: float = -math.inf  # ms
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=MEDIAN_PAIRS))  # offsets, ms
-    members: list[_Pair] = field(default_factory=list)  # its pairs, kept until it is reported
-    # Least-squares sums of (t - start_s, offset) for the drift slope.
-    sx: float = 0.0
-    sy: float = 0.0
-    sxx: float = 0.0
-    sxy: float = 0.0
-
-    def add(self, pair: _Pair) -> None:
-        x, y = pair.t - self.start_s, pair.offset
-        self.count += 1
-        self.low, self.high = min(self.low, y), max(self.high, y)
-        self.recent.append(y)
-        self.sx += x
-        self.sy += y
-        self.sxx += x * x
-        self.sxy += x * y
-        self.drifting = self.drifting or pair.drift
-        if not self.opened:
-            self.members.append(pair)
-
-    def slope(self) -> float:
-        """Least-squares slope of offset against time, ms/s (0 with fewer than 2 pairs)."""
-        n = self.count
-        den = n * self.sxx - self.sx * self.sx
-        return (n * self.sxy - self.sx * self.sy) / den if n >= 2 and den > 1e-12 else 0.0
-
-
-# ----------------------------------------------------------------------------- timestamp state
-
-
-@dataclass(frozen=True, slots=True)
-class _Trend:
-    """D over the timestamp window, from the medians of its thirds."""
-
-    slope: float  # ms/s, from the first third's median to the last one's
-    change: float  # ms, last third's median − first third's
-    steady: bool  # each half of the change goes the same way and makes its share of it
-    first_t: float  # video time of the window's first second, s
-    level: float  # the last third's median D, s
-    level_t: float  # ... at this video time, s
-
-
-@dataclass(slots=True)
-class _PtsEpisode:
-    start_s: float
-    held_since: float  # video time at which the trend was first seen, s
-    base: float  # D when it was first seen (first third's median), s
-    sign: float  # +1: audio timestamps running ahead, -1: behind
-    opened: bool = False
-    critical: bool = False
-    slope: float = 0.0  # ms/s
-    change: float = 0.0  # ms, over the window
-    divergence: float = 0.0  # ms, since ``base``
-
-
-class _PtsDrift:
-    """Divergence of the audio and video timestamp timelines (see the module docstring)."""
-
-    def __init__(self, options: AvSyncOptions) -> None:
-        self.options = options
-        self.reached: dict[str, float] = {}
-        self._bin = -math.inf  # index of the second of video time being collected
-        self._samples: list[float] = []  # D values (s) in that second
-        self._bins: deque[tuple[float, float]] = deque()  # (video time, median D), s
-        self.episode: _PtsEpisode | None = None
-        self.resets = 0  # timelines started afresh
-
-    def reset(self) -> None:
-        self.resets += 1
-        self.reached.clear()
-        self._bin = -math.inf
-        self._samples = []
-        self._bins.clear()
-
-    def feed(self, packet: PacketInfo) -> bool:
-        """Take a packet; True when a second of video time has been completed (evaluate then)."""
-        t = packet.t
-        if t is None or packet.kind not in ("audio", "video"):
-            return False
-        end = t + (packet.duration or 0.0)
-        last = self.reached.get(packet.kind)
-        if last is not None and (end > last + TS_MAX_STEP_S or end < last - TS_MAX_STEP_S):
-            self.reset()  # a timestamp jump: timestamp_jump's defect; the trend starts afresh
-            last = None
-        self.reached[packet.kind] = end if last is None else max(last, end)
-        if len(self.reached) < 2:
-            return False
-        video = self.reached["video"]
-        index = math.floor(video / TS_BIN_S)
-        completed = False
-        if index != self._bin:
-            if self._samples:
-                self._bins.append(((self._bin + 0.5) * TS_BIN_S, statistics.median(self._samples)))
-                completed = True
-            self._bin, self._samples = index, []
-        self._samples.append(self.reached["audio"] - video)
-        while self._bins and self._bins[0][0] < video - self.options.ts_window_s:
-            self._bins.popleft()
-        return completed
-
-    def trend(self) -> _Trend | None:
-        """D's trend over the window, or None while the window is not filled well enough.
-
-        Medians of thirds, not a least-squares line: a muxer's bursts move D by hundreds of
-        milliseconds for a moment, which a median ignores, and a single step (a buffer that
-        filled once) moves one median only, which ``steady`` rejects."""
-        opts = self.options
-        n = len(self._bins)
-        if n < TS_FILL * opts.ts_window_s / TS_BIN_S:
-            return None
-        bins = list(self._bins)
-        thirds = [bins[i * n // 3 : (i + 1) * n // 3] for i in range(3)]
-        times = [statistics.median(b[0] for b in third) for third in thirds]
-        levels = [statistics.median(b[1] for b in third) for third in thirds]
-        change = levels[2] - levels[0]
-        share = opts.ts_linearity * abs(change)
-        steady = change != 0.0 and all(
-            (later - earlier) * math.copysign(1.0, change) >= share
-            for earlier, later in itertools.pairwise(levels)
-        )
-        return _Trend(
-            slope=change / (times[2] - times[0]) * 1000.0,
-            change=change * 1000.0,
-            steady=steady,
-            first_t=bins[0][0] - 0.5 * TS_BIN_S,
-            level=levels[2],
-            level_t=times[2],
-        )
-
-    @property
-    def now(self) -> float:
-        return self.reached.get("video", 0.0)
-
-
-# ----------------------------------------------------------------------------- content state
-
-
-def _centre(window: WindowEstimate) -> float:
-    return 0.5 * (window.start_s + window.end_s)
-
-
-@dataclass(slots=True)
-class _ContentEpisode:
-    """A content defect: confident windows outside the detectability window."""
-
-    start_s: float
-    windows: list[WindowEstimate]
-    opened: bool = False
-    critical: bool = False
-    good: list[WindowEstimate] = field(default_factory=list)  # confident windows inside, since
-
-    @property
-    def last_bad(self) -> WindowEstimate:
-        return self.windows[-1]
-
-    def offsets(self) -> F64:
-        return np.array([w.offset_ms or 0.0 for w in self.windows[-MEDIAN_PAIRS:]])
 
 
 # ----------------------------------------------------------------------------- the detector

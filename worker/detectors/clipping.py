@@ -11,9 +11,9 @@ even mastered loud, touches them only at a few transients. So the signal is cut 
 * ``clipped_ratio``: the fraction of the window's samples with ``|x| >= level`` (in the worst
   channel). Measured on AAC-coded music hard-clipped after +20 dB gain: 1-20 % of samples per
   50 ms window, against 0 % for the same music peaking at -0.5 dBFS;
-* the *true peak*, per ITU-R BS.1770-4 Annex 2 (as EBU R128 requires it): the signal is
-  oversampled 4x with the Annex's 48-tap, 4-phase FIR and the largest magnitude is taken (never
-  less than the sample peak). Over ``tp_dbtp`` (-1 dBTP, the R128 ceiling) the window is "over".
+* the *true peak*, per ITU-R BS.1770-4 Annex 2 (as EBU R128 requires it; :mod:`worker.bs1770`):
+  the signal is oversampled 4x and the largest magnitude is taken (never less than the sample
+  peak). Over ``tp_dbtp`` (-1 dBTP, the R128 ceiling) the window is "over".
 
 A window is *flagged* when ``clipped_ratio >= ratio`` or its true peak is over ``tp_dbtp``. A
 segment is a run of flagged windows in which no unflagged stretch exceeds ``gap_s``, so that a hot
@@ -54,6 +54,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from worker.bs1770 import HISTORY, LOOKAHEAD, channel_true_peak_windows
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
 from worker.detectors.loudness import loudness_profile
 
@@ -61,31 +62,6 @@ FLOOR_DB = -150.0  # reported for digital zero instead of -inf
 TRUE_PEAK_GATE_DB = 6.0  # interpolate only around samples this close to a threshold, dB
 BATCH_S = 0.2  # audio measured per call: numpy's per-call overhead outweighs one 50 ms window
 _EPS = 1e-9  # s: float slack in duration comparisons
-
-# ITU-R BS.1770-4 Annex 2: 4x oversampling FIR, order 48, as four 12-tap phases. The prototype is
-# symmetric, so phases 2 and 3 are phases 1 and 0 reversed (the Recommendation prints all four).
-_PHASE_0 = (
-    0.0017089843750, 0.0109863281250, -0.0196533203125, 0.0332031250000,
-    -0.0594482421875, 0.1373291015625, 0.9721679687500, -0.1022949218750,
-    0.0476074218750, -0.0266113281250, 0.0148925781250, -0.0083007812500,
-)  # fmt: skip
-_PHASE_1 = (
-    -0.0291748046875, 0.0292968750000, -0.0517578125000, 0.0891113281250,
-    -0.1665039062500, 0.4650878906250, 0.7797851562500, -0.2003173828125,
-    0.1015625000000, -0.0582275390625, 0.0330810546875, -0.0189208984375,
-)  # fmt: skip
-TRUE_PEAK_FIR: npt.NDArray[np.float64] = np.array([_PHASE_0, _PHASE_1, _PHASE_1[::-1], _PHASE_0[::-1]])
-TRUE_PEAK_TAPS = TRUE_PEAK_FIR.shape[1]
-# Phase p's output at sample n is sum_k FIR[p, k] * x[n - k], the signal at n - 5.875 + p / 4
-# (the prototype's delay is 23.5 / 4 samples): the interval between samples m and m + 1 is
-# interpolated from samples m - 5 .. m + 6.
-HISTORY = 6  # samples before the measured ones that their interpolation needs
-LOOKAHEAD = 6  # samples after them
-# A sliding window holds x[n - 11 .. n] oldest first, so the taps are applied reversed:
-# window @ _TP_MATRIX gives the four phases.
-# float32 like the samples: a mixed-type product is several times slower, and float32 resolves a
-# peak far below the 0.01 dB that matters here.
-_TP_MATRIX: npt.NDArray[np.float32] = np.ascontiguousarray(TRUE_PEAK_FIR[:, ::-1].T, dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,67 +157,6 @@ def window_levels(
     """
     ratio, peak = channel_window_levels(samples, window, level)
     return ratio.max(axis=0, initial=0.0), peak.max(axis=0, initial=0.0)
-
-
-def oversample_4x(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """The BS.1770-4 Annex 2 4x interpolation of ``x`` (channels, k), full scale 1.0.
-
-    Returns (channels, k - 11, 4): row ``i`` holds the signal at 1/8, 3/8, 5/8 and 7/8 of the
-    way from ``x[:, i + 5]`` to ``x[:, i + 6]`` (each interval is interpolated from the 6 samples
-    on either side of it).
-    """
-    windows = np.lib.stride_tricks.sliding_window_view(x, TRUE_PEAK_TAPS, axis=-1)
-    out: npt.NDArray[np.float32] = windows @ _TP_MATRIX
-    return out
-
-
-def _halves(y: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Largest magnitude of the first two and of the last two phases (last axis) of ``y``.
-
-    Elementwise maxima: numpy's reduction over a short innermost axis costs about 20 times more.
-    """
-    a = np.abs(y)
-    return np.maximum(a[..., 0], a[..., 1]), np.maximum(a[..., 2], a[..., 3])
-
-
-def true_peak_windows(x: npt.NDArray[np.float32], window: int, gate: float) -> npt.NDArray[np.float64]:
-    """Largest 4x-interpolated magnitude of every window over all channels: the maximum over
-    channels of :func:`channel_true_peak_windows`, (n // window,)."""
-    result: npt.NDArray[np.float64] = channel_true_peak_windows(x, window, gate).max(axis=0)
-    return result
-
-
-def channel_true_peak_windows(
-    x: npt.NDArray[np.float32], window: int, gate: float
-) -> npt.NDArray[np.float64]:
-    """Largest 4x-interpolated magnitude of every window and channel, where it may reach ``gate``.
-
-    ``x`` is (channels, HISTORY + n + LOOKAHEAD), full scale 1.0: the n samples to measure with
-    the neighbours their interpolation needs; n is a multiple of ``window``. Each interpolated
-    value belongs to the window of its nearer sample, so that a window next to a clipped one is
-    not flagged by the ramp between them. Intervals are interpolated only when one of their two
-    ends has ``|x| >= gate``; elsewhere the result is 0 (combine it with the sample peak).
-    Returns (channels, n // window).
-    """
-    channels, total = x.shape
-    n = total - HISTORY - LOOKAHEAD
-    # Interval i (0..n) runs from sample i - 1 to sample i of the n (x columns i + 5, i + 6).
-    big = np.abs(x) >= gate
-    need = big[:, HISTORY - 1 : HISTORY + n] | big[:, HISTORY : HISTORY + n + 1]
-    rows, cols = np.nonzero(need)
-    if rows.size * 4 > channels * (n + 1):
-        # Mostly loud (a clipped passage): one matrix product beats gathering the intervals.
-        early, late = _halves(oversample_4x(x))
-    else:
-        early = np.zeros((channels, n + 1), np.float32)
-        late = np.zeros((channels, n + 1), np.float32)
-        if rows.size:
-            picked = np.lib.stride_tricks.sliding_window_view(x, TRUE_PEAK_TAPS, axis=-1)[rows, cols]
-            early[rows, cols], late[rows, cols] = _halves(picked @ _TP_MATRIX)
-    # Sample m's neighbourhood: the late half of the interval before it, the early half after it.
-    around = np.maximum(late[:, :n], early[:, 1:])
-    result: npt.NDArray[np.float64] = around.reshape(channels, n // window, window).max(axis=2)
-    return result.astype(np.float64)
 
 
 class _Segment:

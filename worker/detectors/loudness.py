@@ -1,20 +1,7 @@
 """Loudness out of range: ITU-R BS.1770-4 / EBU R128 metering and sustained short-term excursions.
 
-Measurement (BS.1770-4, EBU Tech 3341):
-
-* every channel is K-weighted: a high shelf (+4 dB above ~1.7 kHz, the head) and a high pass
-  (~38 Hz, RLB), the two biquads of BS.1770 Tables 1 and 2, derived for the block's rate with
-  libebur128's formulas (at 48 kHz, the rate the worker resamples everything to, they equal the
-  tables to 1e-15) and run as one 4th-order IIR filter whose state carries across blocks;
-* the filtered signal is cut into 100 ms *sub-blocks*; a sub-block's power is the channel-weighted
-  sum of mean squares (L, R, C 1.0; surrounds 1.41; LFE 0), and loudness is
-  ``-0.691 + 10 log10(power)`` LUFS;
-* *momentary* loudness is that of the last 4 sub-blocks (400 ms, updated every 100 ms),
-  *short-term* that of the last 30 (3 s), both ungated;
-* *integrated* loudness gates the momentary blocks (400 ms, 75 % overlap): blocks under -70 LUFS
-  are dropped, then blocks more than 10 LU under the loudness of the rest. Memory stays bounded
-  like libebur128's: each block adds its power to a histogram bin of 0.1 LU, and the sums of the
-  bins above the relative gate give the result (exact but for the one bin the gate falls into).
+Measurement: :mod:`worker.bs1770` (K-weighting, 100 ms sub-blocks, momentary and short-term
+loudness, gated integrated loudness in a bounded histogram).
 
 Defect. Integrated loudness over a long stream hides a 20 s excursion, and a clipped passage
 inflates it, so the judgement is on short-term loudness: an *excursion* is a stretch whose
@@ -54,9 +41,8 @@ carries the worst severity seen. Metrics: ``lufs`` (loudness of the excursion's 
 power of its sub-blocks, ungated), ``integrated_lufs`` (the programme's integrated loudness since
 the stream started), ``target_lufs`` and, on close, ``duration_s``.
 
-Channel order is FFmpeg's (the worker's resampler keeps the source layout beyond stereo): 3 = L R
-C, 5 = L R C Ls Rs, 6 = L R C LFE Ls Rs, 8 = L R C LFE Lb Rb Ls Rs; other counts weigh every
-channel 1.0. Times are media seconds counted in samples from ``AudioBlock.t``; a block that does
+Channels are weighed as BS.1770 says, in FFmpeg's order (:func:`worker.bs1770.channel_weights`).
+Times are media seconds counted in samples from ``AudioBlock.t``; a block that does
 not continue the previous one within half a sub-block restarts the sub-block grid at its own
 timestamp (the filter state and the recent powers are kept: the level does not jump).
 """
@@ -70,34 +56,34 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
+from worker.bs1770 import (
+    ABSOLUTE_GATE_LUFS,
+    FLOOR_LUFS,
+    MOMENTARY_SUBBLOCKS,
+    SHORT_TERM_SUBBLOCKS,
+    SUBBLOCK_S,
+    LoudnessHistogram,
+    Power,
+    channel_weights,
+    k_weighting_filter,
+    lufs,
+    lufs_array,
+)
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
 from worker.iir import lfilter  # scipy.signal's, without importing scipy.signal (0.7 s)
 
-LOUDNESS_OFFSET = -0.691  # LUFS of a power of 1.0 (BS.1770 eq. 2: cancels the K-filter's 1 kHz gain)
-FLOOR_LUFS = -200.0  # reported for digital zero instead of -inf
-ABSOLUTE_GATE_LUFS = -70.0
-RELATIVE_GATE_LU = -10.0
-SUBBLOCK_S = 0.1  # the 100 ms step of momentary and short-term loudness
 STEP_LEVEL_SUBBLOCKS = 5  # sub-blocks either side of a step whose median is the level there
 STEP_MIN_LU = 3.0  # a smaller step is not placed inside a sub-block (its levels are too uncertain)
 # Step times are estimates, good to a fraction of a sub-block: an excursion of d measured this
 # much short of d (an end placed at a sub-block's start on a fluctuating level) still counts.
 DURATION_SLACK_S = SUBBLOCK_S / 2
-MOMENTARY_SUBBLOCKS = 4  # 400 ms
-SHORT_TERM_SUBBLOCKS = 30  # 3 s
 # Sub-blocks kept before the short-term window for locating a boundary: after a large step the
 # window that first comes back in range no longer holds any of the excursion.
 LOOKBACK_SUBBLOCKS = 10
 GATE_LU = 20.0  # boundary fits leave out sub-blocks this far under the median (pauses)
-BIN_LU = 0.1  # integrated-loudness histogram resolution
-BIN_TOP_LUFS = 10.0  # louder blocks share the top bin (their power is still summed exactly)
-SURROUND_WEIGHT = 1.41  # BS.1770 G for the surround channels
 
 LOUD, QUIET, IN_RANGE = "loud", "quiet", ""
-
-Power = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,138 +151,7 @@ class LoudnessOptions:
         return cls(**{"target": loudness_profile(name).target_lufs, **changes})
 
 
-# -- measurement -------------------------------------------------------------------------------
-
-
-def k_weighting(rate: int) -> npt.NDArray[np.float64]:
-    """The two K-weighting biquads for ``rate`` Hz, as (2, 6) second-order sections.
-
-    Rows are ``[b0, b1, b2, 1, a1, a2]``: the high shelf (BS.1770-4 Table 1) then the high pass
-    (Table 2). Derived from their analogue parameters as libebur128 does, so at 48 kHz they are the
-    tables' values.
-    """
-    k = math.tan(math.pi * 1681.974450955533 / rate)
-    q = 0.7071752369554196
-    vh = 10.0 ** (3.999843853973347 / 20.0)
-    vb = vh**0.4996667741545416
-    a0 = 1.0 + k / q + k * k
-    shelf = [(vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0]
-    shelf += [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
-    k = math.tan(math.pi * 38.13547087602444 / rate)
-    q = 0.5003270373238773
-    a0 = 1.0 + k / q + k * k
-    high_pass = [1.0, -2.0, 1.0, 1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
-    return np.array([shelf, high_pass])
-
-
-def k_weighting_filter(rate: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The K-weighting cascade as one 4th-order filter ``(b, a)`` (5 coefficients each).
-
-    One ``lfilter`` call costs half of two cascaded sections; in float64 the direct form is
-    accurate for these poles (libebur128 runs the same combined filter).
-    """
-    sos = k_weighting(rate)
-    b = np.convolve(sos[0, :3], sos[1, :3])
-    a = np.convolve(sos[0, 3:], sos[1, 3:])
-    return b, a
-
-
-def channel_weights(channels: int) -> Power:
-    """BS.1770 channel weights G for ``channels`` channels in FFmpeg's order (see module doc)."""
-    s = SURROUND_WEIGHT
-    known = {
-        5: [1.0, 1.0, 1.0, s, s],
-        6: [1.0, 1.0, 1.0, 0.0, s, s],
-        8: [1.0, 1.0, 1.0, 0.0, s, s, s, s],
-    }
-    return np.array(known.get(channels, [1.0] * channels))
-
-
-def weighted_power(filtered: npt.NDArray[np.floating], weights: Power, hop: int) -> Power:
-    """Channel-weighted mean square of every whole hop of ``hop`` samples.
-
-    ``filtered`` is (channels, n) K-weighted audio (full scale 1.0), ``weights`` (channels,);
-    returns (n // hop,): ``sum_c G_c * mean(x_c ** 2)`` per hop.
-    """
-    channels, n = filtered.shape
-    hops = n // hop
-    whole = filtered[:, : hops * hop].reshape(channels, hops, hop)
-    energies = np.einsum("chk,chk->ch", whole, whole, dtype=np.float64)
-    power: Power = weights @ energies / hop
-    return power
-
-
-def lufs(power: float) -> float:
-    """Loudness (LUFS) of a channel-weighted mean square, floored at :data:`FLOOR_LUFS`."""
-    if power <= 0.0:
-        return FLOOR_LUFS
-    return max(LOUDNESS_OFFSET + 10.0 * math.log10(power), FLOOR_LUFS)
-
-
-def lufs_array(power: Power) -> Power:
-    """:func:`lufs` of every element of ``power``."""
-    with np.errstate(divide="ignore"):
-        level: Power = np.maximum(LOUDNESS_OFFSET + 10.0 * np.log10(power), FLOOR_LUFS)
-    return level
-
-
-def sliding_loudness(power: Power, subblocks: int) -> Power:
-    """Loudness (LUFS) of every run of ``subblocks`` consecutive sub-block powers.
-
-    ``power`` is (m,) sub-block powers; returns (m - subblocks + 1,): with 100 ms sub-blocks, 4
-    gives momentary and 30 short-term loudness, value ``j`` ending with sub-block ``j + subblocks - 1``.
-    """
-    windows = np.lib.stride_tricks.sliding_window_view(power, subblocks)
-    return lufs_array(windows.mean(axis=1))
-
-
-def integrated_loudness(block_power: Power) -> float:
-    """Gated integrated loudness (LUFS) of 400 ms block powers (BS.1770-4 eq. 5-7), exactly.
-
-    ``block_power`` is (m,) channel-weighted mean squares of the gating blocks. Returns
-    :data:`FLOOR_LUFS` when no block passes the absolute gate.
-    """
-    gated = block_power[lufs_array(block_power) > ABSOLUTE_GATE_LUFS]
-    if gated.size == 0:
-        return FLOOR_LUFS
-    relative = lufs(float(gated.mean())) + RELATIVE_GATE_LU
-    kept = gated[lufs_array(gated) > relative]
-    return lufs(float(kept.mean()))
-
-
-class LoudnessHistogram:
-    """Integrated loudness of a stream of 400 ms gating blocks in bounded memory.
-
-    Blocks over the absolute gate are counted in bins of :data:`BIN_LU` from -70 to
-    :data:`BIN_TOP_LUFS` LUFS, with their powers summed per bin, so the relative gate is the only
-    approximation: the bin it falls into is kept or dropped whole (by its lower edge).
-    """
-
-    def __init__(self) -> None:
-        bins = round((BIN_TOP_LUFS - ABSOLUTE_GATE_LUFS) / BIN_LU)
-        self.counts = np.zeros(bins, np.int64)
-        self.powers = np.zeros(bins, np.float64)
-
-    def add(self, power: float) -> None:
-        """Count one gating block of channel-weighted mean square ``power``."""
-        level = lufs(power)
-        if level <= ABSOLUTE_GATE_LUFS:
-            return
-        index = min(int((level - ABSOLUTE_GATE_LUFS) / BIN_LU), self.counts.size - 1)
-        self.counts[index] += 1
-        self.powers[index] += power
-
-    def integrated(self) -> float:
-        """Gated integrated loudness (LUFS) of the blocks so far; FLOOR_LUFS if none passed."""
-        total = int(self.counts.sum())
-        if total == 0:
-            return FLOOR_LUFS
-        relative = lufs(float(self.powers.sum()) / total) + RELATIVE_GATE_LU
-        first = max(0, math.ceil((relative - ABSOLUTE_GATE_LUFS) / BIN_LU - 1e-9))
-        kept = int(self.counts[first:].sum())
-        if kept == 0:
-            return FLOOR_LUFS
-        return lufs(float(self.powers[first:].sum()) / kept)
+# -- boundaries ------------------------------------------------------------------------------
 
 
 def step_onset(levels: Power, rising: bool, first: int = 1, gate: float = -math.inf) -> int:

@@ -1,0 +1,12 @@
+"""What the ``av_sync`` detector measures, one concept a module (the detector itself, its
+options and its defects are :mod:`worker.detectors.av_sync`):
+
+* sync marks: :mod:`~worker.sync.flash` (the white picture), :mod:`~worker.sync.beep` (the
+  tone) and :mod:`~worker.sync.marks` (pairing them);
+* :mod:`~worker.sync.timestamps`: the divergence of the demuxed audio and video timelines;
+* programme content without marks: :mod:`~worker.sync.content` (the method and its streaming
+  windows) over :mod:`~worker.sync.audio_onsets`, :mod:`~worker.sync.video_onsets` and
+  :mod:`~worker.sync.correlation`;
+* :mod:`~worker.sync.fit` (line and hinge fits) and :mod:`~worker.sync.episodes` (the runs the
+  detector builds into defects).
+"""
