@@ -34,8 +34,26 @@ def _describe(d: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ analyze
 
 
+def _chosen_detectors(profile: str, names: str | None) -> frozenset[str] | None:
+    """``--detectors a,b`` or ``--profile``'s as the session takes them (None: every detector).
+    ValueError names an unknown detector."""
+    from shared.models import chosen_detectors
+    from worker.detectors import registry
+
+    if names is None:
+        return chosen_detectors(profile)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in registry()]
+    if unknown or not chosen:
+        name = unknown[0] if unknown else names
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(registry())}")
+    return frozenset(chosen)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from avmon.report import Progress, report_dict, summarise, summary_table, write_report
+    from shared.settings import WorkerSettings
+    from worker.detectors import check_detector_options
     from worker.session import Outcome, analyze_session
 
     stop = threading.Event()
@@ -62,9 +80,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(f"{state} {_describe(record)}", flush=True)
 
     # Evidence (pictures and traces) only when a report will show it.
+    try:
+        detectors = _chosen_detectors(args.profile, args.detectors)
+        detector_options = WorkerSettings().detector_options  # AVMON_DETECTOR_OPTIONS, as a worker's
+        check_detector_options(detector_options)
+    except ValueError as exc:
+        print(f"avmon analyze: {exc}", file=sys.stderr)
+        return 2
     session = analyze_session(
         args.source, emit, realtime=args.realtime, stop=stop, evidence=bool(args.report),
-        loudness_profile=args.loudness_profile,
+        loudness_profile=args.loudness_profile, detectors=detectors, detector_options=detector_options,
     )  # fmt: skip
     started = time.monotonic()
     done = threading.Event()
@@ -319,6 +344,9 @@ def cmd_testsrc(args: argparse.Namespace) -> int:
     return testsrc.run(args)
 
 
+PROFILE_NAMES = ("full", "picture", "sound", "transport-light")  # shared.models.DETECTOR_PROFILES
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; ``command``: build only what that subcommand needs in full."""
     parser = argparse.ArgumentParser(prog="avmon", description="Live audio/video stream monitoring.")
@@ -335,6 +363,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default="ebu_r128",
         help="loudness and true-peak targets: EBU R128 (-23 LUFS, -1 dBTP, the default) or ATSC A/85 "
         "(-24 LKFS, -2 dBTP)",
+    )
+    p.add_argument(
+        "--detectors",
+        metavar="A,B",
+        help="run only these detectors (defect types, comma-separated; `python -m worker.detectors.doc` "
+        "lists them and their options)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=PROFILE_NAMES,
+        default="full",
+        help="a named set of detectors (README: Detector profiles); ignored with --detectors",
     )
     p.add_argument(
         "--report",

@@ -262,6 +262,9 @@ def create_stream() -> Response[str]:
         realtime=spec.realtime,
         client_token=spec.client_token,
         loudness_profile=spec.loudness_profile,
+        profile=spec.profile,
+        detectors=spec.detectors,
+        detector_options=spec.detector_options,
         now=now,
         webhook_url=spec.webhook_url,
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 STREAM_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{5,63}$"
 _STREAM_ID_RE = re.compile(STREAM_ID_PATTERN)
@@ -68,6 +68,81 @@ class DefectType(StrEnum):
     CAPTIONS_LOST = "captions_lost"
 
 
+# The defect types the worker's registered detectors report (worker/detectors/, one module
+# each; tests pin the two lists together). The router validates a stream's `detectors` against
+# these, as it never imports the worker. Other types come from the session and the transport,
+# delivery, cue and caption checks, which run whatever a stream names.
+DETECTORS: tuple[DefectType, ...] = (
+    DefectType.AV_SYNC,
+    DefectType.BLACK,
+    DefectType.BLOCKINESS,
+    DefectType.CLIPPING,
+    DefectType.DECODE_ERROR,
+    DefectType.FREEZE,
+    DefectType.LOUDNESS,
+    DefectType.PHASE_INVERSION,
+    DefectType.SILENCE,
+    DefectType.STEREO_COLLAPSED,
+    DefectType.STUTTER,
+    DefectType.TIMESTAMP_JUMP,
+)
+_D = DefectType
+# Named sets of detectors a stream may ask for instead of all of them (README: "Detector
+# profiles"): fewer detectors, less CPU per stream.
+DETECTOR_PROFILES: dict[str, tuple[DefectType, ...]] = {
+    "full": DETECTORS,  # everything: the default
+    # A picture-only feed (or one whose sound another system watches).
+    "picture": (_D.BLACK, _D.FREEZE, _D.BLOCKINESS, _D.STUTTER, _D.DECODE_ERROR, _D.TIMESTAMP_JUMP),
+    # A sound-only feed (radio, an audio return), or one whose picture another system watches.
+    "sound": (
+        *(_D.SILENCE, _D.CLIPPING, _D.LOUDNESS, _D.PHASE_INVERSION, _D.STEREO_COLLAPSED),
+        *(_D.DECODE_ERROR, _D.TIMESTAMP_JUMP),
+    ),
+    # Is the feed there and decodable: the cheap checks, for dense contribution monitoring
+    # (no freeze, blockiness, A/V sync or loudness measurement).
+    "transport-light": (_D.BLACK, _D.SILENCE, _D.DECODE_ERROR, _D.TIMESTAMP_JUMP),
+}
+DEFAULT_DETECTOR_PROFILE = "full"
+
+
+def detectors_of(profile: str = DEFAULT_DETECTOR_PROFILE, detectors: list[str] | None = None) -> list[str]:
+    """The detectors a stream runs: ``detectors`` when it names them, else its profile's, sorted."""
+    return sorted(detectors) if detectors else sorted(DETECTOR_PROFILES[profile])
+
+
+def chosen_detectors(
+    profile: str = DEFAULT_DETECTOR_PROFILE, detectors: list[str] | None = None
+) -> frozenset[str] | None:
+    """What the worker runs for a stream record's ``profile`` and ``detectors``: None (every
+    registered detector) for the full profile, else the names."""
+    if not detectors and profile == DEFAULT_DETECTOR_PROFILE:
+        return None
+    return frozenset(detectors_of(profile, detectors))
+
+
+def _check_detectors(names: list[str] | None) -> list[str] | None:
+    if names is None:
+        return None
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(sorted(DETECTORS))}")
+    if not names:
+        raise ValueError("name at least one detector, or leave `detectors` out for the profile's")
+    return sorted(set(names))
+
+
+OptionValue = Annotated[float | int | bool | list[str], Field(union_mode="smart")]
+
+
+def _check_option_detectors(values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Options name detectors by their defect type; which detectors and options the worker has
+    (it may have more than DETECTORS) and their ranges are for it to judge."""
+    unknown = [name for name in values if name not in DefectType.__members__.values()]
+    if unknown:
+        raise ValueError(f"unknown detector {unknown[0]!r}: not a defect type")
+    return values
+
+
 class Desired(StrEnum):
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"
@@ -83,6 +158,8 @@ class StreamStatus(StrEnum):
     STOPPED = "STOPPED"  # stopped by DELETE
     REFUSED = "REFUSED"  # the worker refused the source (policy or limits); see `reason`
 
+
+DetectorProfileName = Literal["full", "picture", "sound", "transport-light"]  # DETECTOR_PROFILES
 
 # Loudness recommendations a stream is judged against (worker.detectors.loudness.PROFILES).
 LoudnessProfileName = Literal["ebu_r128", "atsc_a85"]
@@ -108,6 +185,26 @@ class StreamSpec(BaseModel):
         "ebu_r128",
         description="Loudness recommendation: EBU R128 (-23 LUFS, -1 dBTP) or ATSC A/85 (-24 LKFS, -2 dBTP).",
     )
+    detectors: Annotated[list[str], AfterValidator(_check_detectors)] | None = Field(
+        None, max_length=64, description="The detectors to run (defect types); default: the profile's."
+    )
+    profile: DetectorProfileName = Field(
+        "full", description="A named set of detectors: full, picture, sound, transport-light."
+    )
+    detector_options: Annotated[
+        dict[str, dict[str, OptionValue]], AfterValidator(_check_option_detectors)
+    ] | None = Field(
+        None,
+        max_length=len(DETECTORS),
+        description='Detector options over the deployment\'s: {"freeze": {"d": 3}}. Names and ranges are '
+        "the worker's (`python -m worker.detectors.doc`): a value it refuses makes the stream REFUSED.",
+    )
+
+    @model_validator(mode="after")
+    def _one_choice_of_detectors(self) -> StreamSpec:
+        if self.detectors is not None and self.profile != DEFAULT_DETECTOR_PROFILE:
+            raise ValueError("give `detectors` or `profile`, not both")
+        return self
 
 
 class Assignment(BaseModel):
@@ -128,6 +225,9 @@ class Stream(BaseModel):
     realtime: bool = False
     webhook_url: str | None = None
     loudness_profile: str = "ebu_r128"
+    profile: str = DEFAULT_DETECTOR_PROFILE  # the detector profile asked for
+    detectors: list[str] = Field(default_factory=detectors_of)  # the detectors that run
+    detector_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # the stream's own
     desired: Desired
     status: StreamStatus
     generation: int

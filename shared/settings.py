@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -152,4 +153,12 @@ class WorkerSettings(CommonSettings):
     )
     stop_grace_s: float = Field(
         20.0, gt=0, description="SIGTERM: time to flush and hand streams back (< ECS stopTimeout 30 s)."
+    )
+    detector_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Detector options for every stream of this deployment, as JSON: "
+        '`{"freeze": {"d": 3}, "silence": {"noise_db": -50}}` (names and ranges: '
+        "`python -m worker.detectors.doc`). Checked when the worker starts: an unknown detector "
+        "or option, or a value out of its range, stops it with a message naming it. They win "
+        "over a stream's loudness profile for the options they name.",
     )

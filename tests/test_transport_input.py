@@ -227,10 +227,11 @@ def test_counters_render_as_prometheus_families(sources: dict[str, bytes]) -> No
     analyse(inj, "datagrams", analyzer=a)
     text = metrics.render({"s-1": a.counters})
     lines = text.splitlines()
+    # As prometheus_client writes them: labels in name order, values as floats.
     cc = 'indicator="continuity_count_error"'
-    assert f'avmon_ts_errors_total{{stream_id="s-1",{cc},tr101290="1.4"}} 1' in lines
-    assert f'avmon_ts_pid_errors_total{{stream_id="s-1",pid="256",{cc}}} 1' in lines
-    assert f'avmon_ts_packets_total{{stream_id="s-1"}} {len(inj.data) // PACKET}' in lines
+    assert f'avmon_ts_errors_total{{{cc},stream_id="s-1",tr101290="1.4"}} 1.0' in lines
+    assert f'avmon_ts_pid_errors_total{{{cc},pid="256",stream_id="s-1"}} 1.0' in lines
+    assert f'avmon_ts_packets_total{{stream_id="s-1"}} {float(len(inj.data) // PACKET)}' in lines
     samples = [x for x in lines if not x.startswith("#")]
     assert all(x.rsplit(" ", 1)[1].replace(".", "", 1).isdigit() for x in samples)
     assert any(x.startswith('avmon_mdi_delay_factor_ms{stream_id="s-1"}') for x in samples)

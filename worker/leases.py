@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from shared import aws, store
-from shared.models import Desired, StreamStatus
+from shared.models import Desired, StreamStatus, chosen_detectors
 from worker.timeline import Timeline
 
 
@@ -30,6 +30,8 @@ class Lease:
     timeline: Timeline | None = None  # where its last owner left the stream's timeline
     acknowledged: frozenset[str] = frozenset()  # defect ids operators acknowledged (renewals say)
     loudness_profile: str = "ebu_r128"  # ebu_r128 or atsc_a85 (StreamSpec.loudness_profile)
+    detectors: frozenset[str] | None = None  # the stream's profile or list; None: all registered
+    detector_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # the stream's own
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ class LeaseTable:
             webhook_url=item.get("webhook_url"),
             timeline=Timeline.from_item(item),
             loudness_profile=str(item.get("loudness_profile", "ebu_r128")),
+            detectors=chosen_detectors(str(item.get("profile", "full")), item.get("detectors")),
+            detector_options=dict(item.get("detector_options") or {}),
         )
 
     async def claim(self, stream_id: str, generation: int) -> Lease | None:

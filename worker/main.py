@@ -29,6 +29,7 @@ from worker.assignments import AssignmentQueue
 from worker.balance import balance_round
 from worker.capacity import StreamLoad, available_cores
 from worker.clients import Clients, aws_clients, queue_url
+from worker.detectors import check_detector_options, layered
 from worker.hls_monitor import HlsOptions
 from worker.leases import Lease, LeaseTable, Renewal
 from worker.running import Running, Session, SessionFactory
@@ -66,6 +67,7 @@ class Worker:
         burst: bool = False,
     ) -> None:
         self.settings = s = settings or WorkerSettings()
+        check_detector_options(s.detector_options)  # refuse to start on a typo
         self.burst = burst
         self._clock, self._sleep = clock, sleep
         self.tables = store.Tables.from_settings(s)
@@ -294,6 +296,8 @@ class Worker:
             url=lease.url,
             realtime=lease.realtime,
             loudness_profile=lease.loudness_profile,
+            detectors=lease.detectors,
+            detector_options=layered(s.detector_options, lease.detector_options),
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
             reconnect_max_s=s.reconnect_max_s,

@@ -16,13 +16,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.models import Defect, DefectType, Event, defect_id_for
+from shared.models import Defect, Event, defect_id_for
 from shared.urlpolicy import to_url
 from worker.captions import CaptionTracker, a53_from_packet
 from worker.cue_events import CueEvents, cue_event
@@ -35,7 +35,7 @@ from worker.detectors import (
     StreamContext,
     VideoFrame,
     build_detectors,
-    profile_options,
+    resolve_options,
 )
 from worker.dispatch import Dispatcher
 from worker.evidence import Evidence, EvidenceRecorder
@@ -119,9 +119,13 @@ class StreamSession:
             config, stop=self.stop, figures=self.figures, stream_id=stream_id,
             on_delivery=self._record_delivery,
         )  # fmt: skip
-        self.detectors: list[Detector] = build_detectors(
-            self.ctx, set(config.detectors or []) or None, profile_options(config.loudness_profile)
-        )
+        self._refused: str | None = None
+        try:
+            options = resolve_options(config.loudness_profile, config.detector_options)
+        except ValueError as exc:  # the stream's own detector options: refused, not a crash
+            self._refused, options = f"detector_options: {exc}", resolve_options(config.loudness_profile)
+        enabled = set(config.detectors or []) or None
+        self.detectors: list[Detector] = build_detectors(self.ctx, enabled, options)
         # Evidence (thumbnails and traces) only where someone stores it: the worker does.
         self.recorder = EvidenceRecorder(stream_id) if evidence else None
         consumers: list[Any] = [self.recorder] if self.recorder is not None else []
@@ -150,7 +154,7 @@ class StreamSession:
         defect = Defect(
             stream_id=self.stream_id,
             defect_id=defect_id_for(finding.type, finding.start_s, finding.key),
-            type=DefectType(finding.type),
+            type=finding.type,  # a DefectType: Finding refuses any other
             start_s=round(finding.start_s, 3),
             end_s=None if finding.end_s is None else round(finding.end_s, 3),
             start_at=start_at,
@@ -344,6 +348,10 @@ class StreamSession:
         """Monitor until the source ends (finite), is refused, or ``stop`` is set."""
         reader, dispatch = self.reader, self.dispatch
         picture, audio, demuxed = self._picture, dispatch.audio, self._demuxed
+        if self._refused is not None:
+            reader.close()
+            self.figures.reason = self._refused
+            return Outcome.REFUSED, self._refused
         try:
             for event in reader.events():
                 kind = type(event)
@@ -390,12 +398,15 @@ def analyze_session(
     stream_id: str = "local",
     evidence: bool = False,
     loudness_profile: str = "ebu_r128",
+    detectors: frozenset[str] | None = None,
+    detector_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StreamSession:
-    """The session ``avmon analyze`` runs on one source: the worker's full detection pipeline,
-    in process, with no AWS; a source it cannot read is an error, not a retry."""
+    """The session ``avmon analyze`` runs on one source: the worker's full detection pipeline
+    (or the ``detectors`` named), in process, with no AWS; a source it cannot read is an error,
+    not a retry."""
     config = SessionConfig(
         url=to_url(url), realtime=realtime, reconnect=False, decode_threads=analyze_decode_threads(),
-        loudness_profile=loudness_profile,
+        loudness_profile=loudness_profile, detectors=detectors, detector_options=detector_options or {},
     )  # fmt: skip
     return StreamSession(stream_id, config, emit, stop=stop, evidence=evidence)
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from shared.models import StreamStatus
 from worker.captions import CAPTIONS_LOST_S
@@ -45,6 +47,8 @@ class SessionConfig:
     event_limits: EventLimits = field(default_factory=EventLimits)  # cue events' rate bound
     hls: HlsOptions = field(default_factory=HlsOptions)  # an HLS source's playlist health
     loudness_profile: str = "ebu_r128"  # the loudness and true-peak targets: ebu_r128 or atsc_a85
+    # Detector options over the profile's: {"freeze": {"d": 3}} (AVMON_DETECTOR_OPTIONS).
+    detector_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

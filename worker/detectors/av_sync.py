@@ -77,6 +77,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from shared.models import DefectType
 from worker.detectors.base import (
     AudioBlock,
     Detector,
@@ -86,6 +87,7 @@ from worker.detectors.base import (
     StreamContext,
     VideoFrame,
 )
+from worker.detectors.options import DetectorOptions, opt
 from worker.sync.beep import BeepFinder
 from worker.sync.content import ContentSync
 from worker.sync.correlation import WindowEstimate
@@ -124,115 +126,51 @@ _EPS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
-class AvSyncOptions:
-    """Options of the ``av_sync`` detector.
+class AvSyncOptions(DetectorOptions):
+    """Options of the ``av_sync`` detector."""
 
-    =====================  =====  =======  ==========  ==========================================
-    name                   unit   default  range       meaning
-    =====================  =====  =======  ==========  ==========================================
-    max_early_ms           ms     45       [0, 1000]   sound earlier than this is a defect
-                                                       (BT.1359 detectability: 45 ms)
-    max_late_ms            ms     125      [0, 1000]   sound later than this is a defect
-                                                       (BT.1359 detectability: 125 ms)
-    critical_early_ms      ms     90       >= early    critical beyond (BT.1359 acceptability)
-    critical_late_ms       ms     185      >= late     critical beyond (BT.1359 acceptability)
-    d                      s      2.0      [0, inf)    minimum duration of a defect
-    beep_hz                Hz     1000     [200, 8k]   frequency of the marks' beep
-    max_pair_ms            ms     1000     (0, 5000]   a flash and a beep further apart are no
-                                                       pair
-    min_pairs              pairs  5        [3, 20]     regular, consistent pairs that make
-                                                       marks present
-    presence_s             s      10.0     > 0         ... within this time
-    consistency_ms         ms     40       > 0         ... with offsets this close to a line
-    marks_timeout_s        s      10.0     > 0         marks are lost after this without a pair
-    drift_pairs            pairs  5        [3, 60]     pairs on a line that make a drift
-    max_drift_ms_per_s     ms/s   5.0      > 0         slope of a drift, at least
-    drift_min_ms           ms     60       >= 0        change along the drift's pairs, at least
-    drift_tolerance_ms     ms     15       > 0         largest distance of a pair from the line
-    ts_window_s            s      120      [10, 3600]  timestamp-drift window (in thirds)
-    ts_max_drift_ms_per_s  ms/s   1.0      > 0         timestamp drift slope, at least
-    ts_min_change_ms       ms     60       >= 0        change of D over the window, at least
-    ts_linearity           1      0.25     (0, 0.5]    share of the change each half of the
-                                                       window must make, in its direction
-    ts_d                   s      10.0     >= 0        the trend must hold this long
-    content                bool   True     -           measure programme content without marks
-    content_window_s       s      20.0     [5, 120]    length of a content window
-    content_hop_s          s      5.0      (0, window] a window ends every this much video time
-    content_max_lag_s      s      1.0      [0.2, 2]    offsets searched: ±this (BT.1359: ±1 s)
-    content_windows        count  3        [1, 20]     consecutive confident windows outside the
-                                                       window that open a defect
-    content_close_windows  count  2        [1, 20]     ... inside it that close one
-    content_agree_ms       ms     40       > 0         consecutive windows of an opening run
-                                                       agree this closely (one frame at 25 fps)
-    content_timeout_s      s      120      > 0         a defect without a confident window this
-                                                       long ends at its last bad window
-    =====================  =====  =======  ==========  ==========================================
-    """
-
-    max_early_ms: float = 45.0
-    max_late_ms: float = 125.0
-    critical_early_ms: float = 90.0
-    critical_late_ms: float = 185.0
-    d: float = 2.0
-    beep_hz: float = 1000.0
-    max_pair_ms: float = 1000.0
-    min_pairs: int = 5
-    presence_s: float = 10.0
-    consistency_ms: float = 40.0
-    marks_timeout_s: float = 10.0
-    drift_pairs: int = 5
-    max_drift_ms_per_s: float = 5.0
-    drift_min_ms: float = 60.0
-    drift_tolerance_ms: float = 15.0
-    ts_window_s: float = 120.0
-    ts_max_drift_ms_per_s: float = 1.0
-    ts_min_change_ms: float = 60.0
-    ts_linearity: float = 0.25
-    ts_d: float = 10.0
-    content: bool = True
-    content_window_s: float = 20.0
-    content_hop_s: float = 5.0
-    content_max_lag_s: float = 1.0
-    content_windows: int = 3
-    content_close_windows: int = 2
-    content_agree_ms: float = 40.0
-    content_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.max_early_ms <= 1000.0 and 0.0 <= self.max_late_ms <= 1000.0):
-            raise ValueError("max_early_ms and max_late_ms must be in [0, 1000] ms")
-        if not (self.critical_early_ms >= self.max_early_ms and self.critical_late_ms >= self.max_late_ms):
-            raise ValueError("critical_early_ms/critical_late_ms must be >= max_early_ms/max_late_ms")
-        if not self.d >= 0.0:
-            raise ValueError(f"d must be >= 0 s, got {self.d}")
-        if not 200.0 <= self.beep_hz <= 8000.0:
-            raise ValueError(f"beep_hz must be in [200, 8000] Hz, got {self.beep_hz}")
-        if not 0.0 < self.max_pair_ms <= 5000.0:
-            raise ValueError(f"max_pair_ms must be in (0, 5000] ms, got {self.max_pair_ms}")
-        if not 3 <= self.min_pairs <= 20:
-            raise ValueError(f"min_pairs must be in [3, 20], got {self.min_pairs}")
-        if not (self.presence_s > 0.0 and self.consistency_ms > 0.0 and self.marks_timeout_s > 0.0):
-            raise ValueError("presence_s, consistency_ms and marks_timeout_s must be > 0")
-        if not 3 <= self.drift_pairs <= 60:
-            raise ValueError(f"drift_pairs must be in [3, 60], got {self.drift_pairs}")
-        if not (self.max_drift_ms_per_s > 0.0 and self.drift_min_ms >= 0.0 and self.drift_tolerance_ms > 0.0):
-            raise ValueError("max_drift_ms_per_s and drift_tolerance_ms must be > 0, drift_min_ms >= 0")
-        if not 10.0 <= self.ts_window_s <= 3600.0:
-            raise ValueError(f"ts_window_s must be in [10, 3600] s, got {self.ts_window_s}")
-        if not (self.ts_max_drift_ms_per_s > 0.0 and self.ts_min_change_ms >= 0.0 and self.ts_d >= 0.0):
-            raise ValueError("ts_max_drift_ms_per_s must be > 0, ts_min_change_ms and ts_d >= 0")
-        if not 0.0 < self.ts_linearity <= 0.5:
-            raise ValueError(f"ts_linearity must be in (0, 0.5], got {self.ts_linearity}")
-        if not 5.0 <= self.content_window_s <= 120.0:
-            raise ValueError(f"content_window_s must be in [5, 120] s, got {self.content_window_s}")
-        if not 0.0 < self.content_hop_s <= self.content_window_s:
-            raise ValueError(f"content_hop_s must be in (0, content_window_s], got {self.content_hop_s}")
-        if not 0.2 <= self.content_max_lag_s <= 2.0:
-            raise ValueError(f"content_max_lag_s must be in [0.2, 2] s, got {self.content_max_lag_s}")
-        if not (1 <= self.content_windows <= 20 and 1 <= self.content_close_windows <= 20):
-            raise ValueError("content_windows and content_close_windows must be in [1, 20]")
-        if not (self.content_agree_ms > 0.0 and self.content_timeout_s > 0.0):
-            raise ValueError("content_agree_ms and content_timeout_s must be > 0")
+    max_early_ms: float = opt(
+        45.0, "ms", "sound earlier than this is a defect (BT.1359 detectability: 45 ms)", ge=0.0, le=1000.0
+    )
+    max_late_ms: float = opt(
+        125.0, "ms", "sound later than this is a defect (BT.1359 detectability: 125 ms)", ge=0.0, le=1000.0
+    )
+    critical_early_ms: float = opt(90.0, "ms", "critical beyond (BT.1359 acceptability)", ge="max_early_ms")
+    critical_late_ms: float = opt(185.0, "ms", "critical beyond (BT.1359 acceptability)", ge="max_late_ms")
+    d: float = opt(2.0, "s", "minimum duration of a defect", ge=0.0)
+    beep_hz: float = opt(1000.0, "Hz", "frequency of the marks' beep", ge=200.0, le=8000.0)
+    max_pair_ms: float = opt(1000.0, "ms", "a flash and a beep further apart are no pair", gt=0.0, le=5000.0)
+    min_pairs: int = opt(5, "pairs", "regular, consistent pairs that make marks present", ge=3, le=20)
+    presence_s: float = opt(10.0, "s", "... within this time", gt=0.0)
+    consistency_ms: float = opt(40.0, "ms", "... with offsets this close to a line", gt=0.0)
+    marks_timeout_s: float = opt(10.0, "s", "marks are lost after this without a pair", gt=0.0)
+    drift_pairs: int = opt(5, "pairs", "pairs on a line that make a drift", ge=3, le=60)
+    max_drift_ms_per_s: float = opt(5.0, "ms/s", "slope of a drift, at least", gt=0.0)
+    drift_min_ms: float = opt(60.0, "ms", "change along the drift's pairs, at least", ge=0.0)
+    drift_tolerance_ms: float = opt(15.0, "ms", "largest distance of a pair from the line", gt=0.0)
+    ts_window_s: float = opt(120.0, "s", "timestamp-drift window (in thirds)", ge=10.0, le=3600.0)
+    ts_max_drift_ms_per_s: float = opt(1.0, "ms/s", "timestamp drift slope, at least", gt=0.0)
+    ts_min_change_ms: float = opt(60.0, "ms", "change of D over the window, at least", ge=0.0)
+    ts_linearity: float = opt(
+        0.25, "1", "share of the change each half of the window must make, in its direction", gt=0.0, le=0.5
+    )
+    ts_d: float = opt(10.0, "s", "the trend must hold this long", ge=0.0)
+    content: bool = opt(True, "bool", "measure programme content without marks")
+    content_window_s: float = opt(20.0, "s", "length of a content window", ge=5.0, le=120.0)
+    content_hop_s: float = opt(
+        5.0, "s", "a window ends every this much video time", gt=0.0, le="content_window_s",
+    )
+    content_max_lag_s: float = opt(1.0, "s", "offsets searched: ±this (BT.1359: ±1 s)", ge=0.2, le=2.0)
+    content_windows: int = opt(
+        3, "count", "consecutive confident windows outside the window that open a defect", ge=1, le=20
+    )
+    content_close_windows: int = opt(2, "count", "... inside it that close one", ge=1, le=20)
+    content_agree_ms: float = opt(
+        40.0, "ms", "consecutive windows of an opening run agree this closely (one frame at 25 fps)", gt=0.0
+    )
+    content_timeout_s: float = opt(
+        120.0, "s", "a defect without a confident window this long ends at its last bad window", gt=0.0
+    )
 
 
 # ----------------------------------------------------------------------------- the detector
@@ -242,7 +180,7 @@ class AvSyncDetector(Detector):
     """Reports A/V offsets outside BT.1359's window and drifts, from sync marks (key ``""``)
     and from diverging timestamps (key ``"pts"``); warning, critical beyond acceptability."""
 
-    name: ClassVar[str] = "av_sync"
+    name: ClassVar[DefectType] = DefectType.AV_SYNC
     Options: ClassVar[type[AvSyncOptions]] = AvSyncOptions
     options: AvSyncOptions
 
@@ -550,17 +488,7 @@ class AvSyncDetector(Detector):
             "drifting": 1.0 if ep.drifting else 0.0,
             "pairs": float(ep.count),
         }
-        if end_s is not None:
-            metrics["duration_s"] = end_s - ep.start_s
-        return Finding(
-            type=self.name,
-            start_s=ep.start_s,
-            end_s=end_s,
-            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
-            metrics=metrics,
-            key=CONTENT_KEY,
-            labels={"method": "marks"},
-        )
+        return self._report(ep.start_s, end_s, ep.critical, metrics, CONTENT_KEY, "marks")
 
     # -- programme content -----------------------------------------------------------------------
 
@@ -658,17 +586,7 @@ class AvSyncDetector(Detector):
             "first_window_s": ep.windows[0].start_s,
             "last_window_s": ep.last_bad.end_s,
         }
-        if end_s is not None:
-            metrics["duration_s"] = end_s - ep.start_s
-        return Finding(
-            type=self.name,
-            start_s=ep.start_s,
-            end_s=end_s,
-            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
-            metrics=metrics,
-            key=PROGRAMME_KEY,
-            labels={"method": "content"},
-        )
+        return self._report(ep.start_s, end_s, ep.critical, metrics, PROGRAMME_KEY, "content")
 
     # -- timestamps ------------------------------------------------------------------------------
 
@@ -714,14 +632,26 @@ class AvSyncDetector(Detector):
             "pts_offset_ms": ep.change,
             "divergence_ms": ep.divergence,
         }
+        return self._report(ep.start_s, end_s, ep.critical, metrics, PTS_KEY, "pts")
+
+    def _report(
+        self,
+        start_s: float,
+        end_s: float | None,
+        critical: bool,
+        metrics: dict[str, float],
+        key: str,
+        method: str,
+    ) -> Finding:
+        """The finding of one measurement's defect (``duration_s`` added on the close)."""
         if end_s is not None:
-            metrics["duration_s"] = end_s - ep.start_s
+            metrics["duration_s"] = end_s - start_s
         return Finding(
             type=self.name,
-            start_s=ep.start_s,
+            start_s=start_s,
             end_s=end_s,
-            severity=Severity.CRITICAL if ep.critical else Severity.WARNING,
+            severity=Severity.CRITICAL if critical else Severity.WARNING,
             metrics=metrics,
-            key=PTS_KEY,
-            labels={"method": "pts"},
+            key=key,
+            labels={"method": method},
         )

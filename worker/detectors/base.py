@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import DefectType
+
 
 class Severity(StrEnum):
     WARNING = "warning"
@@ -109,22 +111,58 @@ class PacketInfo:
     data: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Finding:
-    """A detector's report of a defect opening (``end_s is None``) or closing."""
+    """A detector's report of a defect opening (``end_s is None``) or closing.
 
-    type: str
+    ``type`` is a :class:`~shared.models.DefectType` (DESIGN.md §4). A string is taken as the
+    type it names, and one that names none is refused (ValueError) here, where the finding is
+    made, not where it is recorded.
+    """
+
+    type: DefectType
     start_s: float
     end_s: float | None
     severity: Severity
-    metrics: dict[str, float] = field(default_factory=dict)
-    key: str = ""  # distinguishes parallel defects of one type, e.g. a channel: "FC"
+    metrics: dict[str, float]
+    key: str  # distinguishes parallel defects of one type, e.g. a channel: "FC"
     # Layout names of the audio channels the defect is in (DESIGN.md §4: ``metrics.channels``);
     # empty when it is not about particular channels.
-    channels: tuple[str, ...] = ()
+    channels: tuple[str, ...]
     # Named, non-numeric facts about the defect, published in its metrics beside the numbers
     # (e.g. av_sync's ``method``: marks, pts, content, track).
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str]
+
+    def __init__(
+        self,
+        type: DefectType | str,
+        start_s: float,
+        end_s: float | None,
+        severity: Severity,
+        metrics: dict[str, float] | None = None,
+        key: str = "",
+        channels: tuple[str, ...] = (),
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "type", type if isinstance(type, DefectType) else DefectType(type))
+        set_(self, "start_s", start_s)
+        set_(self, "end_s", end_s)
+        set_(self, "severity", severity)
+        set_(self, "metrics", {} if metrics is None else metrics)
+        set_(self, "key", key)
+        set_(self, "channels", channels)
+        set_(self, "labels", {} if labels is None else labels)
+
+
+@dataclass(frozen=True, slots=True)
+class BlackPicture:
+    """What makes a picture black (FFmpeg blackdetect's defaults): at least ``pic_th`` of its
+    pixels at most ``pix_th`` of the luma range above black. The black detector publishes the
+    thresholds it runs with in :attr:`StreamContext.black_picture`."""
+
+    pic_th: float = 0.98  # fraction of the pixels
+    pix_th: float = 0.10  # fraction of the luma range above black
 
 
 @dataclass
@@ -143,11 +181,15 @@ class StreamContext:
     # Bumped by the session each time it (re)opens the source: the gap it bridges is already a
     # signal_loss, so timeline checks start afresh instead of calling it a jump.
     connection: int = 0
+    # The black detector's thresholds (freeze leaves a held black picture to it).
+    black_picture: BlackPicture = field(default_factory=BlackPicture)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Detector:
-    """Base class: subclasses set ``name`` (the defect type) and ``Options`` (a dataclass)."""
+    """Base class: subclasses set ``name`` (the defect type they report, a
+    :class:`~shared.models.DefectType` value) and ``Options`` (a
+    :class:`~worker.detectors.options.DetectorOptions` dataclass)."""
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[Any]]

@@ -24,43 +24,36 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from worker.detectors.base import Detector, Finding, Severity, StreamContext, VideoFrame
+from shared.models import DefectType
+from worker.detectors.base import BlackPicture, Detector, Finding, Severity, StreamContext, VideoFrame
+from worker.detectors.options import DetectorOptions, opt
+from worker.detectors.runs import RunTracker
 
 LIMITED_BLACK = 16  # luma code of black in limited (MPEG) range
 LIMITED_RANGE = 235 - 16  # luma codes from black to white in limited range
 FULL_RANGE = 255  # luma codes from black to white in full (JPEG) range
+BLACKDETECT = BlackPicture()  # FFmpeg blackdetect's picture and pixel thresholds
 
 
 @dataclass(frozen=True, slots=True)
-class BlackOptions:
-    """Options of the ``black`` detector (names and defaults as FFmpeg's ``blackdetect``).
+class BlackOptions(DetectorOptions):
+    """Options of the ``black`` detector (names and defaults as FFmpeg's ``blackdetect``)."""
 
-    ========  =========  =======  ==========  ================================================
-    name      unit       default  range       meaning
-    ========  =========  =======  ==========  ================================================
-    d         s          2.0      [0, inf)    minimum duration of a run of black pictures
-    pic_th    fraction   0.98     [0, 1]      share of black pixels that makes a picture black
-    pix_th    fraction   0.10     [0, 1]      pixel threshold, as a fraction of the luma range
-                                              above black (16..235 limited, 0..255 full)
-    row_step  rows       2        [1, 16]     analyse every n-th row: halves the cost; the
-                                              black share of a picture does not change
-    ========  =========  =======  ==========  ================================================
-    """
-
-    d: float = 2.0
-    pic_th: float = 0.98
-    pix_th: float = 0.10
-    row_step: int = 2
-
-    def __post_init__(self) -> None:
-        if not self.d >= 0.0:
-            raise ValueError(f"d must be >= 0 s, got {self.d}")
-        if not 0.0 <= self.pic_th <= 1.0:
-            raise ValueError(f"pic_th must be in [0, 1], got {self.pic_th}")
-        if not 0.0 <= self.pix_th <= 1.0:
-            raise ValueError(f"pix_th must be in [0, 1], got {self.pix_th}")
-        if not 1 <= self.row_step <= 16:
-            raise ValueError(f"row_step must be in [1, 16], got {self.row_step}")
+    d: float = opt(2.0, "s", "minimum duration of a run of black pictures", ge=0.0)
+    pic_th: float = opt(
+        BLACKDETECT.pic_th, "fraction", "share of black pixels that makes a picture black", ge=0.0, le=1.0
+    )
+    pix_th: float = opt(
+        BLACKDETECT.pix_th,
+        "fraction",
+        "pixel threshold, as a fraction of the luma range above black (16..235 limited, 0..255 full)",
+        ge=0.0,
+        le=1.0,
+    )
+    row_step: int = opt(
+        2, "rows", "analyse every n-th row: halves the cost; the black share of a picture does not change",
+        ge=1, le=16,
+    )
 
 
 def black_luma_threshold(pix_th: float, full_range: bool) -> int:
@@ -107,14 +100,15 @@ def mean_luma(luma: npt.NDArray[np.uint8]) -> float:
 class BlackDetector(Detector):
     """Reports runs of black pictures lasting at least ``d`` seconds (severity critical)."""
 
-    name: ClassVar[str] = "black"
+    name: ClassVar[DefectType] = DefectType.BLACK
     Options: ClassVar[type[BlackOptions]] = BlackOptions
     options: BlackOptions
 
     def __init__(self, options: BlackOptions | None = None, ctx: StreamContext | None = None) -> None:
         super().__init__(options, ctx)
-        self._start: float | None = None  # t of the first black picture of the current run
-        self._open = False  # an open finding has been emitted for the current run
+        # What this detector calls black, for the others (freeze leaves such pictures to it).
+        self.ctx.black_picture = BlackPicture(self.options.pic_th, self.options.pix_th)
+        self._run = RunTracker(self.options.d)  # from the first black picture of the current run
         self._ratio_sum = 0.0  # sums over the run's pictures, for the mean metrics
         self._luma_sum = 0.0
         self._pictures = 0
@@ -154,14 +148,13 @@ class BlackDetector(Detector):
         if ratio < opts.pic_th:
             return findings + self._end_run(frame.t)
 
-        if self._start is None:
-            self._start = frame.t
+        opens = self._run.extend(frame.t)
         self._ratio_sum += ratio
         self._luma_sum += mean_luma(sample)
         self._pictures += 1
-        if not self._open and frame.t - self._start >= opts.d:
-            self._open = True
-            findings.append(self._finding(None))
+        if opens:
+            assert self._run.start is not None
+            findings.append(self._finding(self._run.start, None))
         return findings
 
     def flush(self, t_end: float) -> list[Finding]:
@@ -169,34 +162,24 @@ class BlackDetector(Detector):
 
     def _end_run(self, t: float) -> list[Finding]:
         """End the current run at ``t`` (the first non-black picture, or the end of the media)."""
-        if self._start is None:
+        if not self._run.active:
             return []
-        findings: list[Finding] = []
-        end = max(t, self._start)
-        if not self._open and end - self._start >= self.options.d:
-            # Long enough only once its end is known (e.g. a run of exactly d): report it whole.
-            findings.append(self._finding(None))
-            self._open = True
-        if self._open:
-            findings.append(self._finding(end))
-        self._start = None
-        self._open = False
+        findings = [self._finding(start, end) for start, end in self._run.stop(t)]
         self._ratio_sum = self._luma_sum = 0.0
         self._pictures = 0
         return findings
 
-    def _finding(self, end_s: float | None) -> Finding:
-        assert self._start is not None
+    def _finding(self, start: float, end_s: float | None) -> Finding:
         pictures = max(self._pictures, 1)
         metrics = {
             "black_ratio": self._ratio_sum / pictures,
             "mean_luma": self._luma_sum / pictures,
         }
         if end_s is not None:
-            metrics["duration_s"] = end_s - self._start
+            metrics["duration_s"] = end_s - start
         return Finding(
             type=self.name,
-            start_s=self._start,
+            start_s=start,
             end_s=end_s,
             severity=Severity.CRITICAL,
             metrics=metrics,

@@ -80,7 +80,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import DefectType
 from worker.detectors.base import Detector, Finding, Severity, StreamContext, VideoFrame
+from worker.detectors.options import DetectorOptions, opt
 
 PERIOD = 16  # pixels: the macroblock grid, which contains the 8x8 transform grid
 BLOCK_EDGES = (7, 15)  # difference positions mod 16 that cross an 8x8 block edge (7|8, 15|16)
@@ -96,62 +98,37 @@ Profile = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
-class BlockinessOptions:
-    """Options of the ``blockiness`` detector.
+class BlockinessOptions(DetectorOptions):
+    """Options of the ``blockiness`` detector."""
 
-    ========  ========  =======  ==========  ================================================
-    name      unit      default  range       meaning
-    ========  ========  =======  ==========  ================================================
-    th        ratio     1.5      [1, inf)    absolute floor: the smoothed blockiness ratio
-                                             must exceed it to count as blocky
-    rise      factor    1.3      [1, inf)    ... and exceed the stream's baseline times this
-    hyst      fraction  0.1      [0, 0.5]    hysteresis: blocky until the ratio falls below
-                                             (1 - hyst) times the threshold
-    d         s         0.5      [0, inf)    minimum duration of a measured (not decoder-
-                                             reported) episode
-    gap       s         1.0      [0, inf)    damage separated by less clean time than this
-                                             is one defect; the close is reported this late
-    baseline  s         60.0     (0, inf)    window of the running median baseline; a
-                                             pattern lasting half of it becomes normal
-    hold      s         2.0      [0, inf)    decoder evidence keeps the picture damaged until
-                                             the next clean keyframe, at most this long
-    step      pictures  2        [1, 16]     evaluate the measure on every n-th picture
-                                             (decoder evidence is read on every picture)
-    row_step  rows      8        [1, 16]     every n-th row is sampled for horizontal
-                                             differences
-    band_step bands     4        [1, 16]     every n-th band of 16 rows is sampled for
-                                             vertical differences
-    ========  ========  =======  ==========  ================================================
-    """
-
-    th: float = 1.5
-    rise: float = 1.3
-    hyst: float = 0.1
-    d: float = 0.5
-    gap: float = 1.0
-    baseline: float = 60.0
-    hold: float = 2.0
-    step: int = 2
-    row_step: int = 8
-    band_step: int = 4
-
-    def __post_init__(self) -> None:
-        if not self.th >= 1.0:
-            raise ValueError(f"th must be >= 1, got {self.th}")
-        if not self.rise >= 1.0:
-            raise ValueError(f"rise must be >= 1, got {self.rise}")
-        if not 0.0 <= self.hyst <= 0.5:
-            raise ValueError(f"hyst must be in [0, 0.5], got {self.hyst}")
-        for name in ("d", "gap", "hold"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name} must be >= 0 s, got {getattr(self, name)}")
-        if not self.baseline > 0.0:
-            raise ValueError(f"baseline must be > 0 s, got {self.baseline}")
-        if not 1 <= self.step <= 16:
-            raise ValueError(f"step must be in [1, 16], got {self.step}")
-        for name in ("row_step", "band_step"):
-            if not 1 <= getattr(self, name) <= 16:
-                raise ValueError(f"{name} must be in [1, 16], got {getattr(self, name)}")
+    th: float = opt(
+        1.5, "ratio", "absolute floor: the smoothed blockiness ratio must exceed it to count as blocky",
+        ge=1.0,
+    )
+    rise: float = opt(1.3, "factor", "... and exceed the stream's baseline times this", ge=1.0)
+    hyst: float = opt(
+        0.1, "fraction", "hysteresis: blocky until the ratio falls below (1 - hyst) times the threshold",
+        ge=0.0, le=0.5,
+    )
+    d: float = opt(0.5, "s", "minimum duration of a measured (not decoder-reported) episode", ge=0.0)
+    gap: float = opt(
+        1.0, "s", "damage with less clean time between is one defect; its close comes this late", ge=0.0
+    )
+    baseline: float = opt(
+        60.0, "s", "window of the running median baseline; a pattern lasting half of it is normal", gt=0.0
+    )
+    hold: float = opt(
+        2.0, "s", "decoder evidence keeps the picture damaged until the next clean keyframe, at most "
+        "this long", ge=0.0,
+    )
+    step: int = opt(
+        2, "pictures", "evaluate the measure on every n-th picture (decoder evidence: every picture)",
+        ge=1, le=16,
+    )
+    row_step: int = opt(8, "rows", "every n-th row is sampled for horizontal differences", ge=1, le=16)
+    band_step: int = opt(
+        4, "bands", "every n-th band of 16 rows is sampled for vertical differences", ge=1, le=16,
+    )
 
 
 def edge_periods(luma: Luma, row_step: int = 8, band_step: int = 4) -> tuple[Profile, Profile]:
@@ -261,7 +238,7 @@ def blockiness_ratio(profile: Profile, eps: float = EPS) -> float:
 class BlockinessDetector(Detector):
     """Reports visibly damaged pictures: critical when the decoder says so, warning when measured."""
 
-    name: ClassVar[str] = "blockiness"
+    name: ClassVar[DefectType] = DefectType.BLOCKINESS
     Options: ClassVar[type[BlockinessOptions]] = BlockinessOptions
     options: BlockinessOptions
 

@@ -54,9 +54,11 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import DefectType
 from worker.bs1770 import HISTORY, LOOKAHEAD, channel_true_peak_windows
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
 from worker.detectors.loudness import loudness_profile
+from worker.detectors.options import DetectorOptions, opt
 
 FLOOR_DB = -150.0  # reported for digital zero instead of -inf
 TRUE_PEAK_GATE_DB = 6.0  # interpolate only around samples this close to a threshold, dB
@@ -65,48 +67,25 @@ _EPS = 1e-9  # s: float slack in duration comparisons
 
 
 @dataclass(frozen=True, slots=True)
-class ClippingOptions:
-    """Options of the ``clipping`` detector.
+class ClippingOptions(DetectorOptions):
+    """Options of the ``clipping`` detector."""
 
-    ==========  =====  =======  ==============  ================================================
-    name        unit   default  range           meaning
-    ==========  =====  =======  ==============  ================================================
-    level       FS     0.98     (0, 2]          a sample at or above this magnitude (-0.18 dBFS)
-                                                counts as clipped (full scale 1.0)
-    ratio       -      0.01     (0, 1]          a window is clipped when this fraction of its
-                                                samples, in some channel, is at ``level``
-    tp_dbtp     dBTP   -1.0     [-20, inf]      a window whose true peak is above this is over
-                                                (EBU R128 ceiling); ``inf`` turns it off
-    window_s    s      0.05     [0.005, 1]      measurement window: the boundary resolution
-    d           s      0.2      [0, inf)        minimum flagged time of a segment (gaps do not
-                                                count)
-    gap_s       s      0.5      [0, 10]         longest unflagged stretch inside a segment
-    critical_s  s      1.0      [0, inf)        clipped (not merely over) time that makes a
-                                                segment critical
-    ==========  =====  =======  ==============  ================================================
-    """
-
-    level: float = 0.98
-    ratio: float = 0.01
-    tp_dbtp: float = -1.0
-    window_s: float = 0.05
-    d: float = 0.2
-    gap_s: float = 0.5
-    critical_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.level <= 2.0:
-            raise ValueError(f"level must be in (0, 2] of full scale, got {self.level}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
-        if not -20.0 <= self.tp_dbtp <= math.inf:
-            raise ValueError(f"tp_dbtp must be in [-20, inf] dBTP, got {self.tp_dbtp}")
-        if not 0.005 <= self.window_s <= 1.0:
-            raise ValueError(f"window_s must be in [0.005, 1] s, got {self.window_s}")
-        if not (self.d >= 0.0 and self.critical_s >= 0.0):
-            raise ValueError(f"d and critical_s must be >= 0 s, got {self.d}, {self.critical_s}")
-        if not 0.0 <= self.gap_s <= 10.0:
-            raise ValueError(f"gap_s must be in [0, 10] s, got {self.gap_s}")
+    level: float = opt(
+        0.98, "FS", "a sample at or above this magnitude (-0.18 dBFS) counts as clipped (full scale 1.0)",
+        gt=0.0, le=2.0,
+    )
+    ratio: float = opt(
+        0.01, "-", "a window is clipped when this fraction of its samples, in some channel, is at `level`",
+        gt=0.0, le=1.0,
+    )
+    tp_dbtp: float = opt(
+        -1.0, "dBTP", "a window whose true peak is above this is over (EBU R128 ceiling); `inf` turns it off",
+        ge=-20.0, le=math.inf,
+    )
+    window_s: float = opt(0.05, "s", "measurement window: the boundary resolution", ge=0.005, le=1.0)
+    d: float = opt(0.2, "s", "minimum flagged time of a segment (gaps do not count)", ge=0.0)
+    gap_s: float = opt(0.5, "s", "longest unflagged stretch inside a segment", ge=0.0, le=10.0)
+    critical_s: float = opt(1.0, "s", "clipped (not merely over) time that makes a segment critical", ge=0.0)
 
     @classmethod
     def for_profile(cls, name: str, **changes: float) -> ClippingOptions:
@@ -183,7 +162,7 @@ class _Segment:
 class ClippingDetector(Detector):
     """Reports segments of clipped or over-peak audio lasting at least ``d`` (warning/critical)."""
 
-    name: ClassVar[str] = "clipping"
+    name: ClassVar[DefectType] = DefectType.CLIPPING
     Options: ClassVar[type[ClippingOptions]] = ClippingOptions
     options: ClippingOptions
 

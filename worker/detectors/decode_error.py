@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from shared.models import DefectType
 from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import (
     AudioBlock,
@@ -56,6 +57,7 @@ from worker.detectors.base import (
     StreamContext,
     VideoFrame,
 )
+from worker.detectors.options import DetectorOptions, opt
 
 DISCONTINUITY_S = 5.0  # the clock going back more than this (a timestamp reset) restarts it
 
@@ -64,27 +66,16 @@ HEADER_PREFIX = 4096  # bytes of a packet read for its slice header (parameter s
 
 
 @dataclass(frozen=True, slots=True)
-class DecodeErrorOptions:
-    """Options of the ``decode_error`` detector.
+class DecodeErrorOptions(DetectorOptions):
+    """Options of the ``decode_error`` detector."""
 
-    ===============  =====  =======  ========  ==============================================
-    name             unit   default  range     meaning
-    ===============  =====  =======  ========  ==============================================
-    window           s      1.0      (0, inf)  errors closer than this are one defect, which
-                                               closes after this long without errors
-    critical_errors  count  10       [1, inf)  errors in one defect that make it critical
-                                               (1: every decode error is critical)
-    ===============  =====  =======  ========  ==============================================
-    """
-
-    window: float = 1.0
-    critical_errors: int = 10
-
-    def __post_init__(self) -> None:
-        if not self.window > 0.0:
-            raise ValueError(f"window must be > 0 s, got {self.window}")
-        if not self.critical_errors >= 1:
-            raise ValueError(f"critical_errors must be >= 1, got {self.critical_errors}")
+    window: float = opt(
+        1.0, "s", "errors closer than this are one defect, which closes "
+        "after this long without errors", gt=0.0
+    )
+    critical_errors: int = opt(
+        10, "count", "errors in one defect that make it critical (1: every decode error is critical)", ge=1
+    )
 
 
 @dataclass(slots=True)
@@ -107,7 +98,7 @@ class _Defect:
 class DecodeErrorDetector(Detector):
     """Reports bursts of decode errors, corrupt packets and concealed pictures, per stream kind."""
 
-    name: ClassVar[str] = "decode_error"
+    name: ClassVar[DefectType] = DefectType.DECODE_ERROR
     Options: ClassVar[type[DecodeErrorOptions]] = DecodeErrorOptions
     options: DecodeErrorOptions
 

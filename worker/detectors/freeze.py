@@ -63,8 +63,9 @@ macroblocks, and changes below ``refine_n`` when it does code some) decodes as a
 that is being refined, and is reported as frozen; so is a static shot, which freezedetect
 reports too.
 
-Cross-modal judgement: a held *black* picture is the black detector's defect (blackdetect
-defaults: 98 % of pixels at most 10 % above black), not a freeze, and is not reported here.
+Cross-modal judgement: a held *black* picture is the black detector's defect, not a freeze, and
+is not reported here; what is black is what the black detector runs with, which it publishes in
+``StreamContext.black_picture`` (by default blackdetect's: 98 % of pixels at most 10 % above black).
 Severity is ``critical`` when the audio is silent too (``StreamContext.audio_silent_since``, set
 by the silence detector, at least ``audio_silent_s`` old) or when the stream has no audio:
 nothing of the programme is left. It is ``warning`` while the audio goes on (a frozen slide under
@@ -87,8 +88,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import DefectType
 from worker.detectors.base import Detector, Finding, Severity, StreamContext, VideoFrame
-from worker.detectors.black import BlackOptions, black_luma_threshold, black_pixel_fraction
+from worker.detectors.black import black_luma_threshold, black_pixel_fraction
+from worker.detectors.options import DetectorOptions, opt
+from worker.detectors.runs import RunTracker
 from worker.picture_diff import (
     MACROBLOCK,
     BlockMeans,
@@ -108,37 +112,8 @@ from worker.picture_diff import cv_ready as _cv
 
 
 @dataclass(frozen=True, slots=True)
-class FreezeOptions:
+class FreezeOptions(DetectorOptions):
     """Options of the ``freeze`` detector (``n`` and ``d`` as FFmpeg's ``freezedetect``).
-
-    ============== ======== ======= ========== ==================================================
-    name           unit     default range      meaning
-    ============== ======== ======= ========== ==================================================
-    n              dB       -60.0   [-120, 0]  noise tolerance: max MAFD (mean |diff| / 256) of
-                                               an identical picture to the reference; -60 dB is
-                                               0.256 codes
-    d              s        2.0     [0, inf)   minimum duration of a freeze
-    identical      fraction 0.5     [0, 1]     min share of macroblocks bit-identical to the
-                                               reference in an identical picture (0 disables)
-    refine_n       dB       -46.0   [-120, 0]  max MAFD of a re-encoded picture that is not a
-                                               keyframe to the reference (-46 dB is 1.3 codes)
-    refresh_n      dB       -30.0   [-120, 0]  max MAFD of a re-encoded picture to the origin
-                                               (-30 dB is 8.1 codes)
-    refresh_dc     dB       -34.0   [-120, 0]  max shift of any macroblock's mean, / 256, of a
-                                               re-encoded picture (-34 dB is 5.1 codes)
-    refresh_mean   dB       -46.0   [-120, 0]  max shift of the picture's mean, / 256, of a
-                                               re-encoded picture (-46 dB is 1.3 codes)
-    settle_s       s        1.0     [0, inf)   longest run of re-encoded pictures inside a
-                                               freeze before the picture counts as live
-    rekey_s        s        0.1     [0, inf)   pictures this soon after a keyframe accepted
-                                               into a freeze are judged as loosely as it
-    audio_silent_s s        1.0     [0, inf)   audio silent this long makes a freeze critical
-    row_step       rows     4       1,2,4,8    analyse every n-th row (cost / n)
-    grid           regions  16      [1, 64]    regions per side of the overlay grid (each at
-                                               least one macroblock)
-    overlay        fraction 0.08    [0, 1]     largest share of the picture that may keep
-                                               changing on a frozen picture (0 disables)
-    ============== ======== ======= ========== ==================================================
 
     Re-encoding differences measured to the origin (MAFD, block DC): ``avmon testsrc`` (x264
     CRF 23) -38 dB, -39 dB; 640x360 full of fine texture at 400 kbit/s -29 dB, -34 dB, at
@@ -147,37 +122,47 @@ class FreezeOptions:
     pictures pass for longer.
     """
 
-    n: float = -60.0
-    d: float = 2.0
-    identical: float = 0.5
-    refine_n: float = -46.0
-    refresh_n: float = -30.0
-    refresh_dc: float = -34.0
-    refresh_mean: float = -46.0
-    settle_s: float = 1.0
-    rekey_s: float = 0.1
-    audio_silent_s: float = 1.0
-    row_step: int = 4
-    grid: int = 16
-    overlay: float = 0.08
-
-    def __post_init__(self) -> None:
-        for name in ("n", "refine_n", "refresh_n", "refresh_dc", "refresh_mean"):
-            value = getattr(self, name)
-            if not -120.0 <= value <= 0.0:
-                raise ValueError(f"{name} must be in [-120, 0] dB, got {value}")
-        for name in ("d", "settle_s", "rekey_s", "audio_silent_s"):
-            value = getattr(self, name)
-            if not value >= 0.0:
-                raise ValueError(f"{name} must be >= 0 s, got {value}")
-        if not 0.0 <= self.identical <= 1.0:
-            raise ValueError(f"identical must be in [0, 1], got {self.identical}")
-        if self.row_step not in (1, 2, 4, 8):
-            raise ValueError(f"row_step must be 1, 2, 4 or 8, got {self.row_step}")
-        if not 1 <= self.grid <= 64:
-            raise ValueError(f"grid must be in [1, 64], got {self.grid}")
-        if not 0.0 <= self.overlay <= 1.0:
-            raise ValueError(f"overlay must be in [0, 1], got {self.overlay}")
+    n: float = opt(
+        -60.0, "dB", "noise tolerance: max MAFD (mean |diff| / 256) of an identical picture to the "
+        "reference; -60 dB is 0.256 codes", ge=-120.0, le=0.0,
+    )
+    d: float = opt(2.0, "s", "minimum duration of a freeze", ge=0.0)
+    identical: float = opt(
+        0.5, "fraction", "min share of macroblocks bit-identical to the reference in an identical "
+        "picture (0 disables)", ge=0.0, le=1.0,
+    )
+    refine_n: float = opt(
+        -46.0, "dB", "max MAFD of a re-encoded picture that is not a keyframe to the reference "
+        "(-46 dB is 1.3 codes)", ge=-120.0, le=0.0,
+    )
+    refresh_n: float = opt(
+        -30.0, "dB", "max MAFD of a re-encoded picture to the origin (-30 dB is 8.1 codes)", ge=-120.0, le=0.0
+    )
+    refresh_dc: float = opt(
+        -34.0, "dB", "max shift of any macroblock's mean, / 256, of a re-encoded picture (-34 dB is "
+        "5.1 codes)", ge=-120.0, le=0.0,
+    )
+    refresh_mean: float = opt(
+        -46.0, "dB", "max shift of the picture's mean, / 256, of a re-encoded picture (-46 dB is "
+        "1.3 codes)", ge=-120.0, le=0.0,
+    )
+    settle_s: float = opt(
+        1.0, "s", "longest run of re-encoded pictures inside a freeze "
+        "before the picture counts as live", ge=0.0
+    )
+    rekey_s: float = opt(
+        0.1, "s", "pictures this soon after a keyframe accepted into a "
+        "freeze are judged as loosely as it", ge=0.0
+    )
+    audio_silent_s: float = opt(1.0, "s", "audio silent this long makes a freeze critical", ge=0.0)
+    row_step: int = opt(4, "rows", "analyse every n-th row (cost / n)", choices=(1, 2, 4, 8))
+    grid: int = opt(
+        16, "regions", "regions per side of the overlay grid (each at least one macroblock)", ge=1, le=64
+    )
+    overlay: float = opt(
+        0.08, "fraction", "largest share of the picture that may keep changing on a frozen picture "
+        "(0 disables)", ge=0.0, le=1.0,
+    )
 
 
 # Pictures not probed for an overlay after one that failed the probe: moving pictures fail it one
@@ -189,7 +174,7 @@ PROBE_REST = 2
 class FreezeDetector(Detector):
     """Reports pictures held for at least ``d`` seconds (critical without audio, else warning)."""
 
-    name: ClassVar[str] = "freeze"
+    name: ClassVar[DefectType] = DefectType.FREEZE
     Options: ClassVar[type[FreezeOptions]] = FreezeOptions
     options: FreezeOptions
 
@@ -209,14 +194,13 @@ class FreezeDetector(Detector):
         self._diff_buf: Luma | None = None  # scratch for identical_block_fraction
         self._ref: Luma | None = None  # what the next picture is compared with
         self._origin_means: BlockMeans | None = None  # block_means of the origin, when needed
-        self._start = 0.0  # t of the origin, s
+        self._run = RunTracker(opts.d)  # from the origin's t, s
         self._full_range = False  # of the origin
         self._identical = 0  # identical pictures since the origin
         self._changing_since: float | None = None  # t of the first of the latest re-encoded run
         self._unconfirmed_key: float | None = None  # t of the first keyframe in that run
         self._key_t: float | None = None  # t of the latest keyframe accepted into the freeze
         self._reencoded = 0
-        self._open = False
         self._black: bool | None = None  # whether the origin is a black picture, once needed
         self._max_mafd = 0.0  # largest MAFD of a picture accepted into the freeze
         self._pending_mafd = 0.0  # MAFD to the origin of the picture being judged re-encoded
@@ -268,9 +252,8 @@ class FreezeDetector(Detector):
             self._identical += 1
             self._max_mafd = max(self._max_mafd, diff)
             self._silent_audio = self._silent_audio or self._audio_is_silent(t)
-            if not self._open and t - self._start >= self.options.d and not self._is_black():
-                self._open = True
-                findings.append(self._finding(None, t))
+            if self._run.extend(t, lambda: not self._is_black()):
+                findings.append(self._finding(self._start, None, t))
             return findings
 
         if (loose or diff <= self._refine_n) and self._reencoded_picture(sample):
@@ -337,12 +320,11 @@ class FreezeDetector(Detector):
         self._key_t = t if key_frame else None
         self._origin = self._ref = sample
         self._origin_means = None
-        self._start = t
+        self._run.begin(t)
         self._full_range = full_range
         self._identical = 0
         self._changing_since = self._unconfirmed_key = None
         self._reencoded = 0
-        self._open = False
         self._black = None
         self._max_mafd = 0.0
         self._pending_mafd = 0.0
@@ -402,23 +384,15 @@ class FreezeDetector(Detector):
         """End the current run at ``t`` (the first picture that differs, or the end of the media)."""
         if self._ref is None or self._identical == 0:
             return []
-        findings: list[Finding] = []
-        end = max(t, self._start)
-        if not self._open and end - self._start >= self.options.d and not self._is_black():
-            # Long enough only once its end is known (e.g. held exactly d): report it whole.
-            findings.append(self._finding(None, end))
-            self._open = True
-        if self._open:
-            findings.append(self._finding(end, end))
+        ends = self._run.stop(t, lambda: not self._is_black())
         self._identical = 0
-        self._open = False
-        return findings
+        return [self._finding(start, end, max(t, start)) for start, end in ends]
 
     def _is_black(self) -> bool:
         """Whether the frozen picture is black (then it is the black detector's defect)."""
         if self._black is None:
             assert self._origin is not None
-            black = BlackOptions()
+            black = self.ctx.black_picture  # as the black detector judges it
             threshold = black_luma_threshold(black.pix_th, self._full_range)
             self._black = black_pixel_fraction(self._origin, threshold) >= black.pic_th
         return self._black
@@ -430,15 +404,21 @@ class FreezeDetector(Detector):
         since = self.ctx.audio_silent_since
         return since is not None and t - since >= self.options.audio_silent_s
 
-    def _finding(self, end_s: float | None, t: float) -> Finding:
+    @property
+    def _start(self) -> float:
+        """t of the origin, s."""
+        assert self._run.start is not None
+        return self._run.start
+
+    def _finding(self, start: float, end_s: float | None, t: float) -> Finding:
         return Finding(
             type=self.name,
-            start_s=self._start,
+            start_s=start,
             end_s=end_s,
             severity=Severity.CRITICAL if self._silent_audio else Severity.WARNING,
             metrics={
                 "mafd_db": ratio_to_db(self._max_mafd),
-                "duration_s": t - self._start,
+                "duration_s": t - start,
                 "reencoded": float(self._reencoded),
                 "frozen_share": 1.0 - self._overlay_share,
             },

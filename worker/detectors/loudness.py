@@ -57,6 +57,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from shared.models import DefectType
 from worker.bs1770 import (
     ABSOLUTE_GATE_LUFS,
     FLOOR_LUFS,
@@ -71,6 +72,7 @@ from worker.bs1770 import (
     lufs_array,
 )
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
+from worker.detectors.options import DetectorOptions, opt
 from worker.iir import lfilter  # scipy.signal's, without importing scipy.signal (0.7 s)
 
 STEP_LEVEL_SUBBLOCKS = 5  # sub-blocks either side of a step whose median is the level there
@@ -109,41 +111,21 @@ def loudness_profile(name: str) -> LoudnessProfile:
 
 
 @dataclass(frozen=True, slots=True)
-class LoudnessOptions:
+class LoudnessOptions(DetectorOptions):
     """Options of the ``loudness`` detector (EBU R128 by default; :meth:`for_profile` gives
-    ATSC A/85's, target -24 LKFS, with ``ClippingOptions.for_profile`` for its -2 dBTP ceiling).
+    ATSC A/85's, target -24 LKFS, with ``ClippingOptions.for_profile`` for its -2 dBTP ceiling)."""
 
-    ===========  =====  =======  ===============  ==============================================
-    name         unit   default  range            meaning
-    ===========  =====  =======  ===============  ==============================================
-    target       LUFS   -23.0    [-60, 0]         programme loudness aimed at
-    tolerance    LU     5.0      (0, 30]          short-term loudness within target ± this is
-                                                  in range
-    d            s      10.0     [0, inf)         minimum duration of an excursion
-    gap_s        s      1.0      [0, 10]          a return of short-term loudness into range
-                                                  shorter than this does not end an excursion
-    floor_lufs   LUFS   -60.0    [-70, target)    short-term loudness under this is not judged
-                                                  (silence is the silence detector's)
-    ===========  =====  =======  ===============  ==============================================
-    """
-
-    target: float = -23.0
-    tolerance: float = 5.0
-    d: float = 10.0
-    gap_s: float = 1.0
-    floor_lufs: float = -60.0
-
-    def __post_init__(self) -> None:
-        if not -60.0 <= self.target <= 0.0:
-            raise ValueError(f"target must be in [-60, 0] LUFS, got {self.target}")
-        if not 0.0 < self.tolerance <= 30.0:
-            raise ValueError(f"tolerance must be in (0, 30] LU, got {self.tolerance}")
-        if not self.d >= 0.0:
-            raise ValueError(f"d must be >= 0 s, got {self.d}")
-        if not 0.0 <= self.gap_s <= 10.0:
-            raise ValueError(f"gap_s must be in [0, 10] s, got {self.gap_s}")
-        if not ABSOLUTE_GATE_LUFS <= self.floor_lufs < self.target:
-            raise ValueError(f"floor_lufs must be in [-70, target) LUFS, got {self.floor_lufs}")
+    target: float = opt(-23.0, "LUFS", "programme loudness aimed at", ge=-60.0, le=0.0)
+    tolerance: float = opt(5.0, "LU", "short-term loudness within target ± this is in range", gt=0.0, le=30.0)
+    d: float = opt(10.0, "s", "minimum duration of an excursion", ge=0.0)
+    gap_s: float = opt(
+        1.0, "s", "a return of short-term loudness into range shorter than this does not end an excursion",
+        ge=0.0, le=10.0,
+    )
+    floor_lufs: float = opt(
+        -60.0, "LUFS", "short-term loudness under this is not judged (silence is the silence detector's)",
+        ge=ABSOLUTE_GATE_LUFS, lt="target",
+    )
 
     @classmethod
     def for_profile(cls, name: str, **changes: float) -> LoudnessOptions:
@@ -213,7 +195,7 @@ class _Excursion:
 class LoudnessDetector(Detector):
     """Reports short-term loudness outside ``target ± tolerance`` for at least ``d`` (warning/critical)."""
 
-    name: ClassVar[str] = "loudness"
+    name: ClassVar[DefectType] = DefectType.LOUDNESS
     Options: ClassVar[type[LoudnessOptions]] = LoudnessOptions
     options: LoudnessOptions
 

@@ -49,7 +49,10 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import DefectType
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
+from worker.detectors.options import DetectorOptions, opt
+from worker.detectors.runs import RunTracker
 
 ALL_CHANNELS = ""  # key of a silence of every channel
 FRONT = ("FL", "FR")  # the pair judged after ``d``; other channels after ``other_d``
@@ -59,38 +62,25 @@ FLOOR_DBFS = -150.0  # reported for digital zero instead of -inf (float32 audio 
 
 
 @dataclass(frozen=True, slots=True)
-class SilenceOptions:
-    """Options of the ``silence`` detector (``noise_db`` and ``d`` as FFmpeg's silencedetect).
+class SilenceOptions(DetectorOptions):
+    """Options of the ``silence`` detector (``noise_db`` and ``d`` as FFmpeg's silencedetect)."""
 
-    ========  =====  =======  ==============  ==================================================
-    name      unit   default  range           meaning
-    ========  =====  =======  ==============  ==================================================
-    noise_db  dBFS   -60.0    [-150, 0]       window RMS below this is silent (0 dBFS = RMS of
-                                              a full-scale square wave, 1.0)
-    d         s      2.0      [0, inf)        minimum duration of a silence
-    window_s  s      0.4      [hop_s, 10]     RMS window: long enough to bridge the gaps of
-                                              speech and music, so only energy counts
-    hop_s     s      0.01     (0, window_s]   window step: the boundary resolution
-    other_d   s      5.0      [0, inf)        minimum duration of the silence of one channel
-                                              beyond the front pair (FC, SL, SR...), alone
-    exempt    names  ("LFE",)                 channels never judged, alone or with the others
-    ========  =====  =======  ==============  ==================================================
-    """
-
-    noise_db: float = -60.0
-    d: float = 2.0
-    window_s: float = 0.4
-    hop_s: float = 0.01
-    other_d: float = 5.0
-    exempt: tuple[str, ...] = ("LFE",)
-
-    def __post_init__(self) -> None:
-        if not -150.0 <= self.noise_db <= 0.0:
-            raise ValueError(f"noise_db must be in [-150, 0] dBFS, got {self.noise_db}")
-        if not (self.d >= 0.0 and self.other_d >= 0.0):
-            raise ValueError(f"d and other_d must be >= 0 s, got {self.d}, {self.other_d}")
-        if not 0.0 < self.hop_s <= self.window_s <= 10.0:
-            raise ValueError(f"need 0 < hop_s <= window_s <= 10 s, got {self.hop_s}, {self.window_s}")
+    noise_db: float = opt(
+        -60.0, "dBFS", "window RMS below this is silent (0 dBFS = RMS of a full-scale square wave, 1.0)",
+        ge=-150.0, le=0.0,
+    )
+    d: float = opt(2.0, "s", "minimum duration of a silence", ge=0.0)
+    window_s: float = opt(
+        0.4, "s", "RMS window: long enough to bridge the gaps of speech and music, so only energy counts",
+        ge="hop_s", le=10.0,
+    )
+    hop_s: float = opt(0.01, "s", "window step: the boundary resolution", gt=0.0, le="window_s")
+    other_d: float = opt(
+        5.0, "s", "minimum duration of the silence of one channel beyond "
+        "the front pair (FC, SL, SR...), alone",
+        ge=0.0,
+    )
+    exempt: tuple[str, ...] = opt(("LFE",), "names", "channels never judged, alone or with the others")
 
 
 def dbfs(rms: float) -> float:
@@ -161,7 +151,7 @@ class _Loss:
 class SilenceDetector(Detector):
     """Reports silences (window RMS below ``noise_db``) of at least ``d`` (severity critical)."""
 
-    name: ClassVar[str] = "silence"
+    name: ClassVar[DefectType] = DefectType.SILENCE
     Options: ClassVar[type[SilenceOptions]] = SilenceOptions
     options: SilenceOptions
 
@@ -182,6 +172,7 @@ class SilenceDetector(Detector):
         self._history_t = np.zeros(0, np.float64)  # start times of those hops, s
         self._next_t: float | None = None  # media time of the sample expected next, s
         self._all: _Run | None = None
+        self._all_run = RunTracker(self.options.d)  # whether the all-channel silence has opened
         self._counted = np.zeros(0, np.bool_)  # channels judged together (all but the exempt)
         self._alone: list[int] = []  # channels judged one by one
         self._front = np.zeros(0, np.bool_)  # ... after d (the others after other_d)
@@ -320,7 +311,6 @@ class SilenceDetector(Detector):
     ) -> list[Finding]:
         """Advance every run over the windows of one batch, in time order."""
         findings: list[Finding] = []
-        d = self.options.d
         alone = [c for c in self._alone if judged[c]]
         silent_t = silent.T.tolist()
         rms_t = rms.T.tolist()
@@ -335,11 +325,11 @@ class SilenceDetector(Detector):
                 loudest = counted_rms[j]
                 if run is None:
                     run = self._all = _Run(start, end, loudest)
+                    self._all_run.begin(start)
                     self.ctx.audio_silent_since = start
                 run.end = end
                 run.max_rms = max(run.max_rms, loudest)
-                if not run.open and end - run.start >= d:
-                    run.open = True
+                if self._all_run.extend(end):
                     findings.append(self._finding(run, ALL_CHANNELS, None, self._counted_names()))
             elif run is not None:
                 findings += self._end(run)
@@ -392,19 +382,17 @@ class SilenceDetector(Detector):
         return [self._loss_finding(loss, loss.end)]
 
     def _end(self, run: _Run) -> list[Finding]:
-        """Findings for an all-channel run that ended at ``run.end`` (nothing if it never became a defect)."""
-        return [self._finding(run, ALL_CHANNELS, run.end, self._counted_names())] if run.open else []
+        """Findings for an all-channel run that ended at ``run.end`` (nothing if it never became
+        a defect; both if it is long enough only now that its end is known)."""
+        names = self._counted_names()
+        return [self._finding(run, ALL_CHANNELS, end, names) for _, end in self._all_run.stop(run.end)]
 
     def _close_all(self, t_end: float) -> list[Finding]:
         """End every run at ``t_end``; runs that are long enough by then are reported whole."""
         findings: list[Finding] = []
-        d = self.options.d
         if self._all is not None:
             run = self._all
             run.end = max(t_end, run.start)
-            if not run.open and run.end - run.start >= d:
-                findings.append(self._finding(run, ALL_CHANNELS, None, self._counted_names()))
-                run.open = True
             findings += self._end(run)
         lost: list[int] = []
         for c, ch_run in enumerate(self._channels):

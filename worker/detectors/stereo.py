@@ -44,7 +44,9 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import DefectType
 from worker.detectors.base import AudioBlock, Detector, Finding, Severity, StreamContext
+from worker.detectors.options import DetectorOptions, opt
 
 WINDOW_S = 0.2  # analysis window, s: the boundary resolution
 BATCH_S = 0.4  # audio gathered before it is measured (numpy's per-call cost)
@@ -61,42 +63,22 @@ STEREO_HEARD_DB = -25.0
 
 
 @dataclass(frozen=True, slots=True)
-class StereoOptions:
-    """Options of the ``phase_inversion`` and ``stereo_collapsed`` detectors.
+class StereoOptions(DetectorOptions):
+    """Options of the ``phase_inversion`` and ``stereo_collapsed`` detectors."""
 
-    ===============  =====  =======  ============  =============================================
-    name             unit   default  range         meaning
-    ===============  =====  =======  ============  =============================================
-    max_correlation  -      -0.5     [-1, 0]       a window at or below this correlation is
-                                                   phase-inverted
-    collapsed_db     dB     -40.0    [-120, 0]     a window whose side is at least this far
-                                                   under its mid is collapsed (dual mono)
-    floor_db         dBFS   -50.0    [-150, 0]     windows where either channel's RMS is under
-                                                   this are not judged
-    d                s      3.0      [0, inf)      flagged time that makes phase_inversion
-    collapsed_d      s      10.0     [0, inf)      flagged time that makes stereo_collapsed
-    gap_s            s      1.0      [0, 10]       longest unflagged stretch inside a segment
-    ===============  =====  =======  ============  =============================================
-    """
-
-    max_correlation: float = -0.5
-    collapsed_db: float = -40.0
-    floor_db: float = -50.0
-    d: float = 3.0
-    collapsed_d: float = 10.0
-    gap_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.max_correlation <= 0.0:
-            raise ValueError(f"max_correlation must be in [-1, 0], got {self.max_correlation}")
-        if not -120.0 <= self.collapsed_db <= 0.0:
-            raise ValueError(f"collapsed_db must be in [-120, 0] dB, got {self.collapsed_db}")
-        if not -150.0 <= self.floor_db <= 0.0:
-            raise ValueError(f"floor_db must be in [-150, 0] dBFS, got {self.floor_db}")
-        if not (self.d >= 0.0 and self.collapsed_d >= 0.0):
-            raise ValueError(f"d and collapsed_d must be >= 0 s, got {self.d}, {self.collapsed_d}")
-        if not 0.0 <= self.gap_s <= 10.0:
-            raise ValueError(f"gap_s must be in [0, 10] s, got {self.gap_s}")
+    max_correlation: float = opt(
+        -0.5, "-", "a window at or below this correlation is phase-inverted", ge=-1.0, le=0.0
+    )
+    collapsed_db: float = opt(
+        -40.0, "dB", "a window whose side is at least this far under its mid is collapsed (dual mono)",
+        ge=-120.0, le=0.0,
+    )
+    floor_db: float = opt(
+        -50.0, "dBFS", "windows where either channel's RMS is under this are not judged", ge=-150.0, le=0.0
+    )
+    d: float = opt(3.0, "s", "flagged time that makes phase_inversion", ge=0.0)
+    collapsed_d: float = opt(10.0, "s", "flagged time that makes stereo_collapsed", ge=0.0)
+    gap_s: float = opt(1.0, "s", "longest unflagged stretch inside a segment", ge=0.0, le=10.0)
 
 
 def pair_sums(
@@ -298,7 +280,7 @@ class _FrontPairDetector(Detector):
 class PhaseInversionDetector(_FrontPairDetector):
     """Reports a front pair in antiphase (the mono downmix cancels) for at least ``d``."""
 
-    name: ClassVar[str] = "phase_inversion"
+    name: ClassVar[DefectType] = DefectType.PHASE_INVERSION
 
     def _flags(self, sums: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         # lr <= c * sqrt(ll * rr), for c <= 0: no division, silent windows are not judged anyway.
@@ -316,7 +298,7 @@ class StereoCollapsedDetector(_FrontPairDetector):
     is) is how it is produced, not a fault: it is never reported; stereo that collapses is (a
     mixer or an encoder that fell back to mono)."""
 
-    name: ClassVar[str] = "stereo_collapsed"
+    name: ClassVar[DefectType] = DefectType.STEREO_COLLAPSED
 
     def __init__(self, options: StereoOptions | None = None, ctx: StreamContext | None = None) -> None:
         super().__init__(options, ctx)

@@ -38,7 +38,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
+from shared.models import DefectType
 from worker.detectors.base import Detector, Finding, Severity, StreamContext, VideoFrame
+from worker.detectors.options import DetectorOptions, opt
 
 STEADY_FRAMES = 25  # intervals between pictures that establish the frame rate
 GAP_FACTOR = 1.75  # an interval this many times the usual one has lost pictures
@@ -50,32 +52,19 @@ MAX_PENDING_GAPS = 3
 
 
 @dataclass(frozen=True, slots=True)
-class StutterOptions:
-    """Options of the ``stutter`` detector.
+class StutterOptions(DetectorOptions):
+    """Options of the ``stutter`` detector."""
 
-    ===========  =======  =======  ========  ===============================================
-    name         unit     default  range     meaning
-    ===========  =======  =======  ========  ===============================================
-    run_frames   frames   3        [2, inf)  pictures missing in a row that are a stutter
-                                             (120 ms at 25 fps)
-    rate_frames  frames   3        [2, inf)  pictures missing within ``window`` that are a
-                                             stutter (single ones, repeatedly)
-    window       s        5.0      (0, inf)  the span ``rate_frames`` is counted over; a
-                                             stutter ends after this long without a gap
-    ===========  =======  =======  ========  ===============================================
-    """
-
-    run_frames: int = 3
-    rate_frames: int = 3
-    window: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not (self.run_frames >= 2 and self.rate_frames >= 2):
-            raise ValueError(
-                f"run_frames and rate_frames must be >= 2, got {self.run_frames}, {self.rate_frames}"
-            )
-        if not self.window > 0.0:
-            raise ValueError(f"window must be > 0 s, got {self.window}")
+    run_frames: int = opt(
+        3, "frames", "pictures missing in a row that are a stutter (120 ms at 25 fps)", ge=2,
+    )
+    rate_frames: int = opt(
+        3, "frames", "pictures missing within `window` that are a stutter (single ones, repeatedly)", ge=2
+    )
+    window: float = opt(
+        5.0, "s", "the span `rate_frames` is counted over; a stutter ends "
+        "after this long without a gap", gt=0.0
+    )
 
 
 @dataclass(slots=True)
@@ -103,7 +92,7 @@ class _Stutter:
 class StutterDetector(Detector):
     """Counts missing pictures and reports visible stutter (warning)."""
 
-    name: ClassVar[str] = "stutter"
+    name: ClassVar[DefectType] = DefectType.STUTTER
     Options: ClassVar[type[StutterOptions]] = StutterOptions
     options: StutterOptions
 

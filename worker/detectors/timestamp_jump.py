@@ -38,7 +38,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from shared.models import DefectType
 from worker.detectors.base import Detector, Finding, PacketInfo, Severity, StreamContext
+from worker.detectors.options import DetectorOptions, opt
 
 INCREMENTS = 32  # increments of the running maximum kept for the median step
 STRAGGLERS = 16  # packets after a jump during which the old timeline is still accepted
@@ -46,27 +48,14 @@ REORDER_STEPS = 2.0  # a step back within this many anchor intervals is B-frame 
 
 
 @dataclass(frozen=True, slots=True)
-class TimestampJumpOptions:
-    """Options of the ``timestamp_jump`` detector.
+class TimestampJumpOptions(DetectorOptions):
+    """Options of the ``timestamp_jump`` detector."""
 
-    ============  ====  =======  ========  ===================================================
-    name          unit  default  range     meaning
-    ============  ====  =======  ========  ===================================================
-    max_gap       s     1.0      (0, inf)  a packet later than expected by more than this is
-                                           a jump forward
-    max_backward  s     0.5      (0, inf)  a packet earlier than the latest presentation
-                                           time by more than this is a step back
-    ============  ====  =======  ========  ===================================================
-    """
-
-    max_gap: float = 1.0
-    max_backward: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not self.max_gap > 0.0:
-            raise ValueError(f"max_gap must be > 0 s, got {self.max_gap}")
-        if not self.max_backward > 0.0:
-            raise ValueError(f"max_backward must be > 0 s, got {self.max_backward}")
+    max_gap: float = opt(1.0, "s", "a packet later than expected by more than this is a jump forward", gt=0.0)
+    max_backward: float = opt(
+        0.5, "s", "a packet earlier than the latest presentation time by "
+        "more than this is a step back", gt=0.0
+    )
 
 
 @dataclass(slots=True)
@@ -90,7 +79,7 @@ def expected_step(increments: deque[float], duration: float | None) -> float:
 class TimestampJumpDetector(Detector):
     """Reports gaps and steps back in packet presentation times, per stream kind (warning)."""
 
-    name: ClassVar[str] = "timestamp_jump"
+    name: ClassVar[DefectType] = DefectType.TIMESTAMP_JUMP
     Options: ClassVar[type[TimestampJumpOptions]] = TimestampJumpOptions
     options: TimestampJumpOptions
 

@@ -4,7 +4,8 @@ Modelled on TSDuck's ``TR101290Analyzer`` and ``ContinuityAnalyzer`` (one contex
 indicators named as the standard names them) with ltntstools' habit of writing raise and clear
 rules side by side: ``indicators.py`` holds the rules, the standard's thresholds as named
 constants and the hysteresis; ``continuity.py``, ``pcr.py``, ``psi.py`` and ``packets.py`` the
-numpy and section work; this module the per-stream state that ties them together.
+numpy and section work; ``options.py`` the options and counters; ``timing.py`` the clock and
+the PCR checks; this module the per-stream state that ties them together.
 
 Time: with ``arrival_s`` (live input) every packet carries its datagram's arrival time. Without
 it (a file) the clock is the PCR of the PCR PID, interpolated between PCRs by packet position
@@ -28,19 +29,17 @@ from shared.models import DefectType as D
 from worker.detectors.base import Finding
 from worker.scte35 import SCTE35_STREAM_TYPE, SCTE35_TABLE
 from worker.transport.continuity import CcState, check_continuity
-from worker.transport.cues import CUE_IN_TOLERANCE_S, CUES_LOST_S, PREROLL_MIN_S, Cue, CueTracker
+from worker.transport.cues import Cue, CueTracker
 from worker.transport.indicators import (
     NO_SYNC_REPORT_BYTES,
     PAT_MAX_INTERVAL_S,
-    PCR_MAX_INTERVAL_S,
-    PCR_STALL_S,
-    PID_TIMEOUT_DEFAULT_S,
     PMT_MAX_INTERVAL_S,
     PTS_MAX_INTERVAL_S,
     GapWatch,
     Indicators,
 )
-from worker.transport.mdi import MDI_INTERVAL_S, MdiMeter, MdiSample
+from worker.transport.mdi import MdiMeter, MdiSample
+from worker.transport.options import TransportCounters, TransportOptions
 from worker.transport.packets import (
     NULL_PID,
     PACKET,
@@ -52,7 +51,7 @@ from worker.transport.packets import (
     pts_present,
     rtp_payload_offset,
 )
-from worker.transport.pcr import PcrClock, PcrPid, pcr_accuracy_ns
+from worker.transport.pcr import PcrClock, PcrPid
 from worker.transport.psi import (
     AV_STREAM_TYPES,
     PAT_TABLE,
@@ -63,57 +62,14 @@ from worker.transport.psi import (
     parse_pat,
     parse_pmt,
 )
+from worker.transport.timing import PcrTiming
+
+__all__ = ["TransportAnalyzer", "TransportCounters", "TransportOptions"]
 
 MAX_DEFER_BYTES = 4 << 20  # a file's packets wait this long for a first PCR to give them a time
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class TransportOptions:
-    """Settings, each with its default and range."""
-
-    pid_timeout_s: float = PID_TIMEOUT_DEFAULT_S  # PID_error's user-set period, 0.1-3600 s
-    clear_hold_s: float = 1.0  # an indicator clear this long closes its finding, 0-60 s
-    batch_bytes: int = 256 * 1024  # bytes analysed together (one numpy batch), 4 KiB-16 MiB
-    batch_s: float = 0.2  # live: analyse at least this often (seconds of arrival time), 0.01-1
-    mdi_interval_s: float = MDI_INTERVAL_S  # RFC 4445 measurement interval, 0.1-60 s
-    # SCTE-35 (worker/transport/cues.py): a cue-out or cue-in this little ahead of its splice
-    # time is splice_preroll_short (SCTE 67: 4 s), 0-60 s
-    cue_preroll_min_s: float = PREROLL_MIN_S
-    cue_in_tolerance_s: float = CUE_IN_TOLERANCE_S  # slack after a break's end, 0-600 s
-    cues_lost_s: float = CUES_LOST_S  # a cue PID silent this long is cues_lost, 1-86400 s
-
-    def __post_init__(self) -> None:
-        ranges = {
-            "pid_timeout_s": (0.1, 3600.0), "clear_hold_s": (0.0, 60.0),
-            "batch_bytes": (4096, 16 << 20), "batch_s": (0.01, 1.0), "mdi_interval_s": (0.1, 60.0),
-            "cue_preroll_min_s": (0.0, 60.0), "cue_in_tolerance_s": (0.0, 600.0),
-            "cues_lost_s": (1.0, 86400.0),
-        }
-        for name, (lo, hi) in ranges.items():
-            value = getattr(self, name)
-            if not lo <= value <= hi:
-                raise ValueError(f"TransportOptions.{name} = {value}: must be within {lo}-{hi}")
-
-
-@dataclass
-class TransportCounters:
-    """Totals since the start, for Prometheus (all ints except the MDI figures)."""
-
-    packets: int
-    bytes_discarded: int  # bytes thrown away while out of sync
-    indicators: dict[str, int]  # defect type -> errors counted (TSDuck's counting)
-    per_pid: dict[int, dict[str, int]]  # PID -> {"packets": n, defect type: errors}
-    mdi_delay_factor_ms: float | None = None  # last interval's (live input only)
-    mdi_media_loss_rate: float | None = None  # last interval's, TS packets/s
-    mdi_max_delay_factor_ms: float | None = None
-    # TR 101 290 2.4 as information only: the largest PCR deviation from a constant-rate line
-    # through the PCRs of each batch, ns. Meaningful on CBR streams (the standard's ±500 ns);
-    # on VBR it measures the rate's variation, not the clock.
-    pcr_accuracy_ns: float | None = None  # the last batch's
-    pcr_accuracy_max_ns: float | None = None
 
 
 @dataclass
@@ -126,7 +82,7 @@ class _Pid:
     gaps: list[tuple[float, float | None]] = field(default_factory=list)  # recent PID_error gaps
 
 
-class TransportAnalyzer:
+class TransportAnalyzer(PcrTiming):
     """TR 101 290 priority 1 and 2 for one MPEG-TS stream (one instance per stream)."""
 
     def __init__(self, options: TransportOptions | None = None) -> None:
@@ -513,90 +469,6 @@ class TransportAnalyzer:
         for pid in self._pmt_pids:
             self._ind.hits(D.PMT_ERROR.value, t[h.scrambled & (h.pid == pid)], pid=pid,
                            set_={"scrambled": 1.0})
-
-    # -- clocks and PCR (2.3) ------------------------------------------------------------------
-
-    def _pcr_on_pid(self, h: Headers) -> tuple[I64, I64]:
-        if h.pcr_index.size == 0:
-            return h.pcr_index, h.pcr
-        if self._pcr_pid is None:
-            self._pcr_pid = int(h.pid[h.pcr_index[0]])
-        on = h.pid[h.pcr_index] == self._pcr_pid
-        return h.pcr_index[on], h.pcr[on]
-
-    def _pcr_accuracy(self, idx: I64, raw: I64, h: Headers) -> None:
-        if h.discontinuity[idx].any():
-            return
-        acc = pcr_accuracy_ns(self._g0 + idx, raw)
-        if acc is not None:
-            self._pcr_acc = round(acc, 1)
-            self._pcr_acc_max = round(max(acc, self._pcr_acc_max or 0.0), 1)
-
-    def _file_times(self, h: Headers, n: int, idx: I64, raw: I64) -> F64:
-        """Packet times from the PCR clock (the PCRs ``raw`` of packets ``idx`` of the clock's
-        PID): interpolated between PCRs, extrapolated after."""
-        g = self._g0 + np.arange(n, dtype=np.int64)
-        anchors_g: list[int] = [] if self._clock.anchor_g is None else [self._clock.anchor_g]
-        anchors_t: list[float] = [] if self._clock.anchor_g is None else [self._clock.anchor_t]
-        for i, r in zip(idx.tolist(), raw.tolist(), strict=True):
-            ti, jump, interval = self._clock.step(r, self._g0 + i, bool(h.discontinuity[i]), None)
-            anchors_g.append(self._g0 + i)
-            anchors_t.append(ti)
-            if self._pcr_pid is not None:
-                self._pcr_seen(self._pcr_pid, ti, jump, interval)
-        if not anchors_g:
-            t = np.full(n, self._now if self._now is not None else 0.0)
-        else:
-            t = np.interp(g, anchors_g, anchors_t)
-            after = g > anchors_g[-1]
-            if after.any() and self._clock.rate_pps:
-                # Capped at the PCR interval limit: beyond it the clock would be a guess (the
-                # tail of a file after its last PCR, or PCRs withheld), and a PCR gap is judged
-                # by the next PCR's value instead.
-                ahead = (g[after] - anchors_g[-1]) / self._clock.rate_pps
-                t[after] = anchors_t[-1] + np.minimum(ahead, PCR_MAX_INTERVAL_S)
-        if self._now is not None:
-            np.maximum(t, self._now, out=t)
-        return np.maximum.accumulate(t)
-
-    def _pcr_judge(self, h: Headers, t: F64, *, skip_clock_pid: bool) -> None:
-        """Repetition and discontinuity on every program's PCR PID, on the analyser clock (a
-        file's own clock PID is judged as it makes the clock)."""
-        pids = {*self._pmt_pcr.values(), *([self._pcr_pid] if self._pcr_pid is not None else [])}
-        pids.discard(NULL_PID)
-        if skip_clock_pid and self._pcr_pid is not None:
-            pids.discard(self._pcr_pid)
-        on = h.pid[h.pcr_index]
-        for pid in pids:
-            st = self._pcr.setdefault(pid, PcrPid())
-            sel = on == pid
-            for i, r in zip(h.pcr_index[sel].tolist(), h.pcr[sel].tolist(), strict=True):
-                ti = float(t[i])
-                _, jump, interval = st.clock.step(r, self._g0 + i, bool(h.discontinuity[i]), ti)
-                self._pcr_seen(pid, ti, jump, interval)
-        if self._live:
-            self._pcr_stall(float(t[-1]))
-
-    def _pcr_stall(self, now: float) -> None:
-        for pid, st in self._pcr.items():
-            if st.last_t is not None and now - st.last_t > PCR_STALL_S:
-                self._ind.hit(D.PCR_REPETITION_ERROR.value, st.last_t + PCR_MAX_INTERVAL_S, now,
-                              count=int(not st.stalled), pid=pid, ongoing=True)
-                st.stalled = True
-
-    def _pcr_seen(self, pid: int, t: float, jump: float | None, interval: float | None) -> None:
-        """One PCR of ``pid`` at analyser time ``t``. Repetition (2.3a) is judged on the PCR
-        values, which network jitter cannot move; the analyser clock only places the gap."""
-        st = self._pcr.setdefault(pid, PcrPid())
-        last, st.last_t = st.last_t, t
-        stalled, st.stalled = st.stalled, False
-        if jump is not None:
-            self._ind.hit(D.PCR_DISCONTINUITY_ERROR.value, t, t, pid=pid,
-                          set_={"jump_ms": round(1000.0 * jump, 3)})
-        elif last is not None and interval is not None and interval > PCR_MAX_INTERVAL_S:
-            start = min(last + PCR_MAX_INTERVAL_S, t)
-            self._ind.hit(D.PCR_REPETITION_ERROR.value, start, t, count=int(not stalled),
-                          pid=pid, set_={"interval_ms": round(1000.0 * interval, 3)})
 
     # -- sync (1.1, 1.2) -----------------------------------------------------------------------
 
