@@ -37,38 +37,25 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 @dataclass(frozen=True)
 class Plan:
-    clip_s: float
-    repeats: int
-    breakdown_repeats: int
-    ffmpeg_repeats: int
-    detector_s: float
-    capacity_s: float
-    capacity_runs: int
-    rss_streams: int
-    rss_s: float
-    aws_streams: int
-    aws_s: float
-    per_frame_frames: int
-    per_frame_repeats: int
-    profile_runs: int
+    """How big each section's run is; the defaults are the full run's."""
+
+    clip_s: float = 20.0  # length of the 720p and 1080p clips
+    repeats: int = 5  # rounds of throughput and per-detector cost
+    breakdown_repeats: int = 4
+    ffmpeg_repeats: int = 3
+    detector_s: float = 6.0  # media seconds each detector is fed
+    capacity_s: float = 14.0  # seconds of each streams-per-worker run
+    capacity_runs: int = 5
+    rss_streams: int = 4
+    rss_s: float = 10.0
+    aws_streams: int = 4
+    aws_s: float = 60.0  # steady state counted on the emulator
+    per_frame_frames: int = 100
+    per_frame_repeats: int = 3
+    profile_runs: int = 2
 
 
-FULL = Plan(
-    clip_s=20.0,
-    repeats=5,
-    breakdown_repeats=4,
-    ffmpeg_repeats=3,
-    detector_s=6.0,
-    capacity_s=14.0,
-    capacity_runs=5,
-    rss_streams=4,
-    rss_s=10.0,
-    aws_streams=4,
-    aws_s=60.0,
-    per_frame_frames=100,
-    per_frame_repeats=3,
-    profile_runs=2,
-)
+FULL = Plan()
 QUICK = Plan(
     clip_s=6.0,
     repeats=2,

@@ -279,15 +279,21 @@ def measure_cost(seconds: float, repeats: int, out: Path) -> Cost:
     )
     cost = Cost(f"{clip.width}x{clip.height}@{clip.fps} {seconds:g} s", seconds)
 
-    def content() -> None:
-        sync = ContentSync(20.0, 5.0, 1.0)
+    def fed(sync: ContentSync, *, ask_ready: bool) -> ContentSync:
+        """``sync`` fed the whole clip; ``ask_ready``: calling ``ready()`` after each item, as the
+        detector does."""
         for _, kind, i in feed:
             if kind == 0:
                 sync.feed_video(media.video[i].t, media.video[i].luma)
             else:
                 block = media.audio[i]
                 sync.feed_audio(block.t, block.samples, block.rate)
-            sync.ready()
+            if ask_ready:
+                sync.ready()
+        return sync
+
+    def content() -> None:
+        fed(ContentSync(20.0, 5.0, 1.0), ask_ready=True)
 
     def detector(on: bool) -> Callable[[], None]:
         def run() -> None:
@@ -303,13 +309,7 @@ def measure_cost(seconds: float, repeats: int, out: Path) -> Cost:
     content()  # warm-up
     # The clip may end before a window does, and its few events would stop the estimate before
     # the correlation: time a full window's on its own, with no event minimum.
-    sync = ContentSync(20.0, 5.0, 1.0, Thresholds(min_events=0))
-    for _, kind, i in feed:
-        if kind == 0:
-            sync.feed_video(media.video[i].t, media.video[i].luma)
-        else:
-            block = media.audio[i]
-            sync.feed_audio(block.t, block.samples, block.rate)
+    sync = fed(ContentSync(20.0, 5.0, 1.0, Thresholds(min_events=0)), ask_ready=False)
     end = min(seconds, 20.0)
     cost.window_cpu_s = statistics.median(_cpu(lambda: sync._evaluate(end - 20.0, end)) for _ in range(21))
     for _ in range(repeats):

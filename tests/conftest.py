@@ -8,7 +8,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from infra import local
+from tests.support import wait_for as wait_for  # re-exported: tests import it from here too
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -208,17 +208,6 @@ def workers(stack: Stack, tmp_path: Path) -> Iterator[WorkerFactory]:
             proc.wait()
     for log in logs:
         log.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.25, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture

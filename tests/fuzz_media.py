@@ -20,8 +20,8 @@ import av
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avmon import testsrc
 from shared.models import Defect
+from tests.media import make_testsrc
 from worker.session import UnreadableSource, analyze
 
 Mutation = tuple[str, int, int]
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="avmon-fuzz-seed-") as tmp:
         seed = Path(tmp) / "seed.ts"
-        testsrc.generate(
-            seed, duration_s=3.0, width=160, height=90, defects=testsrc.parse_script("black@1+1"), seed=11
-        )
+        # 2 s is enough: two IDRs (gop_s 1) and a black that opens and closes; each example decodes
+        # it all, so a short seed buys examples.
+        make_testsrc(seed, duration_s=2.0, width=160, height=90, gop_s=1.0, script="black@0.5+1", seed=11)
         return run(args.examples, seed)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.ffmpeg_media import ffmpeg
+from tests.media import ffmpeg
 
 
 def ffmpeg_ladder(root: Path, seconds: float, segment_s: int = 1) -> Path:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from avmon import testsrc
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.media import make_testsrc
+from tests.support import wait_for
 from worker.notify import verify_signature
 
 SECRET = "s3cret-for-tests"
@@ -64,12 +65,12 @@ def test_every_defect_is_notified_once_opened_and_once_closed_signed_and_grouped
     router: Api, workers: WorkerFactory, receiver: Receiver, tmp_path: Path
 ) -> None:
     clip = tmp_path / "feed.ts"
-    truth = testsrc.generate(
+    truth = make_testsrc(
         clip,
         duration_s=14.0,
         width=320,
         height=180,
-        defects=testsrc.parse_script("black@2+3,silence@2+3,freeze@9+3"),
+        script="black@2+3,silence@2+3,freeze@9+3",
     )
     workers("a1", AVMON_WEBHOOK_SECRET=SECRET, AVMON_NOTIFY_MIN_GAP_S="1")
     status, stream = router.call("POST", "/streams", {"url": clip.as_uri(), "webhook_url": receiver.url})

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avmon import testsrc
 from avmon.report import summarise
 from tests.browser import CHROMIUM, Browser, crop, saturation
+from tests.media import make_testsrc
 
 SCRIPT = "black@1+2.5,silence@2+2.5"
 
@@ -25,9 +25,7 @@ SCRIPT = "black@1+2.5,silence@2+2.5"
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("analyze") / "clip.ts"
-    testsrc.generate(
-        path, duration_s=5.0, defects=testsrc.parse_script(SCRIPT), seed=4, width=320, height=180
-    )
+    make_testsrc(path, duration_s=5.0, script=SCRIPT, seed=4, width=320, height=180)
     return path
 
 

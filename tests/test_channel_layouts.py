@@ -8,7 +8,7 @@ import av
 import numpy as np
 
 from shared.models import Defect
-from tests.ffmpeg_media import surround_5_1_ac3
+from tests.media import cached_path, surround_5_1_ac3
 from worker.decoded import AudioBatcher, AudioConverter
 from worker.detectors.base import AudioBlock, channel_names
 from worker.session import analyze
@@ -52,9 +52,8 @@ def test_unnamed_channels_take_ffmpegs_default_layout_for_their_count() -> None:
     assert channel_names(2, ("FC",)) == ("FL", "FR")  # names that do not fit the count are ignored
 
 
-def test_the_session_reports_a_lost_centre_channel_by_its_name(tmp_path: Path) -> None:
-    clip = tmp_path / "dialogue_lost.ac3"
-    surround_5_1_ac3(clip, 16.0, {"FC": (3.0, 13.0)})
+def test_the_session_reports_a_lost_centre_channel_by_its_name() -> None:
+    clip = cached_path("dialogue_lost.ac3", surround_5_1_ac3, 16.0, {"FC": (3.0, 13.0)})
     records: dict[str, Defect] = {}
     analyze(str(clip), lambda d: records.__setitem__(d.defect_id, d))
     [silence] = [d for d in records.values() if d.type == "silence"]

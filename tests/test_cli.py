@@ -8,28 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from avmon import testsrc
 from infra import local
-from tests.conftest import Api, wait_for
+from tests.conftest import Api
+from tests.media import make_testsrc
+from tests.support import avmon_up, wait_for
 
 
 def test_up_runs_the_whole_system_and_stops_everything(tmp_path: Path) -> None:
     clip = tmp_path / "clip.ts"
-    truth = testsrc.generate(clip, duration_s=8.0, defects=testsrc.parse_script("black@2+3"), seed=3)
+    truth = make_testsrc(clip, duration_s=8.0, script="black@2+3", seed=3)
     port, aws_port = local.free_port(), local.free_port()
     up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "avmon",
-            "up",
-            "--workers",
-            "1",
-            "--port",
-            str(port),
-            "--aws-port",
-            str(aws_port),
-        ],
+        avmon_up(port, aws_port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AVMON_"))},

@@ -22,7 +22,9 @@ from router.local import LambdaContext
 from shared import aws, store
 from shared.models import Defect, Event
 from tests.conftest import Stack, load_event
-from tests.transport_media import make_sources, monitor_udp, needs_ffmpeg
+from tests.media import transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import monitor_udp
 from worker.cue_events import CueEvents, EventLimits
 from worker.leases import LeaseTable
 from worker.sink import DefectWriter
@@ -44,7 +46,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    source = make_sources(tmp_path_factory)["vbr"]  # -g 50 at 25 fps: an IDR every 2 s
+    source = transport_sources()["vbr"]  # -g 50 at 25 fps: an IDR every 2 s
     with av.open(io.BytesIO(source), format="mpegts") as container:
         video = container.streams.video[0]
         assert video.time_base is not None

@@ -19,7 +19,9 @@ import av
 import pytest
 
 from avmon import testsrc
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.media import make_testsrc
+from tests.support import wait_for
 from tests.test_live import LIVE
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
@@ -91,10 +93,10 @@ class LiveDash:
 @pytest.fixture
 def live_dash(tmp_path: Path) -> Iterator[LiveDash]:
     clip = tmp_path / "clip.mp4"
-    truth = testsrc.generate(
+    truth = make_testsrc(
         clip,
         duration_s=20.0,
-        defects=testsrc.parse_script("black@7+3,silence@14+3"),
+        script="black@7+3,silence@14+3",
         width=320,
         height=180,
         gop_s=1.0,

@@ -17,7 +17,7 @@ import pytest
 from avmon import testsrc
 from shared.models import Defect
 from shared.urlpolicy import UrlRefused
-from tests.ffmpeg_media import ffmpeg
+from tests.media import ffmpeg, make_testsrc
 from tests.test_dash_live import DashServer
 from worker.dash.fetch import fetch
 from worker.egress import EgressProxy
@@ -33,9 +33,7 @@ def vod(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, testsrc.GroundT
     """8 s with a black at 3 s as on-demand DASH: vod.mpd, SegmentTemplate + SegmentTimeline."""
     out = tmp_path_factory.mktemp("dash")
     clip = out / "clip.mp4"
-    truth = testsrc.generate(
-        clip, duration_s=8.0, defects=testsrc.parse_script("black@3+2.5"), width=160, height=90, gop_s=1.0
-    )
+    truth = make_testsrc(clip, duration_s=8.0, script="black@3+2.5", width=160, height=90, gop_s=1.0)
     ffmpeg(
         "-i", str(clip), "-c", "copy", "-f", "dash", "-seg_duration", "1", "-use_template", "1",
         "-use_timeline", "1", "-init_seg_name", "init-$RepresentationID$.m4s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from shared import store
 from shared.models import Defect, DefectType
+from tests.support import make_defect
 from worker.detectors.base import Finding, Severity
 from worker.session import _metrics
 
@@ -18,10 +19,9 @@ def test_channels_and_labels_join_the_rounded_numbers() -> None:
 
 
 def test_named_metrics_survive_the_defects_table() -> None:
-    defect = Defect(
-        stream_id="s", defect_id="000000001.000-silence-FC", type=DefectType.SILENCE, start_s=1.0,
-        start_at="2026-12-03T00:00:00.000Z", severity="critical", worker_id="w",
-        metrics={"level_db": -71.2, "channels": ["FC", "LFE"], "method": "content"},
-    )  # fmt: skip
+    metrics: dict[str, float | str | list[str]] = {
+        "level_db": -71.2, "channels": ["FC", "LFE"], "method": "content"
+    }  # fmt: skip
+    defect = make_defect(DefectType.SILENCE, 1.0, key="FC", metrics=metrics)
     item = store.unmarshal(store.marshal(store.defect_item(defect, ttl_days=1, now=0.0)))
     assert Defect.model_validate({k: v for k, v in item.items() if k in Defect.model_fields}) == defect

@@ -11,9 +11,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from avmon.testsrc import GroundTruth, generate, parse_script
+from avmon.testsrc import GroundTruth
 from shared.models import Defect
 from shared.urlpolicy import to_url
+from tests.media import make_testsrc
 from worker.detectors.av_sync import (
     AvSyncDetector,
     AvSyncOptions,
@@ -337,7 +338,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {}
     for name, (script, marks) in scripts.items():
         path = root / f"{name}.ts"
-        generate(path, duration_s=12.0, width=192, height=108, sync_marks=marks, defects=parse_script(script))
+        make_testsrc(path, duration_s=12.0, width=192, height=108, sync_marks=marks, script=script)
         paths[name] = path
     return paths
 

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from fractions import Fraction
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -14,6 +13,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect
+from tests.media import encode_h264, transport_packets
 from worker.decoded import luma_view
 from worker.detectors.base import Finding, Severity, VideoFrame
 from worker.detectors.blockiness import (
@@ -348,20 +348,15 @@ def encode_clip(path: Path, crf: int) -> None:
     rng = np.random.default_rng(3)
     wide = smooth_noise(CLIP_H, 2 * CLIP_W, 3.0, 4)
     tall = smooth_noise(2 * CLIP_H, CLIP_W, 1.5, 5)
-    chroma = np.full((CLIP_H // 2, CLIP_W), 128, np.uint8)
-    with av.open(str(path), "w", format="mpegts") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = CLIP_W, CLIP_H, "yuv420p"
-        stream.options = {"crf": str(crf)}
+
+    def pictures() -> Iterator[npt.NDArray[np.uint8]]:
         for i in range(CLIP_PICTURES):
             x, y = (3 * i) % CLIP_W, (2 * i) % CLIP_H
             luma = 0.6 * wide[:, x : x + CLIP_W] + 0.4 * tall[y : y + CLIP_H]
             luma = luma * 180 + 36 + rng.normal(0.0, 2.0, luma.shape)
-            yuv = np.concatenate([np.clip(luma, 16, 235).astype(np.uint8), chroma])
-            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+            yield np.clip(luma, 16, 235).astype(np.uint8)
+
+    encode_h264(path, pictures(), fps=FPS, format="mpegts", options={"crf": str(crf)})
 
 
 @pytest.fixture(scope="module")
@@ -402,19 +397,6 @@ def test_measure_rises_under_heavy_quantisation(clips: dict[int, Path]) -> None:
     clean, coarse = decoded_ratios(clips[23]), decoded_ratios(clips[51])
     assert np.median(clean) == pytest.approx(1.0, abs=0.15)
     assert np.median(coarse) > np.median(clean) + 0.3
-
-
-def transport_packets(data: bytes, pos: int) -> list[int]:
-    """Offsets of the 188-byte MPEG-TS packets that carry the PES starting at byte ``pos``."""
-    assert data[pos] == 0x47, "a demuxed packet's pos is the transport packet where its PES starts"
-    pid = (data[pos + 1] & 0x1F) << 8 | data[pos + 2]
-    offsets = [pos]
-    for off in range(pos + 188, len(data) - 187, 188):
-        if (data[off + 1] & 0x1F) << 8 | data[off + 2] == pid:
-            if data[off + 1] & 0x40:  # payload_unit_start_indicator: the next PES begins
-                break
-            offsets.append(off)
-    return offsets
 
 
 def damage(clean: Path, out: Path, how: str) -> list[float]:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 from scipy import signal as sps
 
+from tests import media
 from worker.bs1770 import HISTORY, LOOKAHEAD, TRUE_PEAK_FIR, oversample_4x, true_peak_windows
 from worker.detectors.base import AudioBlock, Finding, Severity
 from worker.detectors.clipping import BATCH_S, FLOOR_DB, ClippingDetector, ClippingOptions, db, window_levels
@@ -22,29 +23,8 @@ Signal = npt.NDArray[np.float32]
 
 
 def music(seconds: float, peak_dbfs: float = -3.0, seed: int = 0) -> Signal:
-    """Stereo music-like signal: harmonic notes (0.25-0.6 s, decaying) over a little noise.
-
-    Scaled so that its sample peak is ``peak_dbfs``; notes vary in level, so only a few onsets
-    come near that peak. Each channel plays one 5-harmonic waveform from a wavetable.
-    """
-    rng = np.random.default_rng(seed)
-    n = round(seconds * RATE)
-    theta = 2 * np.pi * np.arange(4096) / 4096
-    table = np.array(
-        [sum(np.sin(h * theta + rng.uniform(0, 2 * np.pi)) / h for h in range(1, 6)) for _ in "LR"]
-    )
-    lengths = rng.integers(round(0.25 * RATE), round(0.6 * RATE), n // round(0.25 * RATE) + 1)
-    starts = np.concatenate(([0], np.cumsum(lengths)))
-    f0 = 110.0 * 2 ** (rng.integers(0, 25, lengths.size) / 12)
-    amplitude = rng.uniform(0.5, 1.0, lengths.size)
-    i = np.arange(n)
-    note = np.searchsorted(starts, i, side="right") - 1
-    t = (i - starts[note]) / RATE
-    index = ((f0[note] * t) % 1.0 * 4096).astype(np.int64)
-    envelope = amplitude[note] * (0.3 + 0.7 * np.exp(-4 * t))
-    x = table[:, index] * envelope + 0.02 * rng.standard_normal((2, n))
-    x *= 10 ** (peak_dbfs / 20) / np.abs(x).max()
-    return x.astype(np.float32)
+    """:func:`tests.media.music` with its sample peak at ``peak_dbfs``."""
+    return media.music(seconds, seed, peak_dbfs)
 
 
 def clip_section(x: Signal, start_s: float, end_s: float, gain_db: float = 20.0) -> Signal:

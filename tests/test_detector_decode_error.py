@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
 from shared.models import Defect
-from tests.ffmpeg_media import ffmpeg
-from tests.media import moving_noise_ts
+from tests.media import ffmpeg, moving_noise_ts, remux, transport_packets
 from worker.detectors._h264 import ReferenceLossCounter
 from worker.detectors.base import AudioBlock, Finding, PacketInfo, Severity, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector, DecodeErrorOptions
@@ -241,19 +241,6 @@ def test_garbled_aac_frames_are_one_audio_decode_error(clip: Path, tmp_path: Pat
     assert closing.metrics["decode_errors"] == 4.0
 
 
-def transport_packets(data: bytes, pos: int) -> list[int]:
-    """Offsets of the 188-byte MPEG-TS packets that carry the PES starting at byte ``pos``."""
-    assert data[pos] == 0x47, "a demuxed packet's pos is the transport packet where its PES starts"
-    pid = (data[pos + 1] & 0x1F) << 8 | data[pos + 2]
-    offsets = [pos]
-    for off in range(pos + 188, len(data) - 187, 188):
-        if (data[off + 1] & 0x1F) << 8 | data[off + 2] == pid:
-            if data[off + 1] & 0x40:  # payload_unit_start_indicator: the next PES begins
-                break
-            offsets.append(off)
-    return offsets
-
-
 def test_lost_video_transport_packets_are_a_video_decode_error(clip: Path, tmp_path: Path) -> None:
     video, _ = packets_of(clip, "video")
     data = clip.read_bytes()
@@ -285,22 +272,22 @@ def without_packet(source: Path, target: Path, pick: int) -> float:
     """Copy ``source`` to ``target`` leaving out the ``pick``-th P picture after 1.5 s (in
     decode order): a whole reference picture lost, as a segment or a file loses one. Returns
     its media time."""
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        vin = src.streams.video[0]
-        vout = dst.add_stream_from_template(vin)
-        seen, lost_at = 0, -1.0
-        for packet in src.demux(vin):
-            if packet.dts is None or packet.pts is None or packet.time_base is None:
-                continue
-            t = float(packet.pts * packet.time_base)
-            # A reference picture that is not a keyframe: a P picture, or a B used as one.
-            if lost_at < 0 and t > 1.5 and not packet.is_keyframe and _is_reference(packet):
-                seen += 1
-                if seen == pick:
-                    lost_at = t
-                    continue
-            packet.stream = vout
-            dst.mux(packet)
+    seen, lost_at = 0, -1.0
+
+    def leave_out(packet: av.Packet[Any]) -> bool:
+        nonlocal seen, lost_at
+        if packet.dts is None or packet.pts is None or packet.time_base is None:
+            return False
+        t = float(packet.pts * packet.time_base)
+        # A reference picture that is not a keyframe: a P picture, or a B used as one.
+        if lost_at < 0 and t > 1.5 and not packet.is_keyframe and _is_reference(packet):
+            seen += 1
+            if seen == pick:
+                lost_at = t
+                return False
+        return True
+
+    remux(source, target, leave_out, keep="video")
     return lost_at
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.ffmpeg_media import decode, under_overlay_ts
+from tests.media import decode, encode_h264, under_overlay_ts
 from worker.detectors.base import Finding, Severity, StreamContext, VideoFrame
 from worker.detectors.freeze import PROBE_REST, FreezeDetector, FreezeOptions
 from worker.picture_diff import (
@@ -394,24 +394,18 @@ def test_a_short_pause_in_the_narration_does_not_make_it_critical() -> None:
 
 def encode_clip(path: Path, width: int = 160, height: int = 90) -> None:
     """6 s at 25 fps, GOP 10, 300 kbit/s: grain (live) for 1 s, a held picture until 4 s, grain."""
-    av = pytest.importorskip("av")
     rng = np.random.default_rng(11)
     yy, xx = np.mgrid[0:height, 0:width]
     scene = 110 + 50 * np.sin(xx / 9.0) + 40 * np.cos(yy / 7.0) + 25 * rng.standard_normal((height, width))
     held = np.clip(scene, 16, 235).astype(np.uint8)
-    chroma = np.full((height // 2, width), 128, np.uint8)  # yuv420p: U and V planes, grey
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.gop_size = GOP
-        stream.options = {"b": "300k"}  # bitrate mode: each keyframe gets a new quantiser
+
+    def pictures() -> Iterator[npt.NDArray[np.uint8]]:
         for i in range(6 * FPS):
             grain = scene + rng.normal(0.0, 4.0, scene.shape)
-            luma = held if 25 <= i < 100 else np.clip(grain, 16, 235).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(np.concatenate((luma, chroma)), format="yuv420p")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            yield held if 25 <= i < 100 else np.clip(grain, 16, 235).astype(np.uint8)
+
+    # Bitrate mode: each keyframe gets a new quantiser.
+    encode_h264(path, pictures(), fps=FPS, gop_size=GOP, options={"b": "300k"})
 
 
 def decode_clip(path: Path) -> Iterator[VideoFrame]:

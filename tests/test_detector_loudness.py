@@ -11,6 +11,7 @@ import pyloudnorm
 import pytest
 from scipy.signal import lfilter
 
+from tests.media import music
 from worker import iir
 from worker.bs1770 import (
     FLOOR_LUFS,
@@ -33,30 +34,6 @@ BOUNDARY_S = 0.2  # boundary accuracy against a sample-exact gain change
 HOP = RATE // 10  # one 100 ms sub-block
 
 Signal = npt.NDArray[np.float32]
-
-
-def music(seconds: float, seed: int = 0) -> Signal:
-    """Stereo music-like signal: harmonic notes (0.25-0.6 s, decaying) over a little noise.
-
-    Each channel plays one 5-harmonic waveform from a wavetable (cheap to make at any length).
-    """
-    rng = np.random.default_rng(seed)
-    n = round(seconds * RATE)
-    theta = 2 * np.pi * np.arange(4096) / 4096
-    table = np.array(
-        [sum(np.sin(h * theta + rng.uniform(0, 2 * np.pi)) / h for h in range(1, 6)) for _ in "LR"]
-    )
-    lengths = rng.integers(round(0.25 * RATE), round(0.6 * RATE), n // round(0.25 * RATE) + 1)
-    starts = np.concatenate(([0], np.cumsum(lengths)))
-    f0 = 110.0 * 2 ** (rng.integers(0, 25, lengths.size) / 12)
-    amplitude = rng.uniform(0.5, 1.0, lengths.size)
-    i = np.arange(n)
-    note = np.searchsorted(starts, i, side="right") - 1
-    t = (i - starts[note]) / RATE
-    index = ((f0[note] * t) % 1.0 * 4096).astype(np.int64)
-    envelope = amplitude[note] * (0.3 + 0.7 * np.exp(-4 * t))
-    x = table[:, index] * envelope + 0.02 * rng.standard_normal((2, n))
-    return x.astype(np.float32)
 
 
 def speech_like(seconds: float, seed: int = 0) -> Signal:

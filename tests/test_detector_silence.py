@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.ffmpeg_media import decode, surround_5_1_ac3
+from tests.media import cached_path, decode, surround_5_1_ac3
 from worker.detectors.base import AudioBlock, Finding, Severity, StreamContext
 from worker.detectors.silence import (
     BATCH_HOPS,
@@ -284,9 +282,8 @@ def test_unnamed_six_channels_are_taken_as_ffmpegs_5_1() -> None:
     assert run(silence_between(16.0, 3.0, 13.0, channels=6, silent=(3,))) == []
 
 
-def test_centre_channel_lost_in_ffmpeg_encoded_ac3_5_1_is_reported(tmp_path: Path) -> None:
-    clip = tmp_path / "dialogue_lost.ac3"
-    surround_5_1_ac3(clip, 16.0, {"FC": (3.0, 13.0)})
+def test_centre_channel_lost_in_ffmpeg_encoded_ac3_5_1_is_reported() -> None:
+    clip = cached_path("dialogue_lost.ac3", surround_5_1_ac3, 16.0, {"FC": (3.0, 13.0)})
     [silence] = closed(decode(clip, SilenceDetector()))
     assert (silence.key, silence.channels) == ("FC", ("FC",))
     # AC-3's decoder delay (256 samples) moves both ends by 5 ms.

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.ffmpeg_media import decode, stereo_aac
+from tests.media import decode, stereo_aac
 from worker.detectors.base import AudioBlock, Finding, Severity
 from worker.detectors.stereo import (
     PhaseInversionDetector,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.ffmpeg_media import decode, h264_ts
+from tests.media import decode, h264_ts
 from worker.detectors.base import Finding, StreamContext, VideoFrame
 from worker.detectors.decode_error import DecodeErrorDetector
 from worker.detectors.stutter import StutterDetector, StutterOptions

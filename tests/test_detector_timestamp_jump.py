@@ -7,12 +7,13 @@ import itertools
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
 
 from shared.models import Defect
-from tests.media import moving_noise_ts
+from tests.media import moving_noise_ts, remux
 from worker.detectors.base import Finding, PacketInfo, Severity
 from worker.detectors.timestamp_jump import (
     TimestampJumpDetector,
@@ -171,20 +172,20 @@ def shift(src: Path, dst: Path, at_s: float, by_s: float, by: str) -> None:
     restart). ``by="pts"``: the presentation time of every packet shown from ``at_s`` on; decode
     times stay as they were, since a muxer refuses decode times that go back.
     """
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is None or packet.pts is None:
-                continue  # the demuxer's flush packets
-            stream, tb = packet.stream, packet.time_base
-            delta = round(by_s / tb)
-            ref = packet.dts if by == "dts" else packet.pts
-            if (ref - (stream.start_time or 0)) * tb >= at_s:
-                packet.pts += delta
-                if by == "dts":
-                    packet.dts += delta
-            packet.stream = streams[stream.index]
-            out.mux(packet)
+
+    def move(packet: av.Packet[Any]) -> bool:
+        if packet.dts is None or packet.pts is None:
+            return False
+        stream, tb = packet.stream, packet.time_base
+        delta = round(by_s / tb)
+        ref = packet.dts if by == "dts" else packet.pts
+        if (ref - (stream.start_time or 0)) * tb >= at_s:
+            packet.pts += delta
+            if by == "dts":
+                packet.dts += delta
+        return True
+
+    remux(src, dst, move, format="mpegts")
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from avmon import testsrc
+from tests.media import make_testsrc
 from worker import egress
 from worker.egress import EgressProxy
 from worker.media import Limits, open_options, open_source, read_timeout_for
@@ -48,7 +48,7 @@ def hls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s of media as a 3-segment VOD HLS playlist (live.m3u8, live0..2.ts)."""
     out = tmp_path_factory.mktemp("egress")
     source = out / "source.ts"
-    testsrc.generate(source, duration_s=6, width=160, height=90)
+    make_testsrc(source, duration_s=6, width=160, height=90)
     with (
         av.open(str(source)) as inp,
         av.open(

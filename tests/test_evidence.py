@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import subprocess
 import timeit
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,8 @@ import numpy.typing as npt
 import pytest
 
 from shared.models import Defect, DefectType
+from tests.media import ffmpeg
+from tests.support import make_defect
 from worker.decoded import luma_view
 from worker.detectors.base import AudioBlock, VideoFrame
 from worker.evidence import (
@@ -32,8 +33,6 @@ from worker.evidence import (
     to_full_range,
 )
 from worker.session import Outcome, SessionConfig, StreamSession
-
-FFMPEG = "/usr/bin/ffmpeg"
 
 FPS = 25.0
 RATE = 48_000
@@ -55,17 +54,7 @@ def black(w: int = W, h: int = H, level: int = 16) -> npt.NDArray[np.uint8]:
 
 
 def defect(start: float, end: float | None, type_: DefectType = DefectType.BLACK) -> Defect:
-    return Defect(
-        stream_id="stream-1",
-        defect_id=f"{start:013.3f}-{type_.value}",
-        type=type_,
-        start_s=start,
-        end_s=end,
-        start_at="2026-01-01T00:00:00.000Z",
-        end_at=None if end is None else "2026-01-01T00:00:03.000Z",
-        severity="critical",
-        worker_id="w1",
-    )
+    return make_defect(type_, start, end)
 
 
 def feed(
@@ -275,27 +264,10 @@ def colour_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, st
             ("sd", "640x360", []),
         ):
             path = root / f"{name}-{kind}.mp4"
-            subprocess.run(
-                [
-                    FFMPEG,
-                    "-loglevel",
-                    "error",
-                    "-y",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    f"color=c={name}:s={size}:r=25",
-                    "-t",
-                    "0.4",
-                    *extra,
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:v",
-                    "libx264",
-                    str(path),
-                ],
-                check=True,
-            )
+            ffmpeg(
+                "-f", "lavfi", "-i", f"color=c={name}:s={size}:r=25", "-t", "0.4", *extra,
+                "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path),
+            )  # fmt: skip
             clips[(name, kind)] = path
     return clips
 

@@ -21,24 +21,22 @@ import pytest
 
 from avmon import testsrc
 from infra import local
-from tests.conftest import Api, Stack, WorkerFactory, wait_for
+from tests.conftest import Api, Stack, WorkerFactory
+from tests.media import make_testsrc
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, testsrc.GroundTruth]:
     path = tmp_path_factory.mktemp("faults") / "long.ts"
-    truth = testsrc.generate(
-        path, duration_s=40.0, defects=testsrc.parse_script("black@12+3"), seed=7, width=320, height=180
-    )
+    truth = make_testsrc(path, duration_s=40.0, script="black@12+3", seed=7, width=320, height=180)
     return path, truth
 
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, testsrc.GroundTruth]:
     path = tmp_path_factory.mktemp("faults") / "short.ts"
-    truth = testsrc.generate(
-        path, duration_s=16.0, defects=testsrc.parse_script("black@9+3"), seed=8, width=320, height=180
-    )
+    truth = make_testsrc(path, duration_s=16.0, script="black@9+3", seed=8, width=320, height=180)
     return path, truth
 
 

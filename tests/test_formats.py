@@ -9,7 +9,7 @@ import av
 import pytest
 
 from shared.models import Defect
-from tests.ffmpeg_media import HEVC_MAIN, HEVC_MAIN10, MPEG2_INTERLACED, decode, programme_ts
+from tests.media import HEVC_MAIN, HEVC_MAIN10, MPEG2_INTERLACED, decode, programme_ts
 from worker.detectors.base import Finding
 from worker.detectors.black import BlackDetector
 from worker.detectors.freeze import FreezeDetector

@@ -14,8 +14,9 @@ import pytest
 from avmon import tscue
 from avmon.livesrc import LiveSource
 from shared.models import Defect, Event
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
 from tests.hls_origin import LadderOrigin, ffmpeg_ladder
+from tests.support import wait_for
 from worker import egress
 from worker.detectors.base import Finding
 from worker.hls_monitor import HlsMonitor

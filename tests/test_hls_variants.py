@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from avmon import testsrc
 from shared.models import Defect, DefectType
+from tests.media import make_testsrc
 from worker.media import Limits
 from worker.session import Outcome, SessionConfig, StreamSession
 
@@ -56,13 +56,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         playlist = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{SEGMENT_S:.0f}"]
         for k in range(SEGMENTS):
             script = defects if k == 1 else ""
-            testsrc.generate(
+            make_testsrc(
                 root / f"{name}{k}.ts",
                 duration_s=SEGMENT_S,
                 seed=k,
                 width=width,
                 height=height,
-                defects=testsrc.parse_script(script),
+                script=script,
             )
             playlist += [*(["#EXT-X-DISCONTINUITY"] if k else []), f"#EXTINF:{SEGMENT_S},", f"{name}{k}.ts"]
         (root / f"{name}.m3u8").write_text("\n".join([*playlist, "#EXT-X-ENDLIST", ""]))

@@ -14,8 +14,9 @@ from pathlib import Path
 import av
 import pytest
 
-from avmon import testsrc
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.media import make_testsrc
+from tests.support import wait_for
 from worker.egress import EgressProxy
 from worker.media import Limits, open_options
 from worker.session import Outcome, SessionConfig, StreamSession
@@ -123,7 +124,7 @@ def tcp_listener() -> Iterator[tuple[int, list[object]]]:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("hostile") / "clip.ts"
-    testsrc.generate(path, duration_s=30.0, width=160, height=90)
+    make_testsrc(path, duration_s=30.0, width=160, height=90)
     return path
 
 

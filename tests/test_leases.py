@@ -12,6 +12,7 @@ import pytest
 from shared import aws, store
 from shared.models import Defect, DefectType, StreamStatus
 from tests.conftest import Stack
+from tests.support import make_defect
 from worker.leases import LeaseTable, Renewal
 from worker.sink import DefectWriter
 
@@ -45,15 +46,7 @@ async def new_stream(
 
 
 def defect(stream_id: str, start_s: float = 1.0, worker_id: str = "a") -> Defect:
-    return Defect(
-        stream_id=stream_id,
-        defect_id=f"{start_s:013.3f}-black",
-        type=DefectType.BLACK,
-        start_s=start_s,
-        start_at="2026-11-27T03:00:00.000Z",
-        severity="critical",
-        worker_id=worker_id,
-    )
+    return make_defect(DefectType.BLACK, start_s, stream_id=stream_id, worker_id=worker_id)
 
 
 async def test_first_claim_wins_and_a_duplicate_loses(ddb: Any, tables: store.Tables) -> None:

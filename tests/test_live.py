@@ -13,7 +13,9 @@ import pytest
 from avmon import testsrc
 from avmon.livesrc import LiveSource
 from infra import local
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.media import generated
+from tests.support import wait_for
 
 TOLERANCE_S = 0.5
 MIN_DURATION_S = {"black": 2.0, "freeze": 2.0, "silence": 2.0}
@@ -120,14 +122,11 @@ def test_source_lost_for_10_s_is_one_signal_loss_and_recovers(router: Api, worke
 
 
 def test_source_that_never_comes_back_stays_reported_and_others_carry_on(
-    router: Api, workers: WorkerFactory, tmp_path: Path
+    router: Api, workers: WorkerFactory
 ) -> None:
     workers("n1", **LIVE)
     _, dead = router.call("POST", "/streams", {"url": f"udp://127.0.0.1:{local.free_port()}"})
-    clip = tmp_path / "ok.ts"
-    truth = testsrc.generate(
-        clip, duration_s=6.0, width=320, height=180, defects=testsrc.parse_script("black@1+2.5")
-    )
+    clip, truth = generated("ok.ts", duration_s=6.0, width=320, height=180, script="black@1+2.5")
     _, ok = router.call("POST", "/streams", {"url": clip.as_uri()})
     wait_for(lambda: router.call("GET", f"/streams/{ok['stream_id']}")[1]["status"] == "COMPLETED", 60)
     found = router.call("GET", f"/streams/{ok['stream_id']}/defects")[1]["defects"]

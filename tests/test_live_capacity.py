@@ -23,7 +23,8 @@ from avmon.livesrc import LiveSource
 from bench import live as live_bench
 from infra import local
 from shared.models import Defect
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.support import wait_for
 from worker.session import SessionConfig, StreamSession
 from worker.timeline import Timeline
 

@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from avmon import testsrc
 from shared.models import Defect
+from tests.media import make_testsrc
 from worker.decoded import ANALYSIS_RATE, AudioConverter
 from worker.session import Outcome, analyze
 
@@ -59,8 +59,8 @@ def test_audio_timing_holds_across_a_sample_rate_change_in_the_stream(tmp_path: 
     # A transport stream whose audio goes from 48 kHz stereo to 44.1 kHz mono, as two encoders'
     # outputs spliced together; the second part carries 3 s of silence from its 1 s mark.
     first, second = tmp_path / "first.ts", tmp_path / "second.ts"
-    testsrc.generate(first, duration_s=4.0, seed=1, width=320, height=180)
-    testsrc.generate(
+    make_testsrc(first, duration_s=4.0, seed=1, width=320, height=180)
+    make_testsrc(
         second,
         duration_s=5.0,
         seed=2,
@@ -68,7 +68,7 @@ def test_audio_timing_holds_across_a_sample_rate_change_in_the_stream(tmp_path: 
         height=180,
         sample_rate=44_100,
         channels=1,
-        defects=testsrc.parse_script("silence@1+3"),
+        script="silence@1+3",
     )
     spliced = tmp_path / "spliced.ts"
     spliced.write_bytes(first.read_bytes() + second.read_bytes())

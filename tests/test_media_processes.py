@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from avmon import testsrc
 from shared.models import Defect, DefectType
+from tests.media import make_testsrc
 from worker.session import Outcome, SessionConfig
 from worker.shards import MediaPool, RemoteSession
 
@@ -22,9 +22,7 @@ from worker.shards import MediaPool, RemoteSession
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("shards") / "clip.ts"
-    testsrc.generate(
-        path, duration_s=5.0, defects=testsrc.parse_script("black@1+2.5"), seed=3, width=160, height=90
-    )
+    make_testsrc(path, duration_s=5.0, script="black@1+2.5", seed=3, width=160, height=90)
     return path
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from shared import aws
-from shared.models import Defect, DefectType, Event, defect_id_for
+from shared.models import Defect, DefectType, Event
+from tests.support import make_defect, wait_for_async
 from worker.notify import (
     CLOSED,
     OPENED,
@@ -138,26 +139,9 @@ def notifier(records: list[DeliveryRecord] | None = None, **kwargs: Any) -> Noti
 
 
 def mk(type_: DefectType, start: float, end: float | None = None, stream: str = STREAM) -> Defect:
-    return Defect(
-        stream_id=stream,
-        defect_id=defect_id_for(type_.value, start),
-        type=type_,
-        start_s=start,
-        end_s=end,
-        start_at=f"2026-01-01T00:00:{start:06.3f}Z",
-        end_at=None if end is None else f"2026-01-01T00:01:{end:06.3f}Z",
-        severity="critical",
-        worker_id="w1",
-        metrics={"duration_s": 0.0 if end is None else end - start},
+    return make_defect(
+        type_, start, end, stream_id=stream, metrics={"duration_s": 0.0 if end is None else end - start}
     )
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.01)
 
 
 # ------------------------------------------------------------------ pure parts
@@ -214,11 +198,11 @@ async def test_one_open_and_one_close_signed(receivers: Callable[..., Receiver])
         opened = mk(DefectType.BLACK, 10.0)
         n.submit(opened, targets)
         n.submit(opened, targets)  # the sink wrote it twice
-        await wait_until(lambda: len(rcv.requests) == 1)
+        await wait_for_async(lambda: len(rcv.requests) == 1)
         closed = mk(DefectType.BLACK, 10.0, 13.0)
         await n.defect_written(closed, targets)
         n.submit(closed, targets)
-        await wait_until(lambda: len(rcv.requests) == 2)
+        await wait_for_async(lambda: len(rcv.requests) == 2)
         stopping.set()
         await runner
         assert await n.drain(2.0)
@@ -253,7 +237,7 @@ async def test_a_cue_is_pushed_to_the_webhook_signed_as_its_own_message(
         stopping = asyncio.Event()
         runner = asyncio.create_task(n.run(stopping))
         n.submit_cue(cue, Targets.from_settings(rcv.url))
-        await wait_until(lambda: len(rcv.requests) == 1)
+        await wait_for_async(lambda: len(rcv.requests) == 1)
         stopping.set()
         await runner
         assert await n.drain(2.0)
@@ -390,7 +374,7 @@ async def test_flapping_defect_gives_one_pair(receivers: Callable[..., Receiver]
             n.submit(mk(DefectType.BLACK, start), targets)
             n.submit(mk(DefectType.BLACK, start, end), targets)
         assert n.folded == 2
-        await wait_until(lambda: len(rcv.requests) == 1)
+        await wait_for_async(lambda: len(rcv.requests) == 1)
         await asyncio.sleep(0.2)
         assert rcv.events() == [(OPENED, mk(DefectType.BLACK, 10.0).defect_id)]  # the close is held
         stopping.set()
@@ -415,11 +399,11 @@ async def test_an_acknowledged_defect_sends_nothing_more(receivers: Callable[...
         black, silence = mk(DefectType.BLACK, 10.0), mk(DefectType.SILENCE, 50.0)
         n.submit(black, targets)
         n.submit(silence, targets)
-        await wait_until(lambda: len(rcv.events()) == 2)
+        await wait_for_async(lambda: len(rcv.events()) == 2)
         n.acknowledge(STREAM, {black.defect_id})  # an operator took the black one
         n.submit(mk(DefectType.BLACK, 10.0, 20.0), targets)
         n.submit(mk(DefectType.SILENCE, 50.0, 55.0), targets)
-        await wait_until(lambda: len(rcv.events()) == 3)
+        await wait_for_async(lambda: len(rcv.events()) == 3)
         stopping.set()
         await runner
         assert await n.drain(2.0)
@@ -436,7 +420,7 @@ async def test_a_separate_occurrence_releases_the_held_close(receivers: Callable
         runner = asyncio.create_task(n.run(stopping))
         n.submit(mk(DefectType.SILENCE, 5.0, 6.0), targets)
         n.submit(mk(DefectType.SILENCE, 30.0), targets)  # 24 s after: not a flap
-        await wait_until(lambda: len(rcv.requests) == 3)
+        await wait_for_async(lambda: len(rcv.requests) == 3)
         stopping.set()
         await runner
     a, b = mk(DefectType.SILENCE, 5.0).defect_id, mk(DefectType.SILENCE, 30.0).defect_id
@@ -451,7 +435,7 @@ async def test_held_close_goes_out_after_min_gap(receivers: Callable[..., Receiv
         runner = asyncio.create_task(n.run(stopping))
         started = time.monotonic()
         n.submit(mk(DefectType.BLACK, 1.0, 2.0), targets)
-        await wait_until(lambda: len(rcv.requests) == 2)
+        await wait_for_async(lambda: len(rcv.requests) == 2)
         assert time.monotonic() - started >= 0.3
         stopping.set()
         await runner

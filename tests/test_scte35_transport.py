@@ -15,7 +15,9 @@ import pytest
 
 from avmon import tscue
 from avmon.tscue import CUE_PID, CuedStream, inject_cues, parse_cues
-from tests.transport_media import DATAGRAM, make_sources, needs_ffmpeg
+from tests.media import transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import DATAGRAM
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer, TransportOptions
 from worker.transport.cues import SpliceAligner
@@ -30,7 +32,7 @@ PREROLL_TOLERANCE_S = 0.05  # the STC at the cue's packet, interpolated from the
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_sources(tmp_path_factory)
+    return transport_sources()
 
 
 def run(stream: CuedStream, mode: str, **options: float) -> tuple[TransportAnalyzer, list[Finding]]:

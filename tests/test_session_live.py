@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from avmon.livesrc import LiveSource
 from shared.models import Defect, DefectType
+from tests.support import wait_for
 from worker.session import SessionConfig, StreamSession
 
 SECONDS = 12.0
@@ -24,12 +24,13 @@ def test_hls_segments_longer_than_the_read_timeout_are_not_a_signal_loss() -> No
         session = StreamSession("hls", config, lambda d, _: records.append(d))
         runner = threading.Thread(target=session.run)
         runner.start()
-        assert source.wait(60)
-        deadline = time.monotonic() + 20
-        while session.figures.frames_analysed < SECONDS * FPS and time.monotonic() < deadline:
-            time.sleep(0.1)
-        session.stop.set()
-        runner.join(30)
+        try:
+            assert source.wait(60)
+            every = SECONDS * FPS
+            wait_for(lambda: session.figures.frames_analysed >= every, 20, 0.1, what="every picture")
+        finally:
+            session.stop.set()
+            runner.join(30)
     assert not runner.is_alive()
     assert session.figures.frames_analysed == SECONDS * FPS  # every picture, once
     # The playlist's end is a loss to a live monitor; nothing before it is.

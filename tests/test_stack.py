@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from avmon import testsrc
 from avmon.stack import is_local_endpoint, local_policy
 from infra import local
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.media import make_testsrc
+from tests.support import avmon_up, wait_for
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AVMON_"))}
 
@@ -46,18 +47,7 @@ def loopback_http(root: Path) -> Iterator[str]:
 def start_up(workers: int, port: int, aws_port: int) -> subprocess.Popen[bytes]:
     """`avmon up` in its own process group, as a terminal runs a foreground job."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "avmon",
-            "up",
-            "--workers",
-            str(workers),
-            "--port",
-            str(port),
-            "--aws-port",
-            str(aws_port),
-        ],
+        avmon_up(port, aws_port, workers),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -115,9 +105,7 @@ def test_only_a_loopback_endpoint_is_a_local_stack(endpoint: str | None, local_:
 
 def test_readme_worker_joining_up_monitors_a_loopback_source(tmp_path: Path) -> None:
     clip = tmp_path / "loop.ts"
-    testsrc.generate(
-        clip, duration_s=4.0, defects=testsrc.parse_script("black@1+2"), seed=7, width=320, height=180
-    )
+    make_testsrc(clip, duration_s=4.0, script="black@1+2", seed=7, width=320, height=180)
     port, aws_port = local.free_port(), local.free_port()
     up = start_up(0, port, aws_port)
     worker: subprocess.Popen[bytes] | None = None
@@ -178,7 +166,7 @@ def test_a_refusing_worker_logs_the_refusal_not_monitoring(
 
 def test_ctrl_c_stops_workers_before_the_emulator(tmp_path: Path) -> None:
     clip = tmp_path / "long.ts"
-    testsrc.generate(clip, duration_s=15.0, defects=[], seed=2, width=160, height=90)
+    make_testsrc(clip, duration_s=15.0, seed=2, width=160, height=90)
     port, aws_port = local.free_port(), local.free_port()
     up = start_up(1, port, aws_port)
     try:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from avmon import testsrc
-from tests.conftest import Api, Stack, WorkerFactory, wait_for
-from tests.ffmpeg_media import ffmpeg
+from tests.conftest import Api, Stack, WorkerFactory
+from tests.media import ffmpeg, make_testsrc
+from tests.support import wait_for
 
 TOLERANCE_S = 0.5
 SCRIPTS = {
@@ -33,7 +34,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, tes
     out = {}
     for n, (name, script) in enumerate(SCRIPTS.items()):
         path = root / name
-        truth = testsrc.generate(path, duration_s=16.0, defects=testsrc.parse_script(script), seed=n + 1)
+        truth = make_testsrc(path, duration_s=16.0, script=script, seed=n + 1)
         out[name] = (path, truth)
     return out
 

@@ -15,7 +15,9 @@ import pytest
 
 from avmon import tsfault
 from avmon.tsfault import FAULTS, inject, parse_faults
-from tests.transport_media import analyse, make_sources, needs_ffmpeg
+from tests.media import transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import analyse
 from worker.detectors.base import Severity
 from worker.transport import RULES
 
@@ -24,7 +26,7 @@ pytestmark = needs_ffmpeg
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_sources(tmp_path_factory)
+    return transport_sources()
 
 
 # Where each indicator must start, after the fault: the standard's limit on the gap it makes.

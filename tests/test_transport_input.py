@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from avmon.tsfault import inject, parse_faults, read_pcr, write_pcr
-from tests.transport_media import DATAGRAM, analyse, make_mpts, make_sources, needs_ffmpeg
+from tests.media import mpts_source, transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import DATAGRAM, analyse
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer, TransportOptions, metrics
 from worker.transport.packets import PACKET, Framer, parse_headers
@@ -18,7 +20,7 @@ pytestmark = needs_ffmpeg
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_sources(tmp_path_factory)
+    return transport_sources()
 
 
 def summary(found: list[Finding]) -> list[tuple[str, float, float, str]]:
@@ -286,7 +288,7 @@ def test_a_declared_discontinuity_starts_continuity_and_timing_afresh(
 
 @pytest.fixture(scope="session")
 def mpts(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return make_mpts(tmp_path_factory)
+    return mpts_source()
 
 
 @pytest.mark.parametrize("mode", ["file", "datagrams"])

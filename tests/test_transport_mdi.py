@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from avmon.tsfault import inject, parse_faults
-from tests.transport_media import analyse, make_sources, needs_ffmpeg
+from tests.media import transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import analyse
 from worker.transport import TransportAnalyzer
 from worker.transport.mdi import MdiMeter, delay_factor_s
 
@@ -45,7 +47,7 @@ def test_the_meter_closes_one_sample_per_interval() -> None:
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_sources(tmp_path_factory)
+    return transport_sources()
 
 
 @needs_ffmpeg

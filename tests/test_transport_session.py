@@ -7,12 +7,22 @@ import pytest
 
 from avmon import tsfault
 from shared.models import Defect
-from tests.transport_media import make_sources, monitor_udp, needs_ffmpeg
+from tests.media import TRANSPORT_SECONDS, transport_sources
+from tests.support import needs_ffmpeg
+from tests.transport_media import monitor_udp
 
 TRANSPORT = {
     "ts_sync_loss", "sync_byte_error", "pat_error", "continuity_count_error", "pmt_error", "pid_error",
     "transport_error", "crc_error", "pcr_repetition_error", "pcr_discontinuity_error", "pts_error",
 }  # fmt: skip
+
+
+FAULT_RUN_S = 8.0  # the faults are at 4-6 s: 2 s of clean stream after the last is enough to close it
+
+
+def _first(data: bytes, seconds: float) -> bytes:
+    """The first ``seconds`` of the constant-rate (``-muxrate``) source, in whole packets."""
+    return data[: int(len(data) * seconds / TRANSPORT_SECONDS) // 188 * 188]
 
 
 def _monitor(data: bytes, injected: tsfault.Injected | None) -> list[Defect]:
@@ -28,7 +38,7 @@ def _monitor(data: bytes, injected: tsfault.Injected | None) -> list[Defect]:
 def test_a_transport_fault_in_a_live_udp_stream_is_reported_as_its_indicator(
     tmp_path_factory: pytest.TempPathFactory, script: str, expected: str
 ) -> None:
-    clean = make_sources(tmp_path_factory)["cbr"]
+    clean = _first(transport_sources()["cbr"], FAULT_RUN_S)
     injected = tsfault.inject(clean, tsfault.parse_faults(script))
     found = _monitor(injected.data, injected)
     transport = {d.type.value for d in found if d.type.value in TRANSPORT}
@@ -43,7 +53,7 @@ def test_a_transport_fault_in_a_live_udp_stream_is_reported_as_its_indicator(
 def test_a_clean_live_udp_stream_raises_no_transport_indicator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    clean = make_sources(tmp_path_factory)["cbr"]
+    clean = transport_sources()["cbr"]
     injected = tsfault.inject(clean, [])
     found = _monitor(injected.data, injected)
     assert [d.type for d in found if d.type.value in TRANSPORT] == []

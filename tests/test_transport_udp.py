@@ -16,7 +16,9 @@ import time
 import pytest
 
 from avmon.tsfault import Injected, inject, parse_faults
-from tests.transport_media import DATAGRAM, make_sources, needs_ffmpeg
+from tests.media import transport_sources
+from tests.support import needs_ffmpeg, wait_for
+from tests.transport_media import DATAGRAM
 from worker.detectors.base import Finding
 from worker.transport import TransportAnalyzer
 
@@ -26,7 +28,7 @@ BURST = 64  # datagrams between waits for the receiver: 84 KB, well inside a soc
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return make_sources(tmp_path_factory)
+    return transport_sources()
 
 
 class Receiver:
@@ -38,7 +40,6 @@ class Receiver:
         self.port = self.sock.getsockname()[1]
         self.got: list[tuple[bytes, float]] = []
         self.count = 0
-        self.cond = threading.Condition()
         self.expected = -1
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -50,15 +51,12 @@ class Receiver:
             except TimeoutError:
                 return
             self.got.append((data, time.monotonic()))
-            with self.cond:
-                self.count += 1
-                self.cond.notify_all()
-                if self.count == self.expected:
-                    return
+            self.count += 1
+            if self.count == self.expected:
+                return
 
     def wait_for(self, n: int) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.count >= n, timeout=10.0)
+        wait_for(lambda: self.count >= n, 10.0, interval_s=0.001, what=f"{n} datagrams")
 
     def close(self) -> None:
         self.thread.join(timeout=10.0)

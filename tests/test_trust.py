@@ -10,29 +10,21 @@ from pathlib import Path
 import av
 import pytest
 
-from avmon import testsrc
 from shared.models import Defect
-from tests.conftest import Api, WorkerFactory, wait_for
+from tests.conftest import Api, WorkerFactory
+from tests.media import generated, remux
+from tests.support import wait_for
 from worker.media import Limits
 from worker.session import Outcome, SessionConfig, StreamSession, analyze
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trust") / "clip.ts"
-    testsrc.generate(path, duration_s=6.0, width=320, height=180, defects=testsrc.parse_script("black@1+2.5"))
-    return path
+def clip() -> Path:
+    return generated("ok.ts", duration_s=6.0, width=320, height=180, script="black@1+2.5")[0]
 
 
 def _remux(src: Path, dst: Path, keep: str) -> Path:
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream = inp.streams.video[0] if keep == "video" else inp.streams.audio[0]
-        target = out.add_stream_from_template(stream)
-        for packet in inp.demux(stream):
-            if packet.dts is None:
-                continue
-            packet.stream = target
-            out.mux(packet)
+    remux(src, dst, keep=keep)
     return dst
 
 
@@ -75,12 +67,7 @@ def test_a_dash_manifest_this_ffmpeg_cannot_read_is_refused_with_the_reason(
 ) -> None:
     # PyAV's FFmpeg writes DASH but cannot read it (no libxml2): a retry would never help.
     manifest = tmp_path / "manifest.mpd"
-    with av.open(str(clip)) as inp, av.open(str(manifest), "w", format="dash") as out:
-        targets = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = targets[packet.stream.index]
-                out.mux(packet)
+    remux(clip, manifest, format="dash")
     records: list[Defect] = []
     config = SessionConfig(url=manifest.as_uri(), open_timeout_s=2.0)
     outcome, reason = StreamSession("s-dash", config, lambda d, _: records.append(d)).run()
@@ -111,12 +98,7 @@ def _not_media(kind: str, clip: Path, tmp_path: Path) -> Path:
         path.write_text("this is a note, not a stream\n" * 50)
     else:  # the first 2 KB of a real MP4: its header promises what never comes
         mp4 = tmp_path / "whole.mp4"
-        with av.open(str(clip)) as inp, av.open(str(mp4), "w") as out:
-            target = out.add_stream_from_template(inp.streams.video[0])
-            for packet in inp.demux(inp.streams.video[0]):
-                if packet.dts is not None:
-                    packet.stream = target
-                    out.mux(packet)
+        remux(clip, mp4, keep="video")
         path.write_bytes(mp4.read_bytes()[:2000])
     return path
 

@@ -9,8 +9,8 @@ import time
 import av
 import pytest
 
-from avmon import testsrc
 from infra import local
+from tests.media import make_testsrc
 from worker.udp import UdpInput
 
 
@@ -95,7 +95,7 @@ def test_kernel_drops_are_counted_as_the_monitors_own_loss() -> None:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = tmp_path_factory.mktemp("udp") / "clip.ts"
-    testsrc.generate(path, duration_s=2.0, width=160, height=90)
+    make_testsrc(path, duration_s=2.0, width=160, height=90)
     return path.read_bytes()
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avmon import testsrc
 from infra import local
 from tests.browser import CHROMIUM, Browser, crop, saturation
 from tests.conftest import Api
+from tests.media import make_testsrc
+from tests.support import avmon_up, wait_for_async
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs /usr/bin/chromium (CI installs it: apt-get install chromium)"
@@ -28,17 +28,6 @@ pytestmark = pytest.mark.skipif(
 RED_BGR = (37, 48, 217)  # the alert state's colour (#d93025)
 TRACE_BGR = (232, 115, 26)  # the first series' line (#1a73e8)
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AVMON_"))}
-
-
-async def until(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 def has_live_picture(base: str, stream_id: str) -> bool:
@@ -54,18 +43,7 @@ def up(tmp_path: Path) -> Any:
     port, aws_port = local.free_port(), local.free_port()
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "avmon",
-            "up",
-            "--workers",
-            "1",
-            "--port",
-            str(port),
-            "--aws-port",
-            str(aws_port),
-        ],
+        avmon_up(port, aws_port),
         env={**CLEAN_ENV, "AVMON_WORKER_CAPACITY": "4", "AVMON_LIVE_PICTURE_S": "2"},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -91,9 +69,7 @@ async def test_the_wall_in_chromium(up: Api, tmp_path: Path) -> None:
         (("studio", ""), ("lobby", "black@7+10"), ("news", ""), ("added", ""))
     ):
         clips[name] = tmp_path / f"{name}.ts"
-        testsrc.generate(
-            clips[name], duration_s=30.0, defects=testsrc.parse_script(script), seed=n, width=320, height=180
-        )
+        make_testsrc(clips[name], duration_s=30.0, script=script, seed=n, width=320, height=180)
 
     async def answering() -> bool:
         try:
@@ -101,7 +77,7 @@ async def test_the_wall_in_chromium(up: Api, tmp_path: Path) -> None:
         except OSError:
             return False
 
-    await until(answering, 60, "avmon up to answer")
+    await wait_for_async(answering, 60, interval_s=0.5, what="avmon up to answer")
     ids = {}
     for name in ("studio", "lobby", "news"):
         status, stream = up.call(
@@ -113,7 +89,7 @@ async def test_the_wall_in_chromium(up: Api, tmp_path: Path) -> None:
     async def pictures() -> bool:
         return all([await asyncio.to_thread(has_live_picture, up.base, sid) for sid in ids.values()])
 
-    await until(pictures, 60, "a live picture of every stream")
+    await wait_for_async(pictures, 60, interval_s=0.5, what="a live picture of every stream")
 
     async with Browser(tmp_path / "profile") as browser:
         # The wall: three tiles, each with a colour picture.
@@ -131,14 +107,16 @@ async def test_the_wall_in_chromium(up: Api, tmp_path: Path) -> None:
             now = await browser.eval("[...document.querySelectorAll('img.live')].map(i => i.src)")
             return len(now) == 3 and all(a != b for a, b in zip(first, now, strict=True))
 
-        await until(changed, 30, "every picture to change")
+        await wait_for_async(changed, 30, interval_s=0.5, what="every picture to change")
 
         # The black defect turns its tile red, and its picture black.
         def black_open() -> bool:
             status, body = up.call("GET", f"/streams/{ids['lobby']}/defects?type=black")
             return status == 200 and any(d["end_s"] is None for d in body["defects"])
 
-        await until(lambda: asyncio.to_thread(black_open), 60, "the black defect")
+        await wait_for_async(
+            lambda: asyncio.to_thread(black_open), 60, interval_s=0.5, what="the black defect"
+        )
 
         async def red() -> bool:
             await browser.goto(f"{up.base}/")
@@ -146,7 +124,7 @@ async def test_the_wall_in_chromium(up: Api, tmp_path: Path) -> None:
                 await browser.eval(f"document.getElementById('{ids['lobby']}').dataset.state") == "alert"
             )
 
-        await until(red, 20, "the lobby tile to turn red")
+        await wait_for_async(red, 20, interval_s=0.5, what="the lobby tile to turn red")
         await asyncio.sleep(2.5)  # a picture taken inside the defect
         await browser.goto(f"{up.base}/")
         shot = await browser.screenshot()

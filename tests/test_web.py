@@ -26,8 +26,9 @@ from router import web
 from router.handler import lambda_handler
 from router.local import LambdaContext
 from shared import store
-from shared.models import Defect, DefectType
+from shared.models import DefectType
 from tests.conftest import Api, Stack, load_event
+from tests.support import make_defect
 from worker.evidence import Evidence, Thumbnail, encode_jpeg
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,17 +72,7 @@ def put_defect(
     trace: bool = False,
 ) -> str:
     """A defect record as the worker writes it; with a ``gray`` start thumbnail when given."""
-    defect = Defect(
-        stream_id=stream_id,
-        defect_id=f"{start_s:013.3f}-black",
-        type=DefectType.BLACK,
-        start_s=start_s,
-        end_s=end_s,
-        start_at="2026-01-01T00:00:00.000Z",
-        end_at=None if end_s is None else "2026-01-01T00:00:03.000Z",
-        severity="critical",
-        worker_id="w1",
-    )
+    defect = make_defect(DefectType.BLACK, start_s, end_s, stream_id=stream_id)
     evidence = None
     if gray is not None:
         jpeg = encode_jpeg(np.full((90, 160), gray, np.uint8))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from shared import store
 from shared.models import Desired, StreamStatus
 from shared.settings import WorkerSettings
 from tests.conftest import Stack
+from tests.support import wait_for_async
 from tests.test_leases import new_stream
 from worker.admission import LOAD_SAMPLE_S
 from worker.assignments import AssignmentQueue
@@ -72,22 +72,8 @@ class SteppedClock:
                 del self._sleepers[wake]
                 wake.set_result(None)
             tasks = [task for _, task in woken if task is not None]
-            await until(partial(self._settled, tasks), what="the woken loops")
+            await wait_for_async(partial(self._settled, tasks), interval_s=0.002, what="the woken loops")
         self.now = end
-
-
-async def until(predicate: Callable[[], Any], timeout_s: float = 2.0, what: str = "") -> None:
-    """Until ``predicate()`` (or what it returns, awaited) is true, in real time."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.002)
 
 
 class FakeSession:
@@ -215,7 +201,7 @@ async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
 async def taken(world: World, worker: Worker, stream_id: str) -> None:
     """``stream_id`` submitted and taken by ``worker``."""
     await world.submit(stream_id)
-    await until(lambda: stream_id in worker.running, what=f"{stream_id} taken")
+    await wait_for_async(lambda: stream_id in worker.running, what=f"{stream_id} taken")
 
 
 # ------------------------------------------------------------------ claim
@@ -240,12 +226,12 @@ async def test_a_queued_stream_is_claimed_under_a_lease_once_however_often_it_is
     worker = world.worker(poll_wait_s=1)
     async with running(worker):
         await world.submit("s-000001", deliveries=2)
-        await until(lambda: "s-000001" in worker.running, what="the claim")
+        await wait_for_async(lambda: "s-000001" in worker.running, what="the claim")
         claimed_at = time.time()
         item = await world.item("s-000001")
         assert (item["owner"], item["lease_counter"], item["status"]) == (WORKER, 1, StreamStatus.MONITORING)
         assert claimed_at < float(item["lease_expires_at"]) <= claimed_at + LEASE_PERIOD_S
-        await until(lambda: world.queued_is(0), what="both commands spent")
+        await wait_for_async(lambda: world.queued_is(0), what="both commands spent")
         assert [s.stream_id for s in world.sessions.made] == ["s-000001"]
         assert (await world.item("s-000001"))["lease_counter"] == 1
 
@@ -319,7 +305,7 @@ async def test_over_capacity_the_most_recently_taken_stream_is_handed_back_one_a
         assert stopped_at["s-000002"] - stopped_at["s-000003"] == pytest.approx(recover_s)
         assert not sessions[0].stop.is_set()
         assert sessions[0].figures.overloaded  # what it finds now is marked monitor_overloaded
-        await until(lambda: set(worker.running) == {"s-000001"}, what="the hand-backs settled")
+        await wait_for_async(lambda: set(worker.running) == {"s-000001"}, what="the hand-backs settled")
         for sid in ("s-000002", "s-000003"):
             assert await world.state(sid) == (None, StreamStatus.PENDING, Desired.RUNNING)
         assert await world.queued() == 2  # re-enqueued, for a worker that can keep up
@@ -337,7 +323,7 @@ async def test_a_stop_request_stops_the_stream_and_releases_its_lease(world: Wor
         await world.clock.advance(LEASE_PERIOD_S / 3)
 
         assert world.sessions.of("s-000001").stop.is_set()
-        await until(lambda: not worker.running, what="the release")
+        await wait_for_async(lambda: not worker.running, what="the release")
         assert await world.state("s-000001") == (None, StreamStatus.STOPPED, Desired.STOPPED)
 
 
@@ -346,7 +332,7 @@ async def test_shutdown_hands_every_stream_back_to_the_queue(world: World) -> No
     async with running(worker) as task:
         await taken(world, worker, "s-000001")
         await taken(world, worker, "s-000002")
-        await until(lambda: world.queued_is(0), what="both commands spent")
+        await wait_for_async(lambda: world.queued_is(0), what="both commands spent")
 
         worker.request_stop()
         await asyncio.wait_for(task, 5.0)

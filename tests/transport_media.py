@@ -1,19 +1,14 @@
-"""Real encoded MPEG-TS for the transport tests, made once per session by independent muxers."""
+"""Feeding MPEG-TS to the transport analyser and to a session over UDP (the sources themselves:
+:func:`tests.media.transport_sources`)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from avmon.testsrc import generate
 from avmon.tsfault import Injected
 from infra import local
 from shared.models import Defect, Event
@@ -21,60 +16,7 @@ from worker.detectors.base import Finding
 from worker.session import SessionConfig, StreamSession
 from worker.transport import TransportAnalyzer, TransportOptions
 
-SECONDS = 12
 DATAGRAM = 7 * 188  # bytes: the usual MPEG-TS over UDP payload
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
-
-
-def _ffmpeg(path: Path, *args: str) -> Path:
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", str(SECONDS), "-c:v", "libx264", "-preset", "ultrafast", "-g", "50", *args,
-         "-f", "mpegts", str(path)],
-        check=True,
-    )
-    return path
-
-
-_made: dict[str, bytes] = {}
-
-
-def make_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """Made once per session, whichever test module asks first. ``cbr``: FFmpeg, libx264 + AAC
-    at a constant -muxrate (null packets, PCR-only packets); ``vbr``: FFmpeg, libx264 + MP2
-    without; ``testsrc``: ``avmon testsrc`` (PyAV's muxer)."""
-    if "cbr" in _made:
-        return _made
-    d = tmp_path_factory.mktemp("transport")
-    cbr = _ffmpeg(d / "cbr.ts", "-b:v", "800k", "-c:a", "aac", "-b:a", "96k", "-muxrate", "1500k")
-    vbr = _ffmpeg(d / "vbr.ts", "-c:a", "mp2")
-    generate(d / "testsrc.ts", duration_s=SECONDS, width=320, height=180)
-    _made.update({p.stem: p.read_bytes() for p in (cbr, vbr, d / "testsrc.ts")})
-    return _made
-
-
-def make_mpts(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """Two programs in one TS (FFmpeg, constant 3 Mb/s): PMTs 0x1000 and 0x1001, PIDs 0x100 and
-    0x101 (video, audio, PCR on video) and 0x102 and 0x103."""
-    if "mpts" not in _made:
-        path = tmp_path_factory.mktemp("mpts") / "mpts.ts"
-        subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
-             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-             "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
-             "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000",
-             "-t", "9", "-map", "0", "-map", "1", "-map", "2", "-map", "3",
-             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "mp2",
-             "-program", "title=one:st=0:st=1", "-program", "title=two:st=2:st=3",
-             "-muxrate", "3M", "-f", "mpegts", str(path)],
-            check=True,
-        )
-        _made["mpts"] = path.read_bytes()
-    return _made["mpts"]
 
 
 def analyse(

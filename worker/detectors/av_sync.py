@@ -39,27 +39,27 @@ beep, as ``avmon.testsrc`` makes them: flashes (:mod:`worker.sync.flash`) and be
   whether marks are being followed.
 
 **Timestamps (key ``"pts"``).** The steady trend of the demuxed timelines' difference
-(:mod:`worker.sync.timestamps`), with a slope of at least ``ts_max_drift_ms_per_s`` and a change
-of at least ``ts_min_change_ms`` over ``ts_window_s``, held for ``ts_d``: the defect starts at
-the window's first second and ends when the slope falls below half the limit (or turns);
-timestamp jumps and reconnects end it. Metrics: ``drift_ms_per_s`` (positive: the audio
-timestamps run ahead), ``pts_offset_ms`` (the change over the window) and ``divergence_ms``
-(critical past the acceptability limits). With the defaults 2 ms/s is reported after about
-105 s. In a file the muxer interleaves by timestamp, which hides a divergence: it then reports
-nothing (it never guesses).
+(:mod:`worker.sync.timestamps`, judged by :mod:`worker.sync.pts_judge`), with a slope of at
+least ``ts_max_drift_ms_per_s`` and a change of at least ``ts_min_change_ms`` over
+``ts_window_s``, held for ``ts_d``: the defect starts at the window's first second and ends when
+the slope falls below half the limit (or turns); timestamp jumps and reconnects end it. Metrics:
+``drift_ms_per_s`` (positive: the audio timestamps run ahead), ``pts_offset_ms`` (the change
+over the window) and ``divergence_ms`` (critical past the acceptability limits). With the
+defaults 2 ms/s is reported after about 105 s. In a file the muxer interleaves by timestamp,
+which hides a divergence: it then reports nothing (it never guesses).
 
-**Programme content (no marks, key ``"content"``).** Windows of :mod:`worker.sync.content`,
-each an offset with a ``confidence`` and a ``prominence``, or *unknown* (neither in sync nor a
-defect: it moves nothing). A defect opens after ``content_windows`` consecutive confident
-windows outside the window, each within ``content_agree_ms`` of the one before (with the
-defaults, 30 s in for an offset present from the start); ``start_s`` is halfway between the
-centres of the last window inside and the first outside. It closes after
-``content_close_windows`` confident windows inside, after ``content_timeout_s`` without a
-confident window (at the end of the last bad one), or at the end of the media. Metrics:
-``offset_ms``, ``offset_min_ms``, ``offset_max_ms``, ``drift_ms_per_s``, ``confidence`` and
-``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s``, ``last_window_s``,
-``duration_s`` on the close. Marks have priority: while they are present no content window is
-evaluated and a content defect ends.
+**Programme content (no marks, key ``"content"``).** Windows of :mod:`worker.sync.content`
+(judged by :mod:`worker.sync.content_judge`), each an offset with a ``confidence`` and a
+``prominence``, or *unknown* (neither in sync nor a defect: it moves nothing). A defect opens
+after ``content_windows`` consecutive confident windows outside the window, each within
+``content_agree_ms`` of the one before (with the defaults, 30 s in for an offset present from
+the start); ``start_s`` is halfway between the centres of the last window inside and the first
+outside. It closes after ``content_close_windows`` confident windows inside, after
+``content_timeout_s`` without a confident window (at the end of the last bad one), or at the end
+of the media. Metrics: ``offset_ms``, ``offset_min_ms``, ``offset_max_ms``, ``drift_ms_per_s``,
+``confidence`` and ``prominence`` (medians), ``windows``, ``window_s``, ``first_window_s``,
+``last_window_s``, ``duration_s`` on the close. Marks have priority: while they are present no
+content window is evaluated and a content defect ends.
 
 The latest confident offset, from marks or content, is published for the stream's API view as
 ``ctx.extra["av_sync"] = {"offset_ms", "confidence", "method", "t"}`` (``confidence`` 1.0 for
@@ -78,30 +78,22 @@ from typing import ClassVar
 import numpy as np
 
 from shared.models import DefectType
-from worker.detectors.base import (
-    AudioBlock,
-    Detector,
-    Finding,
-    PacketInfo,
-    Severity,
-    StreamContext,
-    VideoFrame,
-)
+from worker.detectors.base import AudioBlock, Detector, Finding, PacketInfo, StreamContext, VideoFrame
 from worker.detectors.options import DetectorOptions, opt
 from worker.sync.beep import BeepFinder
 from worker.sync.content import ContentSync
+from worker.sync.content_judge import ContentJudge
 from worker.sync.correlation import WindowEstimate
-from worker.sync.episodes import MEDIAN_PAIRS, SEQUENCE
-from worker.sync.episodes import ContentEpisode as _ContentEpisode
+from worker.sync.episodes import SEQUENCE
 from worker.sync.episodes import DriftRun as _DriftRun
 from worker.sync.episodes import Episode as _Episode
 from worker.sync.episodes import Pair as _Pair
-from worker.sync.episodes import centre as _centre
+from worker.sync.findings import CONTENT_KEY, PROGRAMME_KEY, PTS_KEY, marks_finding
 from worker.sync.fit import hinge_fit, line_fit
 from worker.sync.flash import FlashFinder
 from worker.sync.marks import MARK_RHYTHM_S, MarkPairer
-from worker.sync.timestamps import PtsDrift as _PtsDrift
-from worker.sync.timestamps import PtsEpisode as _PtsEpisode
+from worker.sync.presence import look_like_marks
+from worker.sync.pts_judge import PtsJudge
 
 __all__ = [
     "CONTENT_KEY",
@@ -117,9 +109,6 @@ __all__ = [
     "line_fit",
 ]
 
-CONTENT_KEY = ""  # key of the sync-mark measurement (marks are content too: the first path)
-PTS_KEY = "pts"  # key of the timestamp drift
-PROGRAMME_KEY = "content"  # key of the measurement on programme content, without marks
 EXTRA_KEY = "av_sync"  # StreamContext.extra entry: the latest confident offset (see the docstring)
 
 _EPS = 1e-9
@@ -197,8 +186,7 @@ class AvSyncDetector(Detector):
         self._episode: _Episode | None = None
         self._last_end = -math.inf  # end of the last closed episode, s
         self._origin = math.inf  # earliest media time seen, s
-        self._pts = _PtsDrift(opts)
-        self._connection = self.ctx.connection
+        self._pts = PtsJudge(opts, self.ctx.connection)
         # Every measured pair (flash time s, offset ms), for inspection and tests.
         self.measurements: deque[tuple[float, float]] = deque(maxlen=3600)
         self.marks_present = False
@@ -207,14 +195,11 @@ class AvSyncDetector(Detector):
             if opts.content
             else None
         )
-        self._content_run: list[WindowEstimate] = []  # confident bad windows, not yet a defect
-        self._content_good: WindowEstimate | None = None  # the latest confident window inside
-        self._content_episode: _ContentEpisode | None = None
-        self._content_end = -math.inf  # end of the last content defect, s
+        self._content_judge = ContentJudge(opts)
         # Every content window (known or not), for inspection, tests and the benchmark.
-        self.content_windows: deque[WindowEstimate] = deque(maxlen=720)
+        self.content_windows: deque[WindowEstimate] = self._content_judge.windows
         # (media time s at which it was reported, finding) of every content finding.
-        self.content_reports: list[tuple[float, Finding]] = []
+        self.content_reports: list[tuple[float, Finding]] = self._content_judge.reports
 
     @property
     def last_offset_ms(self) -> float | None:
@@ -247,20 +232,7 @@ class AvSyncDetector(Detector):
         return findings
 
     def feed_packet(self, packet: PacketInfo) -> list[Finding]:
-        pts = self._pts
-        findings: list[Finding] = []
-        resets, now = pts.resets, pts.now
-        if self.ctx.connection != self._connection:
-            self._connection = self.ctx.connection
-            pts.reset()
-        completed = pts.feed(packet)
-        if pts.resets != resets:
-            # A new timeline (reconnect, timestamp jump): the trend is no longer seen, and a
-            # drift that persists is found again once the window has filled.
-            findings += self._close_pts(now)
-        if completed:
-            findings += self._judge_pts()
-        return findings
+        return self._pts.feed(packet, self.ctx.connection)
 
     def flush(self, t_end: float) -> list[Finding]:
         flash = self._flashes.finish()
@@ -271,8 +243,8 @@ class AvSyncDetector(Detector):
         findings = self._advance(math.inf)
         findings += self._classify_last()
         findings += self._close_episode(t_end)
-        findings += self._close_pts(t_end)
-        findings += self._close_content(t_end, t_end)
+        findings += self._pts.close(t_end)
+        findings += self._content_judge.close(t_end, t_end)
         return findings
 
     # -- sync marks ------------------------------------------------------------------------------
@@ -329,11 +301,12 @@ class AvSyncDetector(Detector):
         self._seq.append(pair)
         if not self._present:
             recent = list(self._seq)[-opts.min_pairs :]
-            if len(recent) < opts.min_pairs or not self._look_like_marks(recent):
+            enough = len(recent) >= opts.min_pairs
+            if not (enough and look_like_marks(recent, opts.presence_s, opts.consistency_ms)):
                 return findings
             self._present = self.marks_present = True
             # Marks take priority over the content measurement from here on.
-            findings += self._close_content(pair.t, pair.t)
+            findings += self._content_judge.close(pair.t, pair.t)
             earlier = list(self._seq)[: -opts.min_pairs]
             self._seq = deque(recent, maxlen=SEQUENCE)  # earlier pairs did not line up: not marks
             spacing = statistics.median(b.t - a.t for a, b in itertools.pairwise(recent))
@@ -353,22 +326,6 @@ class AvSyncDetector(Detector):
             window = [p.offset for p in seq[lo : lo + 3]]
             findings += self._step(seq[i], statistics.median(window), seq[i - 1] if i else self._before)
         return findings
-
-    def _look_like_marks(self, pairs: list[_Pair]) -> bool:
-        """Whether consecutive ``pairs`` are sync marks: within ``presence_s``, regular (their
-        intervals within MARK_RHYTHM_S of the median interval), and with offsets within
-        ``consistency_ms`` of a straight line (a steady offset, or one that drifts). Flashes and
-        tones that programme pairs up by chance do neither: offsets spread over ±max_pair_ms."""
-        opts = self.options
-        t = np.array([p.t for p in pairs])
-        o = np.array([p.offset for p in pairs])
-        intervals = np.diff(t)
-        slope, intercept = line_fit(t, o)
-        return (
-            float(t[-1] - t[0]) <= opts.presence_s
-            and float(np.abs(intervals - np.median(intervals)).max()) <= MARK_RHYTHM_S
-            and float(np.abs(o - (intercept + slope * t)).max()) <= opts.consistency_ms
-        )
 
     def _update_drift(self, pair: _Pair) -> None:
         """Extend the running drift with ``pair``, or end it; else look for a new one that ends
@@ -461,7 +418,7 @@ class AvSyncDetector(Detector):
         ep.critical = ep.critical or level < -opts.critical_early_ms or level > opts.critical_late_ms
         if not ep.opened and pair.t - ep.start_s >= opts.d - _EPS:
             ep.opened = True
-            findings.append(self._finding(ep, None))
+            findings.append(marks_finding(ep, None))
         return findings
 
     def _close_episode(self, end: float) -> list[Finding]:
@@ -473,24 +430,11 @@ class AvSyncDetector(Detector):
         self._last_end = end
         findings: list[Finding] = []
         if not ep.opened and end - ep.start_s >= self.options.d - _EPS:
-            findings.append(self._finding(ep, None))  # long enough only with its end
+            findings.append(marks_finding(ep, None))  # long enough only with its end
             ep.opened = True
         if ep.opened:
-            findings.append(self._finding(ep, end))
+            findings.append(marks_finding(ep, end))
         return findings
-
-    def _finding(self, ep: _Episode, end_s: float | None) -> Finding:
-        metrics = {
-            "offset_ms": statistics.median(ep.recent) if ep.recent else 0.0,
-            "offset_min_ms": ep.low if ep.count else 0.0,
-            "offset_max_ms": ep.high if ep.count else 0.0,
-            "drift_ms_per_s": ep.slope(),
-            "drifting": 1.0 if ep.drifting else 0.0,
-            "pairs": float(ep.count),
-        }
-        return self._report(ep.start_s, end_s, ep.critical, metrics, CONTENT_KEY, "marks")
-
-    # -- programme content -----------------------------------------------------------------------
 
     def _publish(self, offset_ms: float, confidence: float, method: str, t: float) -> None:
         """The stream's latest confident offset, for its API view (``ctx.extra["av_sync"]``)."""
@@ -502,156 +446,11 @@ class AvSyncDetector(Detector):
         }
 
     def _judge_content(self) -> list[Finding]:
+        """Judge the content windows now complete (none while marks are present)."""
         assert self._content is not None
         findings: list[Finding] = []
         for window in self._content.ready(skip=self._present):
-            findings += self._on_window(window)
+            if window.offset_ms is not None:
+                self._publish(window.offset_ms, window.confidence, "content", window.end_s)
+            findings += self._content_judge.on_window(window, self._origin)
         return findings
-
-    def _on_window(self, window: WindowEstimate) -> list[Finding]:
-        """Advance the content defect over one window (see the module docstring)."""
-        opts = self.options
-        self.content_windows.append(window)
-        ep = self._content_episode
-        if window.offset_ms is None:
-            # Unknown: neither in sync nor a defect; a defect with nothing confident for long
-            # ends where its evidence did.
-            if ep is not None and window.end_s - ep.last_bad.end_s > opts.content_timeout_s:
-                return self._close_content(ep.last_bad.end_s, window.end_s)
-            return []
-        offset = window.offset_ms
-        self._publish(offset, window.confidence, "content", window.end_s)
-        if -opts.max_early_ms <= offset <= opts.max_late_ms:
-            self._content_run.clear()
-            self._content_good = window
-            if ep is None:
-                return []
-            ep.good.append(window)
-            if len(ep.good) < opts.content_close_windows:
-                return []
-            return self._close_content(0.5 * (_centre(ep.last_bad) + _centre(ep.good[0])), window.end_s)
-        if ep is not None:
-            ep.good.clear()
-            ep.windows.append(window)
-            ep.critical = ep.critical or self._content_critical(ep)
-            return []
-        run = self._content_run
-        if run and abs(offset - (run[-1].offset_ms or 0.0)) > opts.content_agree_ms:
-            run.clear()  # not the same offset: start the run afresh
-        run.append(window)
-        if len(run) < opts.content_windows:
-            return []
-        good = self._content_good
-        # The change came between the last window in sync and the first one out, as far as the
-        # windows tell; bad from the first window on: from its start.
-        start = 0.5 * (_centre(good) + _centre(run[0])) if good is not None else run[0].start_s
-        start = max(start, self._content_end, min(self._origin, run[0].start_s))
-        ep = self._content_episode = _ContentEpisode(start_s=start, windows=list(run), opened=True)
-        run.clear()
-        ep.critical = self._content_critical(ep)
-        finding = self._content_finding(ep, None)
-        self.content_reports.append((window.end_s, finding))
-        return [finding]
-
-    def _content_critical(self, ep: _ContentEpisode) -> bool:
-        level = float(np.median(ep.offsets()))
-        return level < -self.options.critical_early_ms or level > self.options.critical_late_ms
-
-    def _close_content(self, end: float, now: float) -> list[Finding]:
-        """End the content defect at ``end`` (reported at media time ``now``); forget the run."""
-        self._content_run.clear()
-        ep = self._content_episode
-        if ep is None:
-            return []
-        self._content_episode = None
-        end = max(end, ep.start_s)
-        self._content_end = end
-        finding = self._content_finding(ep, end)
-        self.content_reports.append((now, finding))
-        return [finding]
-
-    def _content_finding(self, ep: _ContentEpisode, end_s: float | None) -> Finding:
-        offsets = ep.offsets()
-        centres = np.array([_centre(w) for w in ep.windows[-MEDIAN_PAIRS:]])
-        slope, _ = line_fit(centres, offsets)
-        metrics = {
-            "offset_ms": float(np.median(offsets)),
-            "offset_min_ms": float(offsets.min()),
-            "offset_max_ms": float(offsets.max()),
-            "drift_ms_per_s": slope,
-            "confidence": float(np.median([w.confidence for w in ep.windows])),
-            "prominence": float(np.median([w.prominence for w in ep.windows])),
-            "windows": float(len(ep.windows)),
-            "window_s": self.options.content_window_s,
-            "first_window_s": ep.windows[0].start_s,
-            "last_window_s": ep.last_bad.end_s,
-        }
-        return self._report(ep.start_s, end_s, ep.critical, metrics, PROGRAMME_KEY, "content")
-
-    # -- timestamps ------------------------------------------------------------------------------
-
-    def _judge_pts(self) -> list[Finding]:
-        opts = self.options
-        pts = self._pts
-        trend = pts.trend()
-        if trend is None:
-            return []
-        ep = pts.episode
-        now = pts.now
-        limit = opts.ts_max_drift_ms_per_s
-        drifting = trend.steady and abs(trend.slope) >= limit and abs(trend.change) >= opts.ts_min_change_ms
-        if ep is None:
-            if not drifting:
-                return []
-            sign = math.copysign(1.0, trend.slope)
-            base = trend.level - trend.change / 1000.0  # the first third's median
-            ep = pts.episode = _PtsEpisode(start_s=trend.first_t, held_since=now, base=base, sign=sign)
-        elif not ep.opened and not drifting:
-            pts.episode = None  # it did not hold for ts_d: no defect
-            return []
-        elif trend.slope * ep.sign < 0.5 * limit:
-            return self._close_pts(now)  # faded, with hysteresis: bursts may dent one median
-        ep.slope, ep.change = trend.slope, trend.change
-        ep.divergence = (trend.level + trend.slope / 1000.0 * (now - trend.level_t) - ep.base) * 1000.0
-        ep.critical = ep.critical or not -opts.critical_early_ms <= ep.divergence <= opts.critical_late_ms
-        if not ep.opened and now - ep.held_since >= opts.ts_d - _EPS:
-            ep.opened = True
-            return [self._pts_finding(ep, None)]
-        return []
-
-    def _close_pts(self, end: float) -> list[Finding]:
-        ep = self._pts.episode
-        self._pts.episode = None
-        if ep is None or not ep.opened:
-            return []
-        return [self._pts_finding(ep, max(end, ep.start_s))]
-
-    def _pts_finding(self, ep: _PtsEpisode, end_s: float | None) -> Finding:
-        metrics = {
-            "drift_ms_per_s": ep.slope,
-            "pts_offset_ms": ep.change,
-            "divergence_ms": ep.divergence,
-        }
-        return self._report(ep.start_s, end_s, ep.critical, metrics, PTS_KEY, "pts")
-
-    def _report(
-        self,
-        start_s: float,
-        end_s: float | None,
-        critical: bool,
-        metrics: dict[str, float],
-        key: str,
-        method: str,
-    ) -> Finding:
-        """The finding of one measurement's defect (``duration_s`` added on the close)."""
-        if end_s is not None:
-            metrics["duration_s"] = end_s - start_s
-        return Finding(
-            type=self.name,
-            start_s=start_s,
-            end_s=end_s,
-            severity=Severity.CRITICAL if critical else Severity.WARNING,
-            metrics=metrics,
-            key=key,
-            labels={"method": method},
-        )

@@ -72,7 +72,6 @@ class PtsDrift:
         self._bin = -math.inf  # index of the second of video time being collected
         self._samples: list[float] = []  # D values (s) in that second
         self._bins: deque[tuple[float, float]] = deque()  # (video time, median D), s
-        self.episode: PtsEpisode | None = None
         self.resets = 0  # timelines started afresh
 
     def reset(self) -> None:
