@@ -209,3 +209,11 @@ def workers(stack: Stack, tmp_path: Path) -> Iterator[WorkerFactory]:
     for log in logs:
         log.close()
 
+
+@pytest.fixture
+async def worker_clients(stack: Stack) -> Any:
+    """The worker's aioboto3 clients (``worker.clients.Clients``) on the test's stack."""
+    from worker.clients import aws_clients
+
+    async with aws_clients() as clients:
+        yield clients

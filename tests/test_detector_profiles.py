@@ -14,6 +14,7 @@ from shared.models import DETECTOR_PROFILES, chosen_detectors
 from shared.settings import WorkerSettings
 from tests.conftest import Stack
 from tests.test_router_api import get, post
+from worker.clients import Clients
 from worker.main import Worker
 from worker.session import Outcome, SessionConfig, StreamSession
 
@@ -87,11 +88,17 @@ def test_the_worker_runs_all_registered_detectors_for_the_full_profile_and_the_n
     assert set(PROFILE_NAMES) == set(DETECTOR_PROFILES)  # `avmon analyze --profile`'s choices
 
 
+def start_worker(detector_options: dict[str, dict[str, object]]) -> Worker:
+    """A worker on these options, with no AWS: it refuses them before any call."""
+    settings = WorkerSettings(detector_options=detector_options)
+    return Worker(settings, clients=Clients(ddb=None, sqs=None, sns=None), queue_url="")
+
+
 def test_a_worker_refuses_to_start_on_options_it_does_not_know() -> None:
     with pytest.raises(ValueError, match="AVMON_DETECTOR_OPTIONS: freeze: unknown option 'min_duration_s'"):
-        Worker(WorkerSettings(detector_options={"freeze": {"min_duration_s": 3}}))
+        start_worker({"freeze": {"min_duration_s": 3}})
     with pytest.raises(ValueError, match=r"AVMON_DETECTOR_OPTIONS: black: pic_th must be in \[0, 1\]"):
-        Worker(WorkerSettings(detector_options={"black": {"pic_th": 2}}))
+        start_worker({"black": {"pic_th": 2}})
 
 
 def test_analyze_runs_the_detectors_or_the_profile_it_is_given(

@@ -15,91 +15,100 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
-from functools import partial
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from shared import aws, store
 from shared.models import Defect, Event, StreamStatus
 from shared.settings import WorkerSettings
-from shared.urlpolicy import check_url
 from worker import metrics
+from worker.admission import LOAD_SAMPLE_S, Load
+from worker.alerts import Alerts
 from worker.assignments import AssignmentQueue
-from worker.capacity import Admission, StreamLoad, available_cores
+from worker.balance import balance_round
+from worker.capacity import StreamLoad, available_cores
+from worker.clients import Clients, aws_clients, queue_url
 from worker.detectors import check_detector_options, layered
 from worker.hls_monitor import HlsOptions
-from worker.leases import Lease, LeaseTable, Renewal, adoption_limit, call, needs_registry, plan_rebalance
-from worker.notify import DeliveryRecord, Notifier, Targets
+from worker.leases import Lease, LeaseTable, Renewal
+from worker.running import Running, Session, SessionFactory
 from worker.session import Outcome, SessionConfig, StreamSession
-from worker.shards import MediaPool, RemoteSession
+from worker.shards import MediaPool
 from worker.sink import DefectWriter
-from worker.transport import TransportCounters, TransportOptions
+from worker.transport import TransportOptions
 
 log = logging.getLogger("avmon.worker")
 
-CORES_EVERY_S = 10.0  # how often the cores it may use are read again (affinity, cgroup quota)
-LOAD_SAMPLE_S = 2.0  # CPU and lag sampling period of the admission and shedding rules
 LEAVE_SHED_S = 20  # an assignment for a stream this worker shed is hidden this long (s) for others
 
 
-@dataclass
-class Running:
-    lease: Lease
-    session: StreamSession | RemoteSession
-    thread: threading.Thread
-    stop: threading.Event
-    done: asyncio.Future[tuple[Outcome, str | None]] = field(repr=False)
-    handed_back: bool = False
-    load: StreamLoad = field(default_factory=lambda: StreamLoad(started=time.monotonic()))
-
-
 class Worker:
-    def __init__(self, settings: WorkerSettings | None = None, *, burst: bool = False) -> None:
-        """``burst``: return once every taken stream has finished and the queue is empty (tests)."""
-        self.settings = settings or WorkerSettings()
-        check_detector_options(self.settings.detector_options)  # refuse to start on a typo
+    """Takes streams as its capacity allows, holds their leases and runs their sessions.
+
+    ``clients`` and ``queue_url`` (the assignment queue) are open AWS clients (:func:`serve` builds
+    them from the settings); ``clock`` (monotonic seconds) and ``sleep`` time every rule and
+    loop; ``sessions`` makes a taken stream's session (None: a StreamSession in a media process
+    when the settings ask for more than one, else in a thread of this one); ``cores``: the CPU
+    cores the worker may use. ``burst``: return once every taken stream has finished and the
+    queue is empty.
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings | None = None,
+        *,
+        clients: Clients,
+        queue_url: str,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sessions: SessionFactory | None = None,
+        cores: Callable[[], float] = available_cores,
+        burst: bool = False,
+    ) -> None:
+        self.settings = s = settings or WorkerSettings()
+        check_detector_options(s.detector_options)  # refuse to start on a typo
         self.burst = burst
-        self.tables = store.Tables.from_settings(self.settings)
+        self._clock, self._sleep = clock, sleep
+        self.tables = store.Tables.from_settings(s)
         self.running: dict[str, Running] = {}
         self.stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._claiming: set[str] = set()
-        self._beat = time.monotonic()
-        self._shed: dict[str, float] = {}  # stream id → monotonic time until which we leave it alone
-        s = self.settings
-        self.admission = Admission(
-            cores=available_cores(),
-            target=s.cpu_target,
-            max_streams=s.worker_capacity,
-            shed_lag_s=s.shed_lag_s,
-            recover_s=s.shed_recover_s,
+        self._beat = clock()
+        self.load = Load(s, cores=cores, cpu_s=self._cpu_s, clock=clock)
+        self.admission = self.load.admission
+        self.pool: MediaPool | None = None
+        if sessions is None:
+            processes = s.media_processes or max(1, round(self.admission.cores))
+            # Streams in child processes, a GIL each (worker/shards.py); 1: in this process, threads.
+            if processes > 1:
+                self.pool = MediaPool(processes, switch_interval_s=GIL_SWITCH_INTERVAL_S)
+        self.sessions: SessionFactory = sessions or self._media_session
+        self.clients = clients
+        self.queue = AssignmentQueue(clients.sqs, queue_url)
+        self.leases = LeaseTable(clients.ddb, self.tables, s.worker_id, s.lease_period_s)
+        self.alerts = Alerts(s, self.tables, clients.ddb, clients.sns, self._webhook_of)
+        self.notifier = self.alerts.notifier
+        self.sink = DefectWriter(
+            clients.ddb,
+            self.tables,
+            s.worker_id,
+            ttl_days=s.defect_ttl_days,
+            on_written=self.alerts.defect_written,
+            on_event_written=self.alerts.cue_written,
         )
-        self._cpu: deque[tuple[float, float]] = deque(maxlen=16)  # (monotonic, process CPU s)
-        processes = s.media_processes or max(1, round(self.admission.cores))
-        # Streams in child processes, a GIL each (worker/shards.py); 1: in this process, threads.
-        self.pool = MediaPool(processes, switch_interval_s=GIL_SWITCH_INTERVAL_S) if processes > 1 else None
 
     def _cpu_s(self) -> float:
         """CPU time of this process and its media processes."""
         return time.process_time() + (self.pool.cpu_s() if self.pool is not None else 0.0)
 
-    def _process_cores(self) -> float | None:
-        """Cores the whole process used over the last ~10 s (None until it has 2 s of samples)."""
-        if len(self._cpu) < 2 or self._cpu[-1][0] - self._cpu[0][0] < 2.0:
-            return None
-        (t0, c0), (t1, c1) = self._cpu[0], self._cpu[-1]
-        return (c1 - c0) / (t1 - t0)
-
     @property
     def free(self) -> int:
         """Streams this worker can take now: by their measured cost (worker.capacity)."""
-        loads = [r.load for r in self.running.values()]
-        return self.admission.free_slots(loads, self._process_cores())
+        return self.load.free(self.running)
 
     @property
     def capacity(self) -> int:
@@ -115,82 +124,69 @@ class Worker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _wait(self, event: asyncio.Event, timeout_s: float) -> None:
+        """Until ``event`` is set, or for ``timeout_s`` on the worker's clock."""
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._sleep(timeout_s))]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
     # ------------------------------------------------------------ the process
 
     async def run(self) -> None:
+        """Until :meth:`request_stop` (or, in burst mode, until there is nothing left to do)."""
         self._loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                self._loop.add_signal_handler(sig, self.request_stop)
-        session = aws.async_session()
-        async with (
-            session.client("dynamodb", config=aws.CLIENT_CONFIG) as ddb,
-            session.client("sqs", config=aws.CLIENT_CONFIG) as sqs,
-            session.client("sns", config=aws.CLIENT_CONFIG) as sns,
-        ):
-            queue_url = (await call(sqs.get_queue_url, QueueName=self.settings.assignment_queue))["QueueUrl"]
-            self.queue = AssignmentQueue(sqs, queue_url)
-            self.leases = LeaseTable(ddb, self.tables, self.settings.worker_id, self.settings.lease_period_s)
-            self.notifier = self._notifier(ddb, sns)
-            self.sink = DefectWriter(
-                ddb,
-                self.tables,
-                self.settings.worker_id,
-                ttl_days=self.settings.defect_ttl_days,
-                on_written=self._notify,
-                on_event_written=self._notify_cue,
-            )
-            if self.pool is not None:
-                await asyncio.to_thread(self.pool.start)
-            log.info(
-                "worker %s up: %.1f cores, streams taken up to %.0f%% of them (at most %d), "
-                "in %d media processes",
-                self.settings.worker_id,
-                self.admission.cores,
-                100 * self.admission.target,
-                self.settings.worker_capacity,
-                self.pool.processes if self.pool is not None else 1,
-            )
-            tasks = [
-                asyncio.create_task(self._poll_loop(), name="poll"),
-                asyncio.create_task(self._renew_loop(), name="renew"),
-                asyncio.create_task(self._balance_loop(), name="balance"),
-                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                asyncio.create_task(self._load_loop(), name="load"),
-                asyncio.create_task(self._metrics(), name="metrics"),
-                asyncio.create_task(self.notifier.run(self.stopping), name="notifier"),
-                asyncio.create_task(
-                    self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"
-                ),
-            ]
+        if self.pool is not None:
+            await asyncio.to_thread(self.pool.start)
+        log.info(
+            "worker %s up: %.1f cores, streams taken up to %.0f%% of them (at most %d), "
+            "in %d media processes",
+            self.settings.worker_id,
+            self.admission.cores,
+            100 * self.admission.target,
+            self.settings.worker_capacity,
+            self.pool.processes if self.pool is not None else 1,
+        )
+        tasks = [
+            asyncio.create_task(self._poll_loop(), name="poll"),
+            asyncio.create_task(self._renew_loop(), name="renew"),
+            asyncio.create_task(self._balance_loop(), name="balance"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._load_loop(), name="load"),
+            asyncio.create_task(self._metrics(), name="metrics"),
+            asyncio.create_task(self.notifier.run(self.stopping), name="notifier"),
+            asyncio.create_task(self.sink.run(self.settings.flush_interval_s, self.stopping), name="sink"),
+        ]
+        try:
+            await self.stopping.wait()
+        finally:
+            for task in tasks[:6]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                await self.stopping.wait()
+                await self._shutdown()
             finally:
-                for task in tasks[:6]:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                try:
-                    await self._shutdown()
-                finally:
-                    if self.pool is not None:
-                        await asyncio.to_thread(self.pool.close)
+                if self.pool is not None:
+                    await asyncio.to_thread(self.pool.close)
         log.info("worker %s stopped", self.settings.worker_id)
 
     async def _shutdown(self) -> None:
         """Hand every stream back, with its defects written, before the grace period ends."""
-        deadline = time.monotonic() + self.settings.stop_grace_s
+        deadline = self._clock() + self.settings.stop_grace_s
         for running in self.running.values():
             running.handed_back = True
             running.stop.set()
         if self.running:
             pending = [r.done for r in self.running.values()]
-            await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic() - 3.0))
+            await asyncio.wait(pending, timeout=max(0.1, deadline - self._clock() - 3.0))
         for stream_id, running in list(self.running.items()):
             await self._finish(stream_id, running, deadline)
-        while self.sink.buffered and time.monotonic() < deadline:
+        while self.sink.buffered and self._clock() < deadline:
             if not await self.sink.flush():
-                await asyncio.sleep(0.2)
-        await self.notifier.drain(max(0.5, deadline - time.monotonic()))
+                await self._sleep(0.2)
+        await self.notifier.drain(max(0.5, deadline - self._clock()))
         await self.notifier.aclose()
         with contextlib.suppress(aws.AvmonError):
             await self.leases.goodbye()
@@ -201,20 +197,23 @@ class Worker:
         while not self.stopping.is_set():
             if self.free <= 0:
                 self._slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 5.0)
+                await self._wait(self._slot_freed, 5.0)
                 continue
             wait_s = 0 if self.burst else self.settings.poll_wait_s
             try:
                 received = await self.queue.receive(self.free, wait_s)
             except aws.AvmonError as exc:
                 log.warning("assignment queue unavailable: %s", exc)
-                await asyncio.sleep(2.0)
+                await self._sleep(2.0)
                 continue
             for message in received:
                 await self._handle(message)
-            if self.burst and not received and not self.running:
-                self.request_stop()
+            if self.burst and not received:
+                if not self.running:  # every taken stream has finished and the queue is empty
+                    self.request_stop()
+                    return
+                self._slot_freed.clear()  # rather than poll an empty queue in a tight loop
+                await self._wait(self._slot_freed, 5.0)
 
     async def _handle(self, message: Any) -> None:
         assignment = message.assignment
@@ -222,7 +221,7 @@ class Worker:
             if assignment is None:
                 await self.queue.reject(message)
                 return
-            if self._shed_recently(assignment.stream_id):
+            if self.load.shed_recently(assignment.stream_id):
                 # For a worker that can keep up with it; hidden a while, or this one would
                 # receive it again at once, and again.
                 await self.queue.leave(message.receipt, delay_s=LEAVE_SHED_S)
@@ -250,85 +249,38 @@ class Worker:
         return True
 
     async def _balance_loop(self) -> None:
-        """With room to spare: adopt streams whose owner stopped renewing (failover), then take
-        one lease from a worker above its fair share (scale-out). A full worker never scans."""
+        """With room to spare, a balance round (worker/balance.py: failover, then scale-out) every
+        ``takeover_scan_s``. A full worker never scans."""
         while not self.stopping.is_set():
-            await asyncio.sleep(self.settings.takeover_scan_s)
+            await self._sleep(self.settings.takeover_scan_s)
             if self.free <= 0 or self.stopping.is_set():
                 continue
             try:
-                views = await self.leases.survey()
-                me = self.settings.worker_id
-                live = await self.leases.live_workers() if needs_registry(views, me) else set()
-                taken: set[str] = set()
-                limit = adoption_limit(views, self.settings.worker_id, live)
-                for view in views:
-                    if self.free <= 0 or len(taken) >= limit:
-                        break
-                    free = view.owner is None and view.stream_id not in self.running
-                    if (
-                        free
-                        and not self._shed_recently(view.stream_id)
-                        and await self._take(view.stream_id, view.generation)
-                    ):
-                        log.info("took over %s", view.stream_id)
-                        taken.add(view.stream_id)
-                views = [replace(v, owner=me) if v.stream_id in taken else v for v in views]
-                target = plan_rebalance(views, self.settings.worker_id, live) if self.free > 0 else None
-                if target is not None and target.owner is not None:
-                    lease = await self.leases.steal(
-                        target.stream_id, target.generation, target.owner, target.counter
-                    )
-                    if lease is not None:
-                        log.info("rebalanced %s from %s", target.stream_id, target.owner)
-                        self._start(lease)
+                await balance_round(
+                    self.leases, room=lambda: self.free, skip=self._leave, take=self._take, start=self._start
+                )
             except aws.AvmonError as exc:
                 log.warning("balance scan failed: %s", exc)
 
-    def _notifier(self, ddb: Any, sns: Any) -> Notifier:
-        s = self.settings
+    def _leave(self, stream_id: str) -> bool:
+        """Not to adopt: held here already, or handed back lately (for a worker that keeps up)."""
+        return stream_id in self.running or self.load.shed_recently(stream_id)
 
-        async def record(delivery: DeliveryRecord) -> None:
-            request = store.put_delivery(
-                self.tables, delivery.to_item(), ttl_days=s.defect_ttl_days, now=time.time()
-            )
-            try:
-                await call(ddb.put_item, **request)
-            except aws.AvmonError as exc:
-                log.warning("delivery log write failed: %s", exc)
-
-        return Notifier(
-            secret=s.webhook_secret,
-            sns=sns if s.defect_topic_arn else None,
-            record=record,
-            url_check=partial(
-                check_url, schemes=frozenset({"http", "https"}), allow_private=s.allow_private_hosts
-            ),
-            min_gap_s=s.notify_min_gap_s,
-        )
-
-    def _notify(self, defect: Defect) -> None:
-        """A defect record is durably written: tell whoever listens (returns at once)."""
-        targets = self._targets(defect.stream_id)
-        if targets.webhook_urls or targets.sns_topic_arn:
-            self.notifier.submit(defect, targets)
-
-    def _notify_cue(self, event: Event) -> None:
-        """A cue event is written: pushed to the same targets as the stream's defects."""
-        targets = self._targets(event.stream_id)
-        if targets.webhook_urls or targets.sns_topic_arn:
-            self.notifier.submit_cue(event, targets)
-
-    def _targets(self, stream_id: str) -> Targets:
+    def _webhook_of(self, stream_id: str) -> str | None:
         running = self.running.get(stream_id)
-        stream_webhook = running.lease.webhook_url if running is not None else None
-        s = self.settings
-        return Targets.from_settings(s.webhook_urls, stream_webhook, s.defect_topic_arn)
-
-    def _shed_recently(self, stream_id: str) -> bool:
-        return self._shed.get(stream_id, 0.0) > time.monotonic()
+        return running.lease.webhook_url if running is not None else None
 
     # ------------------------------------------------------------ one stream
+
+    def _media_session(self, stream_id: str, config: SessionConfig, **wiring: Any) -> Session:
+        """The default sessions: in the media process with the fewest streams, else in a thread
+        of this process."""
+        if self.pool is not None:
+            try:
+                return self.pool.session(stream_id, config, **wiring)
+            except RuntimeError as exc:  # then in this process, as with one media process
+                log.error("stream %s runs in the worker's own process: %s", stream_id, exc)
+        return StreamSession(stream_id, config, evidence=True, **wiring)
 
     def _start(self, lease: Lease) -> None:
         assert self._loop is not None
@@ -365,20 +317,9 @@ class Worker:
         def emit_event(event: Event) -> None:
             loop.call_soon_threadsafe(self.sink.submit_event, event)
 
-        session: StreamSession | RemoteSession | None = None
-        if self.pool is not None:
-            try:
-                session = self.pool.session(
-                    lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop,
-                    emit_event=emit_event,
-                )  # fmt: skip
-            except RuntimeError as exc:  # then in this process, as with one media process
-                log.error("stream %s runs in the worker's own process: %s", lease.stream_id, exc)
-        if session is None:
-            session = StreamSession(
-                lease.stream_id, config, emit, worker_id=s.worker_id, stop=stop, evidence=True,
-                emit_event=emit_event,
-            )  # fmt: skip
+        session = self.sessions(
+            lease.stream_id, config, emit=emit, worker_id=s.worker_id, stop=stop, emit_event=emit_event,
+        )  # fmt: skip
         if session.recorder is not None:  # the wall's live picture (worker/picture.py), written by the sink
             offer, sid = self.sink.offer_live, lease.stream_id
             session.recorder.publish_live(lambda item: loop.call_soon_threadsafe(offer, sid, item))
@@ -400,7 +341,7 @@ class Worker:
         thread = threading.Thread(target=body, name=f"stream-{lease.stream_id}", daemon=True)
         self.sink.fence(lease.stream_id, lease.counter)
         self.running[lease.stream_id] = Running(
-            lease=lease, session=session, thread=thread, stop=stop, done=done
+            lease=lease, session=session, thread=thread, stop=stop, done=done, load=StreamLoad(self._clock())
         )
         done.add_done_callback(lambda _: self._spawn(self._ended(lease.stream_id)))
         thread.start()
@@ -411,7 +352,7 @@ class Worker:
         if running is None or self.stopping.is_set():
             return  # shutdown finishes it
         try:
-            await self._finish(stream_id, running, time.monotonic() + self.settings.stop_grace_s)
+            await self._finish(stream_id, running, self._clock() + self.settings.stop_grace_s)
         except Exception:  # a bug here must not leak the slot: the lease lapses, others take it
             log.exception("finishing %s failed", stream_id)
             self.running.pop(stream_id, None)
@@ -420,12 +361,12 @@ class Worker:
     async def _finish(self, stream_id: str, running: Running, deadline: float) -> None:
         """The session is over (or being abandoned): write its defects, then settle the lease."""
         outcome, reason = running.done.result() if running.done.done() else (Outcome.STOPPED, None)
-        while self.sink.pending_for(stream_id) and time.monotonic() < deadline:
+        while self.sink.pending_for(stream_id) and self._clock() < deadline:
             if not await self.sink.flush(only=stream_id):
-                await asyncio.sleep(0.2)
+                await self._sleep(0.2)
         self.notifier.end_stream(stream_id)  # its records are written: send held closes now
         lease = running.lease
-        figures = self._figures(running)
+        figures = running.figures()
         try:
             if running.handed_back:
                 released = await self.leases.release(
@@ -445,49 +386,21 @@ class Worker:
         except aws.AvmonError as exc:
             log.warning("could not release %s (%s): it will lapse", stream_id, exc)
         self.running.pop(stream_id, None)
-        self._slot_freed.set()
-        if self.burst and not self.running and not self.stopping.is_set():
-            # A burst worker returns once its work is done and the queue has nothing more.
-            self._slot_freed.set()
+        self._slot_freed.set()  # a burst worker's poll loop looks again: it may be done
 
     async def _renew_loop(self) -> None:
         period = self.settings.lease_period_s / 3
         while not self.stopping.is_set():
-            await asyncio.sleep(period)
+            await self._sleep(period)
             # Concurrently: one slow answer must not let the other leases lapse.
             await asyncio.gather(
                 *(self._renew(sid, r) for sid, r in list(self.running.items()) if not r.stop.is_set())
             )
 
-    @staticmethod
-    def _figures(running: Running) -> dict[str, float | int | str | None]:
-        """The live figures published with each renewal (and the release)."""
-        f = running.session.figures
-        media_time = None if f.media_time_s is None else round(f.media_time_s, 3)
-        figures: dict[str, float | int | str | None] = {
-            "frames_analysed": f.frames_analysed,
-            "lag_s": f.lag_s,
-            "media_time_s": media_time,
-        }
-        if f.dropped_datagrams:
-            figures["dropped_datagrams"] = f.dropped_datagrams
-        if f.captions is not None:
-            figures["captions"] = f.captions
-        sync = running.session.ctx.extra.get("av_sync")
-        if isinstance(sync, dict) and sync.get("offset_ms") is not None:
-            figures["av_sync_offset_ms"] = round(float(sync["offset_ms"]), 1)
-            figures["av_sync_confidence"] = round(float(sync.get("confidence") or 0.0), 3)
-        timeline = running.session.timeline()
-        if timeline is not None:
-            figures.update(timeline.figures())  # a worker that takes it over continues it
-        return figures
-
     async def _renew(self, stream_id: str, running: Running) -> None:
         figures = running.session.figures
         try:
-            result = await self.leases.renew(
-                running.lease, figures.status, self._figures(running), figures.reason
-            )
+            result = await self.leases.renew(running.lease, figures.status, running.figures(), figures.reason)
         except aws.AvmonError as exc:
             # Keep monitoring: if the store is away for everyone, nobody can take the lease; if
             # only for us, the fencing token keeps our writes out once someone does.
@@ -506,36 +419,14 @@ class Worker:
             self.notifier.acknowledge(stream_id, running.lease.acknowledged)
 
     async def _load_loop(self) -> None:
-        """Every LOAD_SAMPLE_S: sample the process's and each stream's CPU and lag, learn what a
-        stream costs, mark overload, and hand back one stream when one falls behind."""
-        next_cores = time.monotonic() + CORES_EVERY_S
+        """Every LOAD_SAMPLE_S: sample the load (worker/admission.py); hand back the stream it names."""
         while not self.stopping.is_set():
-            now = time.monotonic()
-            if now >= next_cores:  # a task's CPU quota can be changed under it (docker update)
-                self.admission.cores, next_cores = available_cores(), now + CORES_EVERY_S
-            self._cpu.append((now, self._cpu_s()))
-            for running in list(self.running.values()):
-                f = running.session.figures
-                running.load.has_video = running.session.ctx.has_video
-                running.load.observe(now, f.cpu_s, f.pixel_rate, f.lag_s)
-            loads = {sid: r.load for sid, r in self.running.items() if not r.stop.is_set()}
-            self.admission.learn(list(loads.values()))
-            behind = any(ld.falling_behind(self.admission.shed_lag_s) for ld in loads.values())
-            for running in self.running.values():
-                running.session.mark_overloaded(behind)
-            victim = self.admission.to_shed(loads, now)
+            victim = self.load.sample(self.running)
             if victim is not None:
                 running = self.running[victim]
-                log.warning(
-                    "streams are falling behind real time (worst %.1f s): handing back %s, the most "
-                    "recently taken",
-                    max((ld.lags[-1] for ld in loads.values() if ld.lags), default=0.0),
-                    victim,
-                )
-                self._shed[victim] = now + self.settings.shed_cooldown_s
                 running.handed_back = True
                 running.stop.set()
-            await asyncio.sleep(LOAD_SAMPLE_S)
+            await self._sleep(LOAD_SAMPLE_S)
 
     async def _metrics(self) -> None:
         if self.settings.metrics_port:
@@ -548,35 +439,22 @@ class Worker:
         return metrics.WorkerSample(
             worker_id=self.settings.worker_id,
             capacity=self.capacity,
-            streams=[
-                metrics.StreamSample(
-                    stream_id=sid,
-                    frames_analysed=r.session.figures.frames_analysed,
-                    lag_s=r.session.figures.lag_s,
-                    media_time_s=r.session.figures.media_time_s,
-                    lease_expires_in_s=round(r.lease.expires_at - now, 3),
-                    reconnecting=r.session.figures.status is StreamStatus.RECONNECTING,
-                    cpu_cores=r.load.measured(self.admission.warmup_s),
-                    dropped_datagrams=r.session.figures.dropped_datagrams,
-                    frames_dropped=int(r.session.ctx.extra.get("frames_dropped", 0)),
-                )
-                for sid, r in list(self.running.items())
-            ],
+            streams=[r.sample(sid, now, self.admission.warmup_s) for sid, r in list(self.running.items())],
             cores=self.admission.cores,
-            committed_cores=self.admission.committed([r.load for r in self.running.values()]),
+            committed_cores=self.load.committed(self.running),
             cpu_target=self.admission.target,
-            transport={sid: c for sid, r in list(self.running.items()) if (c := _transport(r.session))},
+            transport={sid: c for sid, r in list(self.running.items()) if (c := r.transport())},
             defects_written=self.sink.written,
             defects_dropped=self.sink.dropped,
             defects_buffered=self.sink.buffered,
-            heartbeat_age_s=time.monotonic() - self._beat,
+            heartbeat_age_s=self._clock() - self._beat,
         )
 
     async def _heartbeat_loop(self) -> None:
         path = Path(self.settings.health_file)
         next_registry = 0.0
         while not self.stopping.is_set():
-            self._beat = time.monotonic()
+            self._beat = self._clock()
             if self._beat >= next_registry:
                 next_registry = self._beat + self.settings.lease_period_s
                 try:
@@ -586,16 +464,7 @@ class Worker:
             beat = f"{time.time():.3f} {self.settings.worker_id} {len(self.running)}\n"
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.write_text, beat)
-            await asyncio.sleep(5.0)
-
-
-def _transport(session: StreamSession | RemoteSession) -> TransportCounters | None:
-    """A UDP session's transport counters, read from the event loop while its thread counts on:
-    a scrape that meets a resize is skipped, not an error."""
-    try:
-        return session.transport_counters()
-    except RuntimeError:
-        return None
+            await self._sleep(5.0)
 
 
 def healthy(settings: WorkerSettings | None = None) -> bool:
@@ -616,6 +485,30 @@ def healthy(settings: WorkerSettings | None = None) -> bool:
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
+async def serve(settings: WorkerSettings | None = None) -> None:
+    """One worker on AWS clients built from the settings, until SIGTERM or SIGINT (ECS, Ctrl-C)."""
+    settings = settings or WorkerSettings()
+    loop = asyncio.get_running_loop()
+    worker: Worker | None = None
+    early = asyncio.Event()  # a signal before the worker exists (its clients): it starts stopped
+
+    def request_stop() -> None:
+        if worker is not None:
+            worker.request_stop()
+        else:
+            early.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, request_stop)
+    async with aws_clients() as clients:
+        url = await queue_url(clients.sqs, settings.assignment_queue)
+        worker = Worker(settings, clients=clients, queue_url=url)
+        if early.is_set():
+            worker.request_stop()
+        await worker.run()
+
+
 def main(settings: WorkerSettings | None = None) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    asyncio.run(Worker(settings).run())
+    asyncio.run(serve(settings))
